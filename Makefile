@@ -1,0 +1,35 @@
+# Two commands do all set-up on a fresh machine: `make run` and `make test`.
+# Both create (or reuse) .venv: torch/torchvision first (wheels on local disk), then the project
+# with its dev extras, pinned by constraints.txt.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.vlpbench-installed
+TORCH := torch==2.14.1 torchvision==0.29.1
+PYTEST_ARGS ?=
+
+.PHONY: run test test-fast install lock clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check $(TORCH)
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/vlpbench run
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# Re-pin constraints.txt to what is installed now (after changing pyproject.toml).
+lock: $(STAMP)
+	$(PY) -m pip freeze --exclude-editable --disable-pip-version-check | sed 's/+cu[0-9]*$$//' > constraints.txt
+
+clean:
+	rm -rf outputs .pytest_cache

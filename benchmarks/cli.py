@@ -1,0 +1,183 @@
+"""`vlpbench`: the command line. The composition root: wires methods, benchmarks, reports, slurm.
+
+    vlpbench run [--suite FILE] [--output DIR] [--tracking-uri URI] [--resume latest]
+    vlpbench list
+    vlpbench card METHOD
+    vlpbench data build [--set key=value ...]
+    vlpbench report [--suite FILE] [--output DIR] [--tracking-uri URI] [--source mlflow|files]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# Quiet third-party chatter that is not ours to act on; real errors still surface.
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+logging.getLogger("mlflow").setLevel(logging.WARNING)
+logging.getLogger("alembic").setLevel(logging.WARNING)
+
+from benchmarks.data import BuiltinConfig, DatasetError, open_dataset  # noqa: E402
+from benchmarks.pipeline import expand_jobs, run_job  # noqa: E402
+from benchmarks.suite import Suite, load_suite  # noqa: E402
+from benchmarks.training.checkpoint import CheckpointError  # noqa: E402
+from methods import ConfigError, get_spec, list_methods, method_config  # noqa: E402
+from methods.registry import SIZES, param_count  # noqa: E402
+from methods.tokenizer import TokenizerError  # noqa: E402
+from methods.towers import WeightsError  # noqa: E402
+from reports import markdown, tracking  # noqa: E402
+from reports.store import atomic_write_text, find_records  # noqa: E402
+from slurm import get_executor  # noqa: E402
+
+USER_ERRORS = (ConfigError, DatasetError, CheckpointError, TokenizerError, WeightsError, FileNotFoundError)
+
+
+def _parse_sets(items: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value")
+        key, value = item.split("=", 1)
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def _suite_dir(args: argparse.Namespace, suite: Suite) -> Path:
+    return Path(args.output) / suite.name
+
+
+def _experiment(suite: Suite) -> str:
+    return f"vlpbench-{suite.name}"
+
+
+def _render(suite: Suite, suite_dir: Path, output: Path, uri: str, source: str) -> Path:
+    if source == "mlflow":
+        pre, ev = tracking.fetch_records(uri, _experiment(suite), suite.name, suite_dir)
+        where = uri
+    else:
+        pre, ev = find_records(suite_dir)
+        where = str(suite_dir)
+    text = markdown.render(pre, ev, suite=suite.name, source=where)
+    return atomic_write_text(suite_dir / "report.md", text)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    suite = load_suite(Path(args.suite) if args.suite else None, _parse_sets(args.set))
+    output = Path(args.output)
+    suite_dir = _suite_dir(args, suite)
+    suite_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(suite_dir / "suite.resolved.yaml", yaml.safe_dump(suite.model_dump(mode="json"), sort_keys=False))
+    uri = tracking.resolve_tracking_uri(args.tracking_uri or suite.tracking_uri, output)
+    artifact_root = output / "mlartifacts" if tracking.is_embedded(uri) else None
+    jobs = expand_jobs(suite)
+    print(f"suite {suite.name!r}: {len(jobs)} job(s) → {suite_dir}; tracking {uri}", flush=True)
+    executor = get_executor(args.executor)
+    t0 = time.perf_counter()
+    for job in jobs:
+        outcome = executor.submit(run_job, job, suite_dir, resume=args.resume, progress=not args.no_progress).result()
+        runs = tracking.log_job(outcome.job_dir, suite_dir, uri, _experiment(suite), artifact_root)
+        for bench, path in outcome.results.items():
+            metrics = json.loads(path.read_text())["metrics"]
+            print(f"[{job.name}] {bench}: RSUM {metrics['rsum']:.1f}  i2t R@1 {metrics['i2t_R1']:.1f}  "
+                  f"t2i R@1 {metrics['t2i_R1']:.1f}  (mlflow run {runs.get(bench, '?')})", flush=True)
+    report = _render(suite, suite_dir, output, uri, "mlflow")
+    print(f"done in {time.perf_counter() - t0:.0f} s")
+    print(f"report: {report}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    suite = load_suite(Path(args.suite) if args.suite else None)
+    suite_dir = _suite_dir(args, suite)
+    uri = tracking.resolve_tracking_uri(args.tracking_uri or suite.tracking_uri, Path(args.output))
+    print(f"report: {_render(suite, suite_dir, Path(args.output), uri, args.source)}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    for name in list_methods():
+        spec = get_spec(name)
+        print(f"{name:10s} {spec.card.citation}  sizes: {', '.join(SIZES)}")
+    return 0
+
+
+def cmd_card(args: argparse.Namespace) -> int:
+    spec = get_spec(args.method)
+    card = spec.card.to_json()
+    card["presets"] = {s: method_config(args.method, s).model_dump(mode="json") for s in SIZES}
+    print(json.dumps(card, indent=2))
+    return 0
+
+
+def cmd_data_build(args: argparse.Namespace) -> int:
+    from methods.config import validate
+
+    cfg = validate(BuiltinConfig, _parse_sets(args.set), where="--set")
+    t0 = time.perf_counter()
+    ds = open_dataset("builtin", None, cfg.model_dump(), Path(args.cache) if args.cache else None)
+    print(f"built-in dataset at {ds.root} ({time.perf_counter() - t0:.1f} s), fingerprint {ds.fingerprint}")
+    for split, info in ds.manifest["splits"].items():
+        print(f"  {split:12s} {info['n_items']:6d} items  {info['n_captions']:6d} captions  "
+              f"{info['n_twins']:5d} twins  {info['n_noisy']:5d} noisy")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vlpbench", description="Vision-language pretraining benchmark harness.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="pretrain and evaluate a suite (default: every method, tiny, built-in data)")
+    run.add_argument("--suite", help="suite YAML file (default: the built-in default suite)")
+    run.add_argument("--output", default="outputs", help="output root (default: ./outputs)")
+    run.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else "
+                                            "an embedded sqlite store in the output root)")
+    run.add_argument("--resume", help="'latest' resumes each job from its newest checkpoint, or a step_*.pt path")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a top-level suite field (YAML value), e.g. --set methods=[clip]")
+    run.add_argument("--executor", default="inline", help="where jobs run (default: inline)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.set_defaults(fn=cmd_run)
+
+    rep = sub.add_parser("report", help="render the Markdown report of a suite")
+    rep.add_argument("--suite")
+    rep.add_argument("--output", default="outputs")
+    rep.add_argument("--tracking-uri")
+    rep.add_argument("--source", choices=("mlflow", "files"), default="mlflow")
+    rep.set_defaults(fn=cmd_report)
+
+    sub.add_parser("list", help="list registered methods").set_defaults(fn=cmd_list)
+    card = sub.add_parser("card", help="print a method's card (claims, deviations, presets) as JSON")
+    card.add_argument("method")
+    card.set_defaults(fn=cmd_card)
+
+    data = sub.add_parser("data", help="datasets")
+    dsub = data.add_subparsers(dest="data_command", required=True)
+    build = dsub.add_parser("build", help="generate the built-in dataset into the cache")
+    build.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="generator option")
+    build.add_argument("--cache", help="cache root (default: $VLPBENCH_CACHE or ~/.cache/vlpbench)")
+    build.set_defaults(fn=cmd_data_build)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.fn(args))
+    except USER_ERRORS as err:
+        print(f"vlpbench: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""Read a built dataset folder into the harness' data types."""
+
+from __future__ import annotations
+
+import json
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.data.builtin.build import SPLIT_ORDER, iter_records
+from benchmarks.data.types import ArrayImages, DatasetRef, PairCorpus, RetrievalSplit
+
+IMAGE_SPLITS = ("train", "val", "test")
+VIDEO_SPLITS = ("video_train", "video_test")
+
+
+class DatasetError(ValueError):
+    pass
+
+
+class BuiltinDataset:
+    """A generated dataset folder (see build.py for the layout)."""
+
+    name = "builtin"
+
+    def __init__(self, root: Path) -> None:
+        root = Path(root)
+        if not root.is_dir():
+            raise DatasetError(f"dataset folder {root} does not exist; build it with "
+                               "`vlpbench data build` or leave `root` unset to use the cache")
+        manifest = root / "manifest.json"
+        if not manifest.is_file():
+            raise DatasetError(f"{root} is not a built-in dataset: {manifest.name} is missing "
+                               "(an interrupted build? delete the folder and build again)")
+        self.root = root
+        self.manifest: dict[str, Any] = json.loads(manifest.read_text())
+        for split in SPLIT_ORDER:
+            for fname in ("items.jsonl", "images.npy"):
+                if not (root / split / fname).is_file():
+                    raise DatasetError(f"{root / split / fname} is missing; the dataset folder is incomplete")
+
+    @property
+    def fingerprint(self) -> str:
+        return str(self.manifest["fingerprint"])
+
+    def ref(self, split: str) -> DatasetRef:
+        return DatasetRef(self.name, split, self.manifest["splits"][split]["fingerprint"], self.fingerprint)
+
+    def records(self, split: str) -> list[dict[str, Any]]:
+        self._check_split(split)
+        return list(iter_records(self.root / split))
+
+    def images(self, split: str) -> ArrayImages:
+        self._check_split(split)
+        return ArrayImages(np.load(self.root / split / "images.npy", mmap_mode="r"))
+
+    def _check_split(self, split: str) -> None:
+        if split not in SPLIT_ORDER:
+            raise DatasetError(f"unknown split {split!r} of the built-in dataset; splits: {', '.join(SPLIT_ORDER)}")
+
+    @cached_property
+    def _pretrain_records(self) -> list[dict[str, Any]]:
+        return self.records("pretrain")
+
+    def pretrain_corpus(self) -> PairCorpus:
+        recs = self._pretrain_records
+        return PairCorpus(
+            ref=self.ref("pretrain"), images=self.images("pretrain"), texts=[r["alt_text"] for r in recs],
+            extras={"noisy": np.array([r["noisy"] for r in recs], dtype=bool),
+                    "tags": [" ".join(r["tags"]) for r in recs],
+                    "category": [r["category"] for r in recs]})
+
+    def retrieval_split(self, split: str = "test") -> RetrievalSplit:
+        if split not in IMAGE_SPLITS:
+            raise DatasetError(f"image-text retrieval splits of the built-in dataset: {IMAGE_SPLITS}, not {split!r}")
+        recs = self.records(split)
+        texts = [c for r in recs for c in r["captions"]]
+        txt2img = np.array([i for i, r in enumerate(recs) for _ in r["captions"]], dtype=np.int64)
+        return RetrievalSplit(ref=self.ref(split), images=self.images(split), texts=texts, txt2img=txt2img)
+
+    def tokenizer_corpus(self) -> list[str]:
+        """Text a tokenizer may be trained on: the pretraining and training splits, never val/test."""
+        out = []
+        for split in ("pretrain", "train", "video_train"):
+            for r in (self._pretrain_records if split == "pretrain" else self.records(split)):
+                out.append(r["alt_text"])
+                out.extend(r["captions"])
+                out.extend(r["video_captions"])
+                out.append(" ".join(r["tags"]))
+                out.append(" ".join(f"{p} {v}" for p, v in r["table"]))
+        return out

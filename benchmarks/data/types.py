@@ -1,0 +1,104 @@
+"""The shapes data takes inside the harness, independent of where it came from.
+
+- `PairCorpus`: image-text pairs for pretraining (plus optional per-item extras).
+- `RetrievalSplit`: a gallery of images and captions with ground truth, for retrieval.
+
+Images are reached through `ImageSource` (random access to uint8 HWC batches), so an in-memory
+array, a memory-mapped file and a folder of JPEGs look the same to the training loop and the
+evaluator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+
+class ImageSource(Protocol):
+    def __len__(self) -> int: ...
+
+    def get(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+        """(len(indices), H, W, 3) uint8 images in the order given."""
+        ...
+
+
+@dataclass(frozen=True)
+class ArrayImages:
+    """An ImageSource over an (N, H, W, 3) uint8 array (memory-mapped or not)."""
+
+    array: np.ndarray
+
+    def __post_init__(self) -> None:
+        if self.array.dtype != np.uint8 or self.array.ndim != 4 or self.array.shape[-1] != 3:
+            raise ValueError(f"expected (N, H, W, 3) uint8 images, got {self.array.dtype} {self.array.shape}")
+
+    def __len__(self) -> int:
+        return int(self.array.shape[0])
+
+    def get(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+        idx = np.asarray(indices, dtype=np.int64)
+        return np.ascontiguousarray(self.array[idx])
+
+
+@dataclass(frozen=True)
+class DatasetRef:
+    """Identity of a split: what a result must record to be comparable."""
+
+    dataset: str            # e.g. "builtin", "flickr30k"
+    split: str              # e.g. "test", "pretrain"
+    fingerprint: str        # sha256 of the split's files
+    dataset_fingerprint: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"dataset": self.dataset, "split": self.split, "fingerprint": self.fingerprint,
+                "dataset_fingerprint": self.dataset_fingerprint}
+
+
+@dataclass(frozen=True)
+class PairCorpus:
+    ref: DatasetRef
+    images: ImageSource
+    texts: Sequence[str]
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if len(self.images) != len(self.texts):
+            raise ValueError(f"{self.ref.dataset}/{self.ref.split}: {len(self.images)} images but "
+                             f"{len(self.texts)} texts")
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+@dataclass(frozen=True)
+class RetrievalSplit:
+    ref: DatasetRef
+    images: ImageSource
+    texts: Sequence[str]
+    txt2img: np.ndarray     # (N_txt,) int64: the one ground-truth image of each caption
+
+    def __post_init__(self) -> None:
+        t2i = np.asarray(self.txt2img)
+        if t2i.shape != (len(self.texts),):
+            raise ValueError(f"txt2img has shape {t2i.shape}, expected ({len(self.texts)},)")
+        if len(t2i) and (t2i.min() < 0 or t2i.max() >= len(self.images)):
+            raise ValueError("txt2img points outside the image gallery")
+        counts = np.bincount(t2i, minlength=len(self.images))
+        if (counts == 0).any():
+            raise ValueError(f"{self.ref.dataset}/{self.ref.split}: {int((counts == 0).sum())} images "
+                             "have no caption")
+
+    @property
+    def n_images(self) -> int:
+        return len(self.images)
+
+    @property
+    def n_texts(self) -> int:
+        return len(self.texts)
+
+    def captions_per_image(self) -> dict[str, float]:
+        counts = np.bincount(np.asarray(self.txt2img), minlength=self.n_images)
+        return {"min": int(counts.min()), "max": int(counts.max()), "mean": float(counts.mean())}

@@ -1,0 +1,1 @@
+"""Evaluations: the model produces scores, `metrics` turns them into numbers."""

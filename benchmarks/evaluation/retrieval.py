@@ -1,0 +1,168 @@
+"""Image-text retrieval evaluation: the model embeds and scores, `metrics` ranks and counts.
+
+Scoring rules (a protocol field, recorded with every result):
+- "itc": cosine similarity of the global embeddings (dual encoders; CLIP, COTS, ERNIE-ViL 2.0).
+- "itm": for each query, the top-k candidates by ITC are re-scored by the model's cross-encoder
+  (TCL / ALBEF official protocol); candidates outside the top k rank below every candidate.
+- "itm+itc": as "itm" with the ITC similarity added to the cross-encoder score (LAVIS, BLIP).
+
+With re-ranking, ranks beyond k are not observed: they are reported censored at k + 1, so
+R@K is exact for K ≤ k and the median/mean ranks are lower bounds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import Field, model_validator
+
+from benchmarks.data.types import ImageSource, RetrievalSplit
+from benchmarks.evaluation.metrics import TiePolicy, chunked_ranks, image_text_metrics
+from benchmarks.runtime import autocast, eval_mode
+from methods import VLPModel
+from methods.config import StrictModel
+
+Scoring = Literal["itc", "itm", "itm+itc"]
+
+
+class RetrievalProtocol(StrictModel):
+    scoring: Scoring = "itc"
+    rerank_k: int | None = Field(None, gt=0, description="Candidates re-scored per query (itm scoring).")
+    tie_policy: TiePolicy = "pessimistic"
+    prompt: str | None = Field(None, description="Text prepended to every caption, e.g. 'a photo of'.")
+    batch_size: int = Field(256, gt=0, description="Encoding batch size (does not change results).")
+    chunk: int = Field(256, gt=0, description="Query rows scored at a time (does not change results).")
+    rerank_batch: int = Field(512, gt=0, description="Cross-encoder pairs per forward (does not change results).")
+
+    @model_validator(mode="after")
+    def _k_for_rerank(self) -> "RetrievalProtocol":
+        if self.scoring != "itc" and self.rerank_k is None:
+            raise ValueError(f"scoring {self.scoring!r} needs rerank_k (k_test: 128 Flickr30K, 256 COCO)")
+        if self.scoring == "itc" and self.rerank_k is not None:
+            raise ValueError("rerank_k is only meaningful with scoring 'itm' or 'itm+itc'")
+        return self
+
+
+@dataclass
+class RetrievalOutcome:
+    metrics: dict[str, float]
+    i2t_ranks: np.ndarray
+    t2i_ranks: np.ndarray
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@torch.inference_mode()
+def encode_images(model: VLPModel, images: ImageSource, batch_size: int, device: torch.device,
+                  precision: str) -> torch.Tensor:
+    out = []
+    for start in range(0, len(images), batch_size):
+        idx = np.arange(start, min(start + batch_size, len(images)))
+        x = model.preprocess.eval(images.get(idx)).to(device, non_blocking=True)
+        with autocast(device, precision):
+            out.append(model.encode_image(x).float())
+    return torch.cat(out)
+
+
+@torch.inference_mode()
+def encode_texts(model: VLPModel, texts: list[str], batch_size: int, device: torch.device,
+                 precision: str) -> torch.Tensor:
+    out = []
+    for start in range(0, len(texts), batch_size):
+        tokens = model.tokenize(texts[start:start + batch_size]).trimmed().to(device)
+        with autocast(device, precision):
+            out.append(model.encode_text(tokens).float())
+    return torch.cat(out)
+
+
+class _Reranker:
+    """Cross-encoder re-scoring of each query's top-k ITC candidates, batched across queries."""
+
+    def __init__(self, model: VLPModel, split: RetrievalSplit, texts: list[str], protocol: RetrievalProtocol,
+                 device: torch.device, precision: str) -> None:
+        if not model.supports_rerank:
+            raise ValueError(f"scoring {protocol.scoring!r} needs a re-ranking head; "
+                             f"{type(model).__name__} has none (use scoring 'itc')")
+        self.model, self.protocol, self.device, self.precision = model, protocol, device, precision
+        with torch.inference_mode():
+            feats = []
+            for start in range(0, split.n_images, protocol.batch_size):
+                idx = np.arange(start, min(start + protocol.batch_size, split.n_images))
+                x = model.preprocess.eval(split.images.get(idx)).to(device)
+                with autocast(device, precision):
+                    feats.append(model.rerank_image_features(x).cpu())
+            self.image_feats = torch.cat(feats)
+            parts: list[Mapping[str, torch.Tensor]] = []
+            for start in range(0, len(texts), protocol.batch_size):
+                tokens = model.tokenize(texts[start:start + protocol.batch_size]).to(device)
+                with autocast(device, precision):
+                    parts.append({k: v.cpu() for k, v in model.rerank_text_features(tokens).items()})
+            self.text_feats = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+    @torch.inference_mode()
+    def scores(self, itc: torch.Tensor, image_idx: torch.Tensor, text_idx: torch.Tensor) -> torch.Tensor:
+        """Scores of P pairs (image_idx[p], text_idx[p]) with their ITC values itc[p]."""
+        out = []
+        for start in range(0, len(image_idx), self.protocol.rerank_batch):
+            sl = slice(start, start + self.protocol.rerank_batch)
+            img = self.image_feats[image_idx[sl]].to(self.device)
+            txt = {k: v[text_idx[sl]].to(self.device) for k, v in self.text_feats.items()}
+            with autocast(self.device, self.precision):
+                out.append(self.model.rerank_score(img, txt).float().cpu())
+        s = torch.cat(out)
+        return s + itc.cpu() if self.protocol.scoring == "itm+itc" else s
+
+    def rerank_rows(self, itc_rows: torch.Tensor, row_ids: torch.Tensor, rows_are_images: bool) -> torch.Tensor:
+        k = min(self.protocol.rerank_k or 1, itc_rows.shape[1])
+        top = itc_rows.topk(k, dim=1).indices
+        q = row_ids[:, None].expand_as(top).reshape(-1).cpu()
+        c = top.reshape(-1).cpu()
+        itc = itc_rows.gather(1, top).reshape(-1)
+        s = self.scores(itc, q, c) if rows_are_images else self.scores(itc, c, q)
+        out = torch.full(itc_rows.shape, float("-inf"))
+        out.scatter_(1, top.cpu(), s.view(-1, k))
+        return out
+
+
+def evaluate_image_text(model: VLPModel, split: RetrievalSplit, protocol: RetrievalProtocol,
+                        device: torch.device, precision: str) -> RetrievalOutcome:
+    texts = [f"{protocol.prompt} {t}" if protocol.prompt else t for t in split.texts]
+    timings: dict[str, float] = {}
+    with eval_mode(model):
+        t0 = time.perf_counter()
+        img = encode_images(model, split.images, protocol.batch_size, device, precision)
+        timings["encode_images_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        txt = encode_texts(model, texts, protocol.batch_size, device, precision)
+        timings["encode_texts_s"] = time.perf_counter() - t0
+
+        t2i = torch.as_tensor(np.asarray(split.txt2img), dtype=torch.long, device=device)
+        img_ids = torch.arange(split.n_images, device=device)
+        reranker = _Reranker(model, split, texts, protocol, device, precision) if protocol.scoring != "itc" else None
+
+        def i2t_scores(a: int, b: int) -> torch.Tensor:
+            s = model.similarity(img[a:b], txt)
+            return reranker.rerank_rows(s, img_ids[a:b], True) if reranker else s
+
+        def t2i_scores(a: int, b: int) -> torch.Tensor:
+            s = model.similarity(img, txt[a:b]).t()
+            return reranker.rerank_rows(s, torch.arange(a, b), False) if reranker else s
+
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            i2t = chunked_ranks(i2t_scores, lambda a, b: (t2i[None, :] == img_ids[a:b, None]).cpu()
+                                if reranker else t2i[None, :] == img_ids[a:b, None],
+                                split.n_images, protocol.chunk, protocol.tie_policy)
+            t2i_r = chunked_ranks(t2i_scores, lambda a, b: (img_ids[None, :] == t2i[a:b, None]).cpu()
+                                  if reranker else img_ids[None, :] == t2i[a:b, None],
+                                  split.n_texts, protocol.chunk, protocol.tie_policy)
+        timings["rank_s"] = time.perf_counter() - t0
+    if protocol.rerank_k is not None:
+        i2t = np.minimum(i2t, protocol.rerank_k + 1)
+        t2i_r = np.minimum(t2i_r, protocol.rerank_k + 1)
+    return RetrievalOutcome(metrics=image_text_metrics(i2t, t2i_r), i2t_ranks=i2t, t2i_ranks=t2i_r,
+                            timings=timings)

@@ -1,0 +1,194 @@
+"""One job of a suite: pretrain a method, then run each benchmark on the trained model.
+
+A job folder holds everything a job produced::
+
+    jobs/<method>-<size>-s<seed>/
+      config.json         resolved configuration (what every number below was produced with)
+      checkpoints/        full-state training checkpoints (resume)
+      history.jsonl       training losses, lr and throughput over steps
+      model/              trained weights + config + tokenizer (save_pretrained)
+      pretrain.json       pretraining record, written atomically after model/
+      eval/<benchmark>/results.json, ranks.npz   evaluation records, written atomically
+
+Finished work is reused: a job whose records exist for the same job fingerprint is not run
+again, so re-running a suite only does what is missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmarks.data import BuiltinDataset, open_dataset
+from benchmarks.evaluation.retrieval import evaluate_image_text
+from benchmarks.runtime import fingerprint, resolve_device, resolve_precision, seed_everything
+from benchmarks.suite import Suite
+from benchmarks.training.batches import PretrainBatches
+from benchmarks.training.loop import TrainConfig, Trainer
+from methods import (TextTokenizer, VLPModel, create_method, get_spec, load_pretrained, method_config,
+                     save_pretrained, train_recipe)
+from reports.store import (PRETRAIN_FILE, RANKS_FILE, RESULTS_FILE, EvaluationRecord, PretrainRecord,
+                           atomic_write_json, read_evaluation, read_pretrain, save_ranks, write_record)
+
+
+@dataclass(frozen=True)
+class Job:
+    suite: Suite
+    method: str
+    size: str
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.method}-{self.size}-s{self.seed}"
+
+
+def expand_jobs(suite: Suite) -> list[Job]:
+    return [Job(suite, m, s, seed) for m in suite.method_names() for s in suite.sizes for seed in suite.seeds]
+
+
+@dataclass
+class JobOutcome:
+    job: Job
+    job_dir: Path
+    pretrain: Path
+    results: dict[str, Path] = field(default_factory=dict)
+    reused: list[str] = field(default_factory=list)
+
+
+def build_tokenizer(suite: Suite, dataset: BuiltinDataset) -> TextTokenizer:
+    spec = suite.tokenizer
+    if spec.kind == "pretrained":
+        if not spec.path:
+            raise ValueError("tokenizer.kind 'pretrained' needs tokenizer.path (a local directory)")
+        return TextTokenizer.from_dir(spec.path)
+    return TextTokenizer.train_wordpiece(dataset.tokenizer_corpus(), vocab_size=spec.vocab_size)
+
+
+def resolved_config(job: Job, dataset: BuiltinDataset, tokenizer: TextTokenizer) -> dict[str, Any]:
+    suite = job.suite
+    mcfg = method_config(job.method, job.size, suite.method_overrides.get(job.method))
+    recipe = train_recipe(job.method, job.size, suite.recipe_overrides.get(job.method))
+    budget = suite.budget(job.size)
+    return {
+        "method": {"name": job.method, "size": job.size, **mcfg.model_dump(mode="json")},
+        "train": {**budget.model_dump(mode="json"), "seed": job.seed, "precision": suite.precision,
+                  "device": suite.device, "recipe": recipe.model_dump(mode="json")},
+        "dataset": {"name": dataset.name, "fingerprint": dataset.fingerprint,
+                    "options": dataset.manifest["config"]},
+        "tokenizer": {**suite.tokenizer.model_dump(mode="json"), "fingerprint": tokenizer.fingerprint(),
+                      "vocab_size": tokenizer.vocab_size},
+        "retrieval": suite.retrieval.model_dump(mode="json"),
+    }
+
+
+def job_fingerprint(config: dict[str, Any]) -> str:
+    # Evaluation settings do not change the trained weights, so they stay out of the fingerprint.
+    keyed = {k: v for k, v in config.items() if k != "retrieval"}
+    return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()
+
+
+def _train(job: Job, job_dir: Path, model: VLPModel, dataset: BuiltinDataset, config: dict[str, Any],
+           fp: str, resume: str | None, progress: bool) -> PretrainRecord:
+    suite = job.suite
+    budget = suite.budget(job.size)
+    tcfg = TrainConfig(steps=budget.steps, batch_size=budget.batch_size, seed=job.seed,
+                       precision=suite.precision, device=suite.device, log_every=budget.log_every,
+                       checkpoint_every=budget.checkpoint_every,
+                       recipe=train_recipe(job.method, job.size, suite.recipe_overrides.get(job.method)))
+    corpus = dataset.pretrain_corpus()
+    data = PretrainBatches(corpus, model, tcfg.batch_size, job.seed)
+    if resume is None and (job_dir / "checkpoints").exists():
+        shutil.rmtree(job_dir / "checkpoints")  # a fresh start must not leave older steps for 'latest'
+    summary = Trainer(model, data, tcfg, job_dir, progress=progress, job_fingerprint=fp).fit(resume=resume)
+    lineage = [{"stage": "pretrain", "dataset": corpus.ref.to_json(), "steps": summary.steps,
+                "batch_size": tcfg.batch_size, "seed": job.seed, "init": "random", "job_fingerprint": fp}]
+    save_pretrained(model, job_dir / "model", job.method, job.size, lineage)
+    record = PretrainRecord(
+        suite=suite.name, job=job.name, method=job.method, size=job.size, seed=job.seed, config=config,
+        environment=fingerprint(resolve_device(suite.device)), job_fingerprint=fp, dataset=corpus.ref.to_json(),
+        summary=summary.to_json(), model_dir="model", card=get_spec(job.method).card.to_json())
+    write_record(job_dir / PRETRAIN_FILE, record)
+    return record
+
+
+def _evaluate_zeroshot(job: Job, job_dir: Path, model: VLPModel, dataset: BuiltinDataset,
+                       config: dict[str, Any], pre: PretrainRecord) -> Path:
+    suite = job.suite
+    spec = suite.retrieval
+    device = resolve_device(suite.device)
+    precision = resolve_precision(suite.precision, device)
+    split = dataset.retrieval_split(spec.split)
+    model.to(device)
+    outcome = evaluate_image_text(model, split, spec.protocol, device, precision)
+    lineage = json.loads((job_dir / "model" / "model_config.json").read_text())["lineage"]
+    protocol = {
+        "task": "image-text retrieval", "setting": "zero-shot",
+        "lineage": "pretrained on " + pre.dataset["dataset"] + "/" + pre.dataset["split"] + " (no fine-tuning)",
+        "split": f"{split.ref.dataset}/{split.ref.split}", "n_images": split.n_images, "n_texts": split.n_texts,
+        "captions_per_image": split.captions_per_image(),
+        "resolution": int(model.preprocess.config.resolution), "text_max_length": model.text_max_length,
+        "scoring": spec.protocol.scoring, "rerank_k": spec.protocol.rerank_k,
+        "tie_policy": spec.protocol.tie_policy, "prompt": spec.protocol.prompt,
+        "precision": precision, "metric_units": "percent", "rank_base": 1,
+        "tokenizer": config["tokenizer"]["fingerprint"][:16],
+    }
+    out_dir = job_dir / "eval" / "zeroshot_retrieval"
+    save_ranks(out_dir / RANKS_FILE, i2t=outcome.i2t_ranks, t2i=outcome.t2i_ranks)
+    record = EvaluationRecord(
+        suite=suite.name, job=job.name, method=job.method, size=job.size, seed=job.seed, config=config,
+        environment=fingerprint(device), benchmark="zeroshot_retrieval", dataset=split.ref.to_json(),
+        protocol=protocol, metrics=outcome.metrics, lineage=lineage, timings=outcome.timings,
+        card=get_spec(job.method).card.to_json())
+    return write_record(out_dir / RESULTS_FILE, record)
+
+
+BENCHMARK_RUNNERS: dict[str, Callable[..., Path]] = {"zeroshot_retrieval": _evaluate_zeroshot}
+
+
+def run_job(job: Job, suite_dir: Path, *, resume: str | None = None, progress: bool = True,
+            cache_root: Path | None = None, log: Callable[[str], None] = print) -> JobOutcome:
+    suite = job.suite
+    job_dir = suite_dir / "jobs" / job.name
+    dataset = open_dataset(suite.dataset.name, suite.dataset.root, suite.dataset.options, cache_root)
+    tokenizer = build_tokenizer(suite, dataset)
+    config = resolved_config(job, dataset, tokenizer)
+    fp = job_fingerprint(config)
+    outcome = JobOutcome(job, job_dir, job_dir / PRETRAIN_FILE)
+
+    pre_path = job_dir / PRETRAIN_FILE
+    pre = read_pretrain(pre_path) if pre_path.is_file() else None
+    if pre is not None and pre.job_fingerprint == fp:
+        model, _ = load_pretrained(job_dir / "model")
+        outcome.reused.append("pretrain")
+        log(f"[{job.name}] pretraining reused from {pre_path}")
+    else:
+        if pre is not None:
+            log(f"[{job.name}] configuration changed since the last run: pretraining again")
+            pre_path.unlink()
+        shutil.rmtree(job_dir / "eval", ignore_errors=True)
+        job_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(job_dir / "config.json", config)
+        seed_everything(job.seed)  # model initialisation is seeded too
+        model = create_method(job.method, job.size, tokenizer=tokenizer,
+                              overrides=suite.method_overrides.get(job.method))
+        log(f"[{job.name}] pretraining: {suite.budget(job.size).steps} steps × batch "
+            f"{suite.budget(job.size).batch_size} on {dataset.name}/pretrain")
+        pre = _train(job, job_dir, model, dataset, config, fp, resume, progress)
+    for bench in suite.benchmarks:
+        path = job_dir / "eval" / bench / RESULTS_FILE
+        if path.is_file() and read_evaluation(path).config == config:
+            outcome.results[bench] = path
+            outcome.reused.append(bench)
+            continue
+        log(f"[{job.name}] {bench} on {dataset.name}/{suite.retrieval.split}")
+        with torch.no_grad():
+            outcome.results[bench] = BENCHMARK_RUNNERS[bench](job, job_dir, model, dataset, config, pre)
+    return outcome

@@ -1,0 +1,153 @@
+"""A suite: which methods, sizes, seeds, dataset and benchmarks to run, and where to log.
+
+`vlpbench run` with no file runs `Suite()`: every registered method at `tiny`, seed 0, on the
+built-in dataset, pretraining then zero-shot retrieval. A YAML file may set any field; an
+unknown or malformed field is an error naming the file and the field.
+
+Example::
+
+    name: clip-seeds
+    methods: [clip]
+    sizes: [tiny]
+    seeds: [0, 1, 2]
+    dataset: {name: builtin, options: {n_pretrain: 20000}}
+    benchmarks: [zeroshot_retrieval]
+    train: {tiny: {steps: 200, batch_size: 256}}
+    method_overrides: {clip: {embed_dim: 256}}
+    tracking_uri: http://mlflow.mylab:5000
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, field_validator
+
+from benchmarks.evaluation.retrieval import RetrievalProtocol
+from benchmarks.runtime import Precision
+from methods import SIZES, list_methods
+from methods.config import ConfigError, StrictModel, validate
+
+BENCHMARKS: tuple[str, ...] = ("zeroshot_retrieval",)
+
+
+class DatasetSpec(StrictModel):
+    name: Literal["builtin"] = "builtin"
+    root: str | None = Field(None, description="A built dataset folder; None = generate into the cache.")
+    options: dict[str, Any] = Field(default_factory=dict, description="Generator options (BuiltinConfig).")
+
+
+class Budget(StrictModel):
+    steps: int = Field(gt=0)
+    batch_size: int = Field(gt=0)
+    log_every: int = Field(10, gt=0)
+    checkpoint_every: int = Field(0, ge=0)
+
+
+class TokenizerSpec(StrictModel):
+    kind: Literal["wordpiece", "pretrained"] = "wordpiece"
+    vocab_size: int = Field(1000, ge=64, description="WordPiece vocabulary trained on the corpus.")
+    path: str | None = Field(None, description="Local directory with tokenizer.json or vocab.txt.")
+
+
+class RetrievalSpec(StrictModel):
+    split: str = "test"
+    protocol: RetrievalProtocol = Field(default_factory=RetrievalProtocol)
+
+
+DEFAULT_BUDGETS: dict[str, dict[str, int]] = {
+    "tiny": {"steps": 250, "batch_size": 256, "log_every": 10},
+    "base": {"steps": 20000, "batch_size": 256, "log_every": 50, "checkpoint_every": 2000},
+}
+
+
+class Suite(StrictModel):
+    name: str = Field("default", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    methods: list[str] | Literal["all"] = "all"
+    sizes: list[str] = Field(default_factory=lambda: ["tiny"], min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    dataset: DatasetSpec = Field(default_factory=DatasetSpec)
+    benchmarks: list[str] = Field(default_factory=lambda: list(BENCHMARKS), min_length=1)
+    tokenizer: TokenizerSpec = Field(default_factory=TokenizerSpec)
+    train: dict[str, Budget] = Field(default_factory=dict, description="Budget per size (defaults per size).")
+    precision: Precision = "auto"
+    device: str = "auto"
+    method_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    recipe_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    retrieval: RetrievalSpec = Field(default_factory=RetrievalSpec)
+    tracking_uri: str | None = None
+
+    @field_validator("methods")
+    @classmethod
+    def _known_methods(cls, v: list[str] | str) -> list[str] | str:
+        if isinstance(v, list):
+            if not v:
+                raise ValueError("list at least one method, or 'all'")
+            unknown = [m for m in v if m not in list_methods()]
+            if unknown:
+                raise ValueError(f"unknown method(s) {unknown}; registered: {list_methods()}")
+        return v
+
+    @field_validator("sizes")
+    @classmethod
+    def _known_sizes(cls, v: list[str]) -> list[str]:
+        bad = [s for s in v if s not in SIZES]
+        if bad:
+            raise ValueError(f"unknown size(s) {bad}; sizes: {list(SIZES)}")
+        return v
+
+    @field_validator("benchmarks")
+    @classmethod
+    def _known_benchmarks(cls, v: list[str]) -> list[str]:
+        bad = [b for b in v if b not in BENCHMARKS]
+        if bad:
+            raise ValueError(f"unknown benchmark(s) {bad}; available: {list(BENCHMARKS)}")
+        return v
+
+    @field_validator("train", "method_overrides", "recipe_overrides")
+    @classmethod
+    def _keys_known(cls, v: dict[str, Any], info: Any) -> dict[str, Any]:
+        allowed = SIZES if info.field_name == "train" else tuple(list_methods())
+        bad = [k for k in v if k not in allowed]
+        if bad:
+            raise ValueError(f"unknown key(s) {bad}; expected one of {list(allowed)}")
+        return v
+
+    def method_names(self) -> list[str]:
+        return list_methods() if self.methods == "all" else list(self.methods)
+
+    def budget(self, size: str) -> Budget:
+        if size in self.train:
+            return self.train[size]
+        return Budget(**DEFAULT_BUDGETS[size])
+
+
+def load_suite(path: Path | None, overrides: dict[str, Any] | None = None) -> Suite:
+    """The suite in a YAML file (or the default suite), with optional top-level overrides."""
+    data: dict[str, Any] = {}
+    where = "default suite"
+    if path is not None:
+        where = str(path)
+        if not path.is_file():
+            raise ConfigError(f"suite file {path} does not exist")
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            pos = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+            raise ConfigError(f"{path}: not valid YAML{pos}: {getattr(err, 'problem', err)}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the suite must be a mapping of fields (name, methods, sizes, ...), "
+                              f"not a {type(loaded).__name__}")
+        data = loaded
+    data.update(overrides or {})
+    return validate(Suite, data, where=where)
+
+
+def safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text)

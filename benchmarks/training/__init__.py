@@ -1,0 +1,1 @@
+"""One pretraining loop for every method."""

@@ -1,0 +1,81 @@
+"""Deterministic pretraining batches: batch (epoch, step) is a pure function of the run seed.
+
+The order of epoch e is a permutation drawn from (seed, e); the augmentation of a sample is
+seeded by (seed, e, sample index). So the data position of a checkpoint is just (epoch, step),
+resuming needs no sampler state, and the stream is the same whatever the number of workers.
+Texts are tokenised once up front with the model's own tokenizer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from benchmarks.data.types import PairCorpus
+from methods import PretrainBatch, TokenBatch, VLPModel
+
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+
+
+def sample_seeds(seed: int, epoch: int, indices: np.ndarray, stream: int = 0) -> list[int]:
+    """Per-sample augmentation seeds, distinct across (seed, epoch, index, stream)."""
+    base = np.uint64((seed * 1_000_003 + epoch) * 1_000_033 + stream)
+    with np.errstate(over="ignore"):
+        mixed = (indices.astype(np.uint64) + np.uint64(1)) * _MIX ^ (base * np.uint64(0xBF58476D1CE4E5B9))
+    return [int(x >> np.uint64(1)) for x in mixed]
+
+
+class PretrainBatches:
+    def __init__(self, corpus: PairCorpus, model: VLPModel, batch_size: int, seed: int) -> None:
+        if batch_size > len(corpus):
+            raise ValueError(f"batch_size {batch_size} exceeds the corpus size {len(corpus)} ({corpus.ref.split})")
+        self.corpus = corpus
+        self.batch_size = batch_size
+        self.seed = seed
+        self.preprocess = model.preprocess
+        tokens = model.tokenize(list(corpus.texts))
+        self.input_ids, self.attention_mask = tokens.input_ids, tokens.attention_mask
+        self._extra_builders: dict[str, Callable[[np.ndarray, int], object]] = {}
+        for name in sorted(model.data_fields):
+            self._extra_builders[name] = self._builder(name, model)
+        self._perm_epoch = -1
+        self._perm = np.empty(0, dtype=np.int64)
+
+    def _builder(self, name: str, model: VLPModel) -> Callable[[np.ndarray, int], object]:
+        if name == "image_view2":  # a second, independently augmented view of each image
+            return lambda idx, epoch: self.preprocess.train(
+                self.corpus.images.get(idx), sample_seeds(self.seed, epoch, idx, stream=1))
+        if name in self.corpus.extras:
+            values = self.corpus.extras[name]
+            if isinstance(values, np.ndarray):
+                return lambda idx, epoch: torch.from_numpy(values[idx])
+            if isinstance(values, list) and values and isinstance(values[0], str):
+                tokens = model.tokenize(values)
+                return lambda idx, epoch: tokens[torch.from_numpy(idx)].trimmed()
+        raise ValueError(f"method {type(model).__name__} needs {name!r}, which the {self.corpus.ref.dataset} "
+                         f"corpus does not provide (it has: {sorted(self.corpus.extras) + ['image_view2']})")
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.corpus) // self.batch_size  # drop_last: every step has a full batch
+
+    def order(self, epoch: int) -> np.ndarray:
+        if epoch != self._perm_epoch:
+            self._perm = np.random.default_rng([self.seed, epoch]).permutation(len(self.corpus))
+            self._perm_epoch = epoch
+        return self._perm
+
+    def indices(self, epoch: int, step: int) -> np.ndarray:
+        if not 0 <= step < self.steps_per_epoch:
+            raise IndexError(f"step {step} outside epoch of {self.steps_per_epoch} steps")
+        return self.order(epoch)[step * self.batch_size:(step + 1) * self.batch_size]
+
+    def batch(self, epoch: int, step: int) -> PretrainBatch:
+        idx = self.indices(epoch, step)
+        images = self.preprocess.train(self.corpus.images.get(idx), sample_seeds(self.seed, epoch, idx))
+        t = torch.from_numpy(idx)
+        extras = {name: build(idx, epoch) for name, build in self._extra_builders.items()}
+        return PretrainBatch(images=images, text=TokenBatch(self.input_ids[t], self.attention_mask[t]).trimmed(),
+                             index=t, extras=extras)

@@ -1,0 +1,74 @@
+"""Full-state training checkpoints: model, optimizer, scheduler, scaler, RNG, data position.
+
+Files are `step_{N:08d}.pt`, written to a temporary name and renamed, so a crash never leaves
+a half-written checkpoint that `latest` would pick. They load with `weights_only=True`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+_NAME = re.compile(r"^step_(\d{8})\.pt$")
+
+
+class CheckpointError(ValueError):
+    pass
+
+
+def checkpoint_path(directory: Path, step: int) -> Path:
+    return directory / f"step_{step:08d}.pt"
+
+
+def list_checkpoints(directory: Path) -> list[tuple[int, Path]]:
+    if not directory.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := _NAME.match(p.name))]
+    return sorted(found)
+
+
+def latest_checkpoint(directory: Path) -> Path | None:
+    found = list_checkpoints(directory)
+    return found[-1][1] if found else None
+
+
+def save_checkpoint(directory: Path, step: int, state: dict[str, Any], keep: int) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    target = checkpoint_path(directory, step)
+    fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=directory)
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    for _, old in list_checkpoints(directory)[:-keep] if keep > 0 else []:
+        old.unlink(missing_ok=True)
+    return target
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # corrupt or foreign file
+        raise CheckpointError(f"cannot read checkpoint {path}: {err}") from err
+
+
+def resolve_resume(resume: str | None, directory: Path) -> Path | None:
+    """None -> fresh start; 'latest' -> newest checkpoint in directory (or fresh if none); else a path."""
+    if resume is None:
+        return None
+    if resume == "latest":
+        return latest_checkpoint(directory)
+    path = Path(resume)
+    if not path.is_file():
+        raise CheckpointError(f"--resume {resume}: no such checkpoint file (use 'latest' or a step_*.pt path)")
+    return path

@@ -1,0 +1,210 @@
+"""The pretraining loop shared by every method.
+
+AdamW with decoupled weight decay (not on gains, biases or other 1-d parameters), linear
+warm-up + cosine schedule per step, optional gradient clipping, autocast on CUDA (bf16 default,
+fp16 with a GradScaler), full-state checkpoints and exact resume: on CPU a run resumed from any
+checkpoint ends with bit-identical weights to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import Field
+from tqdm.auto import tqdm
+
+from benchmarks.runtime import (Precision, autocast, make_deterministic, resolve_device, resolve_precision,
+                                rng_state, seed_everything, set_rng_state)
+from benchmarks.training.batches import PretrainBatches
+from benchmarks.training.checkpoint import CheckpointError, load_checkpoint, resolve_resume, save_checkpoint
+from benchmarks.training.schedule import warmup_cosine, warmup_steps_for
+from methods import StepContext, TrainRecipe, VLPModel
+from methods.config import StrictModel
+
+
+class TrainConfig(StrictModel):
+    steps: int = Field(gt=0, description="Optimizer steps.")
+    batch_size: int = Field(gt=0)
+    seed: int = 0
+    precision: Precision = "auto"
+    device: str = "auto"
+    log_every: int = Field(10, gt=0)
+    checkpoint_every: int = Field(0, ge=0, description="Steps between checkpoints; 0 = only at the end.")
+    keep_checkpoints: int = Field(2, ge=1)
+    recipe: TrainRecipe
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+
+
+class TrainingDiverged(RuntimeError):
+    pass
+
+
+@dataclass
+class TrainSummary:
+    steps: int
+    batch_size: int
+    samples_seen: int
+    epochs: float
+    wall_s: float
+    step_s_mean: float
+    precision: str
+    device: str
+    resumed_from_step: int | None
+    final: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def param_groups(model: VLPModel, weight_decay: float) -> list[dict[str, Any]]:
+    """open_clip's rule: no decay for parameters with fewer than 2 dims (biases, norm gains, scales)."""
+    exempt = model.no_weight_decay()
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim < 2 or name in exempt else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+class Trainer:
+    def __init__(self, model: VLPModel, data: PretrainBatches, config: TrainConfig, run_dir: Path,
+                 *, progress: bool = True, job_fingerprint: str | None = None) -> None:
+        self.model = model
+        self.data = data
+        self.config = config
+        self.run_dir = run_dir
+        self.ckpt_dir = run_dir / "checkpoints"
+        self.history_path = run_dir / "history.jsonl"
+        self.progress = progress
+        self.job_fingerprint = job_fingerprint or config.fingerprint()
+        self.device = resolve_device(config.device)
+        self.precision = resolve_precision(config.precision, self.device)
+        r = config.recipe
+        self.optimizer = torch.optim.AdamW(param_groups(model, r.weight_decay), lr=r.lr, betas=r.betas, eps=r.eps)
+        warm = warmup_steps_for(config.steps, r.warmup_fraction, r.warmup_steps)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: warmup_cosine(s, config.steps, warm, r.min_lr_ratio))
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        self.step = 0
+
+    # ---- state ---------------------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "job_fingerprint": self.job_fingerprint,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": rng_state(),
+        }
+
+    def _restore(self, path: Path) -> None:
+        state = load_checkpoint(path)
+        if state.get("job_fingerprint") != self.job_fingerprint:
+            raise CheckpointError(f"{path} was written by a run with another configuration; resume it with the "
+                                  "same config, or start a fresh run in another output folder")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+        self.step = int(state["step"])
+        self._truncate_history(self.step)
+
+    def _truncate_history(self, step: int) -> None:
+        if not self.history_path.exists():
+            return
+        kept = [line for line in self.history_path.read_text().splitlines()
+                if line and json.loads(line)["step"] <= step]
+        self.history_path.write_text("".join(line + "\n" for line in kept))
+
+    def save(self) -> Path:
+        return save_checkpoint(self.ckpt_dir, self.step, self._state(), self.config.keep_checkpoints)
+
+    # ---- loop ----------------------------------------------------------------------------------
+    def fit(self, resume: str | None = None) -> TrainSummary:
+        cfg = self.config
+        make_deterministic()
+        self.model.to(self.device)
+        self.model.train()
+        resume_path = resolve_resume(resume, self.ckpt_dir)
+        resumed_from = None
+        if resume_path is not None:
+            self._restore(resume_path)
+            resumed_from = self.step
+        else:
+            seed_everything(cfg.seed)
+            if self.history_path.exists():
+                self.history_path.unlink()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        spe = self.data.steps_per_epoch
+        sums: dict[str, float] = defaultdict(float)
+        n_in_window = 0
+        t_start = time.perf_counter()
+        t_window = t_start
+        last: dict[str, float] = {}
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress, desc="pretrain",
+                   dynamic_ncols=True, leave=False)
+        with self.history_path.open("a", encoding="utf-8") as history:
+            while self.step < cfg.steps:
+                epoch, in_epoch = divmod(self.step, spe)
+                ctx = StepContext(step=self.step, total_steps=cfg.steps, steps_per_epoch=spe, epoch=epoch)
+                batch = self.data.batch(epoch, in_epoch).to(self.device)
+                with autocast(self.device, self.precision):
+                    out = self.model.pretrain_step(batch, ctx)
+                if not torch.isfinite(out.total):
+                    raise TrainingDiverged(f"non-finite loss at step {self.step + 1}: "
+                                           f"{ {k: float(v) for k, v in out.losses.items()} }")
+                self.scaler.scale(out.total).backward()
+                if cfg.recipe.grad_clip_norm is not None:
+                    self.scaler.unscale_(self.optimizer)
+                    gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.recipe.grad_clip_norm)
+                    sums["stats/grad_norm"] += float(gnorm)
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                self.optimizer.zero_grad(set_to_none=True)
+                lr = self.scheduler.get_last_lr()[0]
+                self.scheduler.step()
+                self.model.after_optimizer_step(ctx)
+                self.step += 1
+                n_in_window += 1
+                sums["loss/total"] += float(out.total.detach())
+                for k, v in out.losses.items():
+                    sums[f"loss/{k}"] += float(v.detach())
+                for k, v in out.stats.items():
+                    sums[f"stats/{k}"] += float(v)
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    now = time.perf_counter()
+                    last = {k: v / n_in_window for k, v in sums.items()}
+                    record = {"step": self.step, "epoch": epoch, "lr": lr, **last,
+                              "samples_per_s": n_in_window * cfg.batch_size / max(now - t_window, 1e-9)}
+                    history.write(json.dumps(record) + "\n")
+                    history.flush()
+                    bar.set_postfix({k.split("/")[-1]: f"{v:.3f}" for k, v in last.items() if k.startswith("loss/")})
+                    sums.clear()
+                    n_in_window = 0
+                    t_window = now
+                bar.update(1)
+                if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
+                    self.save()
+        bar.close()
+        self.save()
+        wall = time.perf_counter() - t_start
+        done = self.step - (resumed_from or 0)
+        return TrainSummary(
+            steps=self.step, batch_size=cfg.batch_size, samples_seen=self.step * cfg.batch_size,
+            epochs=self.step * cfg.batch_size / len(self.data.corpus), wall_s=wall,
+            step_s_mean=wall / max(done, 1), precision=self.precision, device=str(self.device),
+            resumed_from_step=resumed_from, final={k: v for k, v in last.items() if math.isfinite(v)})

@@ -1,0 +1,68 @@
+"""Method cards: what a paper claims, where the claim comes from, and how we differ.
+
+A card travels with the method (and is copied into every result), so a report can put the
+paper's number beside ours with its source and confidence, and a reader sees each deviation
+from the paper or the official code as a named config option.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import Any
+
+
+class Confidence(str, Enum):
+    """Confidence legend of ../shared/reference/methods.md §0."""
+
+    VERIFIED = "V"            # primary source: official code at a commit, official README, author comment
+    SECONDARY = "S"           # secondary source quoting the paper
+    MEMORY_HIGH = "M-high"    # recollection of the paper, not verified
+    MEMORY_MEDIUM = "M-medium"
+    MEMORY_LOW = "M-low"
+    RECONSTRUCTION = "R"      # our reasonable implementation of something not specified
+
+
+@dataclass(frozen=True)
+class ClaimedResult:
+    """One row of a paper's results table."""
+
+    benchmark: str            # our benchmark family, e.g. "image_text_retrieval"
+    dataset: str              # e.g. "flickr30k-karpathy-test-1k", "coco-karpathy-test-5k"
+    setting: str              # "zero-shot" or "fine-tuned"
+    model: str                # the paper's model variant, e.g. "ViT-L/14@336px"
+    metrics: dict[str, float]  # our metric names (i2t_R1, t2i_R5, ...), percent
+    source: str
+    confidence: Confidence
+    protocol: dict[str, Any] = field(default_factory=dict)  # resolution, prompt, lineage, scoring...
+    notes: str = ""
+
+
+@dataclass(frozen=True)
+class Deviation:
+    """A difference from the paper or official code, switchable through a config option."""
+
+    option: str               # dotted config path, e.g. "text.arch"
+    ours: str                 # what our default does
+    reference: str            # what the paper / official code does
+    reason: str
+
+
+@dataclass(frozen=True)
+class MethodCard:
+    name: str
+    title: str
+    citation: str
+    paper_url: str
+    official_code: str | None
+    architecture: str
+    default_protocol: dict[str, Any]
+    claimed: tuple[ClaimedResult, ...] = ()
+    deviations: tuple[Deviation, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        for c in d["claimed"]:
+            c["confidence"] = c["confidence"].value if isinstance(c["confidence"], Confidence) else c["confidence"]
+        return d

@@ -1,0 +1,93 @@
+"""Typed, validated configuration shared by every method.
+
+Configs are pydantic models with `extra="forbid"`: an unknown or mistyped option is an error
+that lists the options that exist, never a silently ignored key. Presets are plain nested
+dicts merged with user overrides before validation, so "which value was used" is always the
+dumped, resolved config.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is invalid; the message names the field and the fix."""
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+
+class TrainRecipe(StrictModel):
+    """Optimiser hyper-parameters of a method's pretraining recipe (the budget lives in the suite)."""
+
+    lr: float = Field(gt=0)
+    weight_decay: float = Field(ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    warmup_fraction: float = Field(0.1, ge=0, le=1, description="Linear warm-up, fraction of total steps.")
+    warmup_steps: int | None = Field(None, ge=0, description="Linear warm-up in steps; overrides warmup_fraction.")
+    min_lr_ratio: float = Field(0.0, ge=0, le=1, description="Cosine floor as a fraction of lr.")
+    grad_clip_norm: float | None = Field(None, gt=0)
+    source: str = Field("", description="Where these values come from (paper, code, or 'CPU-scale').")
+
+
+T = TypeVar("T", bound=BaseModel)
+
+
+def deep_merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Recursively merge overrides into a copy of base; dotted keys ('vision.depth') are expanded."""
+    out = copy.deepcopy(dict(base))
+    for key, value in overrides.items():
+        head, _, rest = key.partition(".")
+        if rest:
+            value = {rest: value}
+        if isinstance(value, Mapping) and isinstance(out.get(head), Mapping):
+            out[head] = deep_merge(out[head], value)
+        else:
+            out[head] = copy.deepcopy(value)
+    return out
+
+
+def _fields_at(model_cls: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Option names valid at a location inside a (nested) pydantic model."""
+    cls: Any = model_cls
+    for part in loc:
+        if not (isinstance(cls, type) and issubclass(cls, BaseModel)) or part not in cls.model_fields:
+            return []
+        cls = cls.model_fields[part].annotation
+    if isinstance(cls, type) and issubclass(cls, BaseModel):
+        return sorted(cls.model_fields)
+    return []
+
+
+def format_validation_error(err: ValidationError, model_cls: type[BaseModel], where: str) -> str:
+    """One line per problem: 'where: field.path: message (valid options: ...)'."""
+    lines = []
+    for e in err.errors():
+        loc = tuple(e["loc"])
+        path = ".".join(str(p) for p in loc) or "<root>"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            valid = _fields_at(model_cls, loc[:-1])
+            close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            msg = f"unknown option.{hint} Valid options here: {', '.join(valid)}"
+        elif "input" in e and e["type"] != "missing":
+            msg = f"{msg} (got {e['input']!r})"
+        lines.append(f"{where}: {path}: {msg}")
+    return "\n".join(lines)
+
+
+def validate(model_cls: type[T], data: Mapping[str, Any], where: str) -> T:
+    """model_cls(**data), turning pydantic's error into a ConfigError that names each field."""
+    try:
+        return model_cls.model_validate(dict(data))
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, model_cls, where)) from None

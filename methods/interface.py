@@ -1,0 +1,137 @@
+"""The one interface every method implements.
+
+A method is an `nn.Module` that
+- embeds images, texts and videos into one shared space (L2-normalised),
+- scores image/text embeddings (`similarity`, the ITC score),
+- takes a pretraining step and returns named losses plus their total,
+- optionally re-ranks top-k candidates with a cross-encoder (fusion models such as TCL),
+- carries its own preprocessing and tokenizer, its config and its card.
+
+The harness (benchmarks/) only talks to this surface; metrics are computed elsewhere, from the
+scores a model returns.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from methods.card import MethodCard
+from methods.config import StrictModel
+from methods.preprocess import ImagePreprocess
+from methods.tokenizer import TokenBatch, TextTokenizer
+
+
+@dataclass
+class PretrainBatch:
+    images: torch.Tensor                  # (B, 3, H, W) after the model's train preprocessing
+    text: TokenBatch                      # (B, L) token ids and mask
+    index: torch.Tensor                   # (B,) item indices in the training corpus
+    extras: dict[str, Any] = field(default_factory=dict)  # method-specific inputs (see data_fields)
+
+    def to(self, device: torch.device | str) -> "PretrainBatch":
+        moved = {k: v.to(device) if hasattr(v, "to") else v for k, v in self.extras.items()}
+        return PretrainBatch(self.images.to(device, non_blocking=True), self.text.to(device),
+                             self.index.to(device), moved)
+
+
+@dataclass(frozen=True)
+class StepContext:
+    step: int              # optimizer steps done before this one
+    total_steps: int
+    steps_per_epoch: int
+    epoch: int
+
+
+@dataclass
+class StepOutput:
+    losses: dict[str, torch.Tensor]   # named scalar terms, as the method reports them
+    total: torch.Tensor               # what is back-propagated
+    stats: dict[str, float] = field(default_factory=dict)  # non-loss diagnostics (e.g. logit scale)
+
+
+class VLPModel(nn.Module, abc.ABC):
+    """Base class of every method. Subclasses set `card` and `data_fields` and implement the encoders."""
+
+    card: ClassVar[MethodCard]
+    # Inputs the pretraining step needs beyond image + text (e.g. "image_view2", "tags").
+    data_fields: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, config: StrictModel, tokenizer: TextTokenizer, preprocess: ImagePreprocess) -> None:
+        super().__init__()
+        self.config = config
+        self.tokenizer = tokenizer
+        self.preprocess = preprocess
+
+    @classmethod
+    @abc.abstractmethod
+    def from_config(cls, config: Any, tokenizer: TextTokenizer) -> "VLPModel":
+        """Build the model (and its default encoders) from a validated config."""
+
+    # ---- embeddings -------------------------------------------------------------------------
+    @abc.abstractmethod
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) preprocessed images -> (B, D) L2-normalised embeddings."""
+
+    @abc.abstractmethod
+    def encode_text(self, text: TokenBatch) -> torch.Tensor:
+        """Token batch -> (B, D) L2-normalised embeddings."""
+
+    def encode_video(self, frames: torch.Tensor, frame_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, 3, H, W) -> (B, D): mean of per-frame image embeddings, re-normalised.
+
+        This is CLIP4Clip's meanP and the COTS recipe; frames with frame_mask == 0 are left out.
+        """
+        b, t = frames.shape[:2]
+        per_frame = self.encode_image(frames.flatten(0, 1)).view(b, t, -1)
+        if frame_mask is None:
+            pooled = per_frame.mean(dim=1)
+        else:
+            w = frame_mask.to(per_frame.dtype).unsqueeze(-1)
+            pooled = (per_frame * w).sum(dim=1) / w.sum(dim=1).clamp_min(1.0)
+        return F.normalize(pooled, dim=-1)
+
+    def similarity(self, image_emb: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
+        """ITC scores (N_img, N_txt) between embeddings from encode_image / encode_text."""
+        return image_emb @ text_emb.t()
+
+    def tokenize(self, texts: list[str]) -> TokenBatch:
+        return self.tokenizer(texts, max_length=self.text_max_length)
+
+    @property
+    @abc.abstractmethod
+    def text_max_length(self) -> int:
+        """Context length used for tokenisation at train and test time."""
+
+    # ---- pretraining ------------------------------------------------------------------------
+    @abc.abstractmethod
+    def pretrain_step(self, batch: PretrainBatch, ctx: StepContext) -> StepOutput:
+        """Forward pass of one pretraining step: the named losses and their total."""
+
+    def after_optimizer_step(self, ctx: StepContext) -> None:
+        """Called after each optimizer step (clamps, EMA updates...). Default: nothing."""
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names exempt from weight decay beyond the default rule (ndim < 2)."""
+        return set()
+
+    # ---- optional re-ranking (fusion models) --------------------------------------------------
+    supports_rerank: ClassVar[bool] = False
+
+    def rerank_image_features(self, images: torch.Tensor) -> torch.Tensor:
+        """Per-image features the cross-encoder needs (e.g. all ViT tokens). Fusion models override."""
+        raise NotImplementedError(f"{type(self).__name__} has no re-ranking head")
+
+    def rerank_text_features(self, text: TokenBatch) -> Mapping[str, torch.Tensor]:
+        raise NotImplementedError(f"{type(self).__name__} has no re-ranking head")
+
+    def rerank_score(self, image_features: torch.Tensor, text_features: Mapping[str, torch.Tensor]
+                     ) -> torch.Tensor:
+        """Cross-encoder match scores (P,) for P aligned (image, text) pairs (e.g. the ITM logit)."""
+        raise NotImplementedError(f"{type(self).__name__} has no re-ranking head")

@@ -1,0 +1,180 @@
+"""Unimodal encoders ("towers"), built from config with no hub access.
+
+Image towers are timm Vision Transformers; text towers are transformers models (CLIP's causal
+text transformer, or BERT). Every tower returns its token features and one pooled feature, so
+methods compose them without knowing which library sits underneath. Pretrained weights come
+only from local files or directories; loading reports missing and unexpected keys and refuses a
+checkpoint that does not fit, instead of dropping keys silently (anchors.md §3, item 17).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Literal
+
+import timm
+import torch
+from pydantic import Field
+from timm.models.vision_transformer import VisionTransformer
+from torch import nn
+from transformers import BertConfig, BertModel, CLIPTextConfig, CLIPTextModel
+
+from methods.config import StrictModel
+
+
+class WeightsError(ValueError):
+    pass
+
+
+@dataclass
+class TowerOutput:
+    tokens: torch.Tensor   # (B, N, D) final-layer token features (after the final norm)
+    pooled: torch.Tensor   # (B, D) the tower's global feature (CLS / EOT), before any projection
+    mask: torch.Tensor | None = None  # (B, N) 1 = real token (text); None = all valid (image)
+
+
+class VisionTowerConfig(StrictModel):
+    timm_model: str | None = Field(None, description="A timm architecture name; None = build from the fields below.")
+    image_size: int = 224
+    patch_size: int = 16
+    width: int = 768
+    depth: int = 12
+    heads: int = 12
+    mlp_ratio: float = 4.0
+    pre_norm: bool = Field(False, description="LayerNorm before the transformer (CLIP's ln_pre).")
+    activation: Literal["gelu", "quick_gelu"] = "gelu"
+    layer_norm_eps: float = 1e-6
+    drop_path: float = 0.0
+    weights: str | None = Field(None, description="Local .safetensors/.pth state dict for the tower.")
+
+
+class TextTowerConfig(StrictModel):
+    arch: Literal["clip", "bert"] = "bert"
+    width: int = 768
+    depth: int = 12
+    heads: int = 12
+    mlp_ratio: float = 4.0
+    max_length: int = Field(32, ge=4, description="Context length (tokens, incl. [CLS]/[SEP]).")
+    activation: Literal["gelu", "quick_gelu"] = "gelu"
+    layer_norm_eps: float = 1e-12
+    dropout: float = 0.1
+    pretrained_dir: str | None = Field(None, description="Local HF model directory to load weights from.")
+
+
+def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise WeightsError(f"weights file {path} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+        return load_file(str(path))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+            state = state[key]
+    return state
+
+
+def load_weights_strict(module: nn.Module, state: dict[str, torch.Tensor], source: str,
+                        ignore_prefixes: tuple[str, ...] = ()) -> None:
+    """Load a state dict; any missing, unexpected or mis-shaped key is an error that lists them."""
+    own = module.state_dict()
+    state = {k: v for k, v in state.items() if not k.startswith(ignore_prefixes)}
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shape = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or shape:
+        def show(keys: list[str]) -> str:
+            return ", ".join(keys[:8]) + (f" (+{len(keys) - 8} more)" if len(keys) > 8 else "")
+        parts = [f"{len(missing)} missing: {show(missing)}" if missing else "",
+                 f"{len(unexpected)} unexpected: {show(unexpected)}" if unexpected else "",
+                 f"{len(shape)} with another shape: {show(shape)}" if shape else ""]
+        raise WeightsError(f"weights from {source} do not fit {type(module).__name__}: "
+                           + "; ".join(p for p in parts if p))
+    module.load_state_dict(state, strict=True)
+
+
+class VisionTower(nn.Module):
+    def __init__(self, config: VisionTowerConfig) -> None:
+        super().__init__()
+        self.config = config
+        if config.timm_model:
+            self.vit = timm.create_model(config.timm_model, pretrained=False, num_classes=0,
+                                         img_size=config.image_size, drop_path_rate=config.drop_path)
+        else:
+            self.vit = VisionTransformer(
+                img_size=config.image_size, patch_size=config.patch_size, embed_dim=config.width,
+                depth=config.depth, num_heads=config.heads, mlp_ratio=config.mlp_ratio,
+                pre_norm=config.pre_norm, num_classes=0, global_pool="token", class_token=True,
+                act_layer=config.activation, drop_path_rate=config.drop_path,
+                norm_layer=partial(nn.LayerNorm, eps=config.layer_norm_eps))
+        if not isinstance(self.vit, VisionTransformer):
+            raise ValueError(f"timm_model {config.timm_model!r} is not a VisionTransformer")
+        if config.weights:
+            load_weights_strict(self.vit, load_state_dict_file(Path(config.weights)), config.weights,
+                                ignore_prefixes=("head.",))
+
+    @property
+    def width(self) -> int:
+        return int(self.vit.embed_dim)
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        return int(self.vit.num_prefix_tokens)
+
+    def forward(self, images: torch.Tensor) -> TowerOutput:
+        tokens = self.vit.forward_features(images)
+        pooled = self.vit.forward_head(tokens, pre_logits=True)
+        return TowerOutput(tokens=tokens, pooled=pooled)
+
+
+class TextTower(nn.Module):
+    """CLIP text transformer (causal mask, pooled at the [SEP]/EOT token) or BERT (pooled at [CLS])."""
+
+    def __init__(self, config: TextTowerConfig, vocab_size: int, pad_id: int, cls_id: int, sep_id: int) -> None:
+        super().__init__()
+        self.config = config
+        inter = int(config.width * config.mlp_ratio)
+        if config.arch == "clip":
+            hf_cfg = CLIPTextConfig(
+                vocab_size=vocab_size, hidden_size=config.width, intermediate_size=inter,
+                num_hidden_layers=config.depth, num_attention_heads=config.heads,
+                max_position_embeddings=config.max_length, hidden_act=config.activation,
+                layer_norm_eps=config.layer_norm_eps, attention_dropout=0.0,
+                pad_token_id=pad_id, bos_token_id=cls_id, eos_token_id=sep_id)
+            self.model: nn.Module = CLIPTextModel(hf_cfg)
+        else:
+            hf_cfg = BertConfig(
+                vocab_size=vocab_size, hidden_size=config.width, intermediate_size=inter,
+                num_hidden_layers=config.depth, num_attention_heads=config.heads,
+                max_position_embeddings=max(config.max_length, 512), hidden_act=config.activation,
+                layer_norm_eps=config.layer_norm_eps, hidden_dropout_prob=config.dropout,
+                attention_probs_dropout_prob=config.dropout, pad_token_id=pad_id)
+            self.model = BertModel(hf_cfg, add_pooling_layer=False)
+        if config.pretrained_dir:
+            self._load_pretrained(Path(config.pretrained_dir), vocab_size)
+
+    def _load_pretrained(self, directory: Path, vocab_size: int) -> None:
+        cls = type(self.model)
+        if not directory.is_dir():
+            raise WeightsError(f"text tower pretrained_dir {directory} is not a directory")
+        loaded = cls.from_pretrained(str(directory), local_files_only=True)
+        if loaded.config.vocab_size != vocab_size:
+            raise WeightsError(f"text tower in {directory} has vocab_size {loaded.config.vocab_size} but the "
+                               f"tokenizer has {vocab_size}; load the tokenizer from the same directory")
+        load_weights_strict(self.model, loaded.state_dict(), str(directory))
+
+    @property
+    def width(self) -> int:
+        return int(self.config.width)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TowerOutput:
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        if self.config.arch == "clip":
+            # EOT pooling: the last real token ([SEP]); the tokenizer right-pads and keeps [SEP].
+            eot = attention_mask.sum(dim=1) - 1
+            pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), eot]
+        else:
+            pooled = hidden[:, 0]
+        return TowerOutput(tokens=hidden, pooled=pooled, mask=attention_mask)

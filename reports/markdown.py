@@ -1,0 +1,132 @@
+"""The Markdown report of a suite: one table per benchmark and protocol, the protocol beside it.
+
+Results measured under different protocols (split, scoring rule, k, resolution, lineage,
+precision...) are never put in one table: each distinct protocol gets its own section. Seeds of
+the same method and size are shown individually and as mean ± std.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from statistics import mean, stdev
+from typing import Any
+
+from reports.store import EvaluationRecord, PretrainRecord, utc_now
+
+RETRIEVAL_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("i2t_R1", "I→T R@1"), ("i2t_R5", "R@5"), ("i2t_R10", "R@10"),
+    ("t2i_R1", "T→I R@1"), ("t2i_R5", "R@5"), ("t2i_R10", "R@10"),
+    ("rsum", "RSUM"), ("i2t_medr", "I→T MdR"), ("t2i_medr", "T→I MdR"),
+)
+BENCHMARK_TITLES = {"zeroshot_retrieval": "Zero-shot image-text retrieval"}
+# Protocol fields that do not change what a number means (they only describe the split).
+_DESCRIPTIVE = {"n_images", "n_texts", "captions_per_image", "tokenizer"}
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.2f}"
+    if isinstance(v, (dict, list)):
+        return json.dumps(v, sort_keys=True)
+    return "—" if v is None else str(v)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return out
+
+
+def _protocol_key(rec: EvaluationRecord) -> str:
+    essential = {k: v for k, v in rec.protocol.items() if k not in _DESCRIPTIVE}
+    return json.dumps({"benchmark": rec.benchmark, "dataset": rec.dataset["fingerprint"], **essential},
+                      sort_keys=True)
+
+
+def _environment(records: Sequence[PretrainRecord | EvaluationRecord]) -> list[str]:
+    keys = ("git_commit", "git_dirty", "torch", "device", "device_name", "cpu_count", "torch_threads",
+            "python", "transformers", "timm", "mlflow")
+    seen: dict[str, set[str]] = defaultdict(set)
+    for r in records:
+        for k in keys:
+            seen[k].add(_fmt(r.environment.get(k)))
+    return _table(["fingerprint", "value"], [[k, ", ".join(sorted(seen[k]))] for k in keys if seen[k]])
+
+
+def _pretraining(records: Sequence[PretrainRecord]) -> list[str]:
+    rows = []
+    for r in sorted(records, key=lambda r: (r.method, r.size, r.seed)):
+        s = r.summary
+        loss = s.get("final", {}).get("loss/total")
+        rows.append([r.method, r.size, str(r.seed), f"{s['steps']} × {s['batch_size']}", f"{s['epochs']:.2f}",
+                     f"{s['wall_s']:.0f}", f"{s['step_s_mean']:.3f}", _fmt(loss), s["precision"], s["device"],
+                     r.dataset["fingerprint"][:12]])
+    return _table(["method", "size", "seed", "steps × batch", "epochs", "wall (s)", "s/step", "final loss",
+                   "precision", "device", "split sha256"], rows)
+
+
+def _results_rows(records: Sequence[EvaluationRecord]) -> list[list[str]]:
+    rows = []
+    by_model: dict[tuple[str, str], list[EvaluationRecord]] = defaultdict(list)
+    for r in sorted(records, key=lambda r: (r.method, r.size, r.seed)):
+        by_model[(r.method, r.size)].append(r)
+        rows.append([r.method, r.size, str(r.seed)] + [_fmt(r.metrics.get(k)) for k, _ in RETRIEVAL_COLUMNS])
+    for (method, size), group in sorted(by_model.items()):
+        if len(group) < 2:
+            continue
+        cells = []
+        for k, _ in RETRIEVAL_COLUMNS:
+            vals = [g.metrics[k] for g in group if k in g.metrics]
+            cells.append(f"{mean(vals):.2f} ± {stdev(vals):.2f}" if len(vals) > 1 else "—")
+        rows.append([f"**{method}**", size, f"mean ± std ({len(group)})"] + cells)
+    return rows
+
+
+def render(pretrain: Sequence[PretrainRecord], evaluations: Sequence[EvaluationRecord], *, suite: str,
+           source: str) -> str:
+    lines = [f"# vlpbench report — suite `{suite}`", "",
+             f"Generated {utc_now()} from `{source}`. Recalls in percent (R@K: share of queries whose "
+             "ground truth is in the top K; I→T counts a hit if any of the image's captions is there); "
+             "RSUM = sum of the six recalls; MdR = median rank (1-based).", ""]
+    groups: dict[str, list[EvaluationRecord]] = defaultdict(list)
+    for r in evaluations:
+        groups[_protocol_key(r)].append(r)
+    for key in sorted(groups, key=lambda k: (json.loads(k)["benchmark"], k)):
+        recs = groups[key]
+        first = recs[0]
+        title = BENCHMARK_TITLES.get(first.benchmark, first.benchmark)
+        lines += [f"## {title} — {first.dataset['dataset']}/{first.dataset['split']}", ""]
+        lines += _table(["method", "size", "seed"] + [label for _, label in RETRIEVAL_COLUMNS], _results_rows(recs))
+        lines += ["", "Protocol:", ""]
+        proto_rows = [[k, _fmt(v)] for k, v in sorted(first.protocol.items())]
+        proto_rows += [["split sha256", first.dataset["fingerprint"]],
+                       ["dataset sha256", first.dataset["dataset_fingerprint"]]]
+        lines += _table(["field", "value"], proto_rows) + [""]
+    if not evaluations:
+        lines += ["No evaluation results were found.", ""]
+    if pretrain:
+        lines += ["## Pretraining", ""] + _pretraining(pretrain) + [""]
+    all_records: list[PretrainRecord | EvaluationRecord] = [*pretrain, *evaluations]
+    if all_records:
+        lines += ["## Environment", ""] + _environment(all_records) + [""]
+        lines += ["## What the papers claim (different datasets: not comparable with the numbers above)", ""]
+        lines += _claims(all_records) + [""]
+    return "\n".join(lines)
+
+
+def _claims(records: Sequence[PretrainRecord | EvaluationRecord]) -> list[str]:
+    cards = {r.method: r.card for r in records}
+    rows = []
+    for method in sorted(cards):
+        for c in cards[method].get("claimed", []):
+            m = c["metrics"]
+            rows.append([method, c["dataset"], c["setting"], c["model"],
+                         " / ".join(_fmt(m.get(k)) for k in ("i2t_R1", "i2t_R5", "i2t_R10")),
+                         " / ".join(_fmt(m.get(k)) for k in ("t2i_R1", "t2i_R5", "t2i_R10")),
+                         c["confidence"], c["source"]])
+    if not rows:
+        return ["No claimed numbers on the method cards."]
+    return _table(["method", "dataset", "setting", "model", "I→T R@1/5/10", "T→I R@1/5/10", "confidence",
+                   "source"], rows)

@@ -1,0 +1,212 @@
+"""MLflow tracking: log finished job folders, read results back.
+
+Logging happens only after a job's records are on disk (reports/store.py), from those records,
+so MLflow never holds a number that the run folder does not. Each job becomes one parent run
+(pretraining: config as params, loss curves as metrics, fingerprint and code version as tags)
+with one nested run per evaluation (metrics, protocol fields as tags, results JSON and per-query
+ranks as artifacts). A ledger in the job folder (`mlflow.json`) makes logging idempotent per
+tracking URI.
+
+The default store is embedded: `sqlite:///<output>/mlflow.db` with artifacts beside it, so
+nothing needs a server. `--tracking-uri` or `MLFLOW_TRACKING_URI` points at a lab's server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from reports.store import (PRETRAIN_FILE, RESULTS_FILE, EvaluationRecord, PretrainRecord, atomic_write_json,
+                           read_evaluation, read_pretrain)
+
+LEDGER = "mlflow.json"
+MAX_PARAM_LEN = 6000
+
+
+def resolve_tracking_uri(uri: str | None, output_root: Path) -> str:
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    return f"sqlite:///{(output_root / 'mlflow.db').resolve()}"
+
+
+def is_embedded(uri: str) -> bool:
+    return uri.startswith("sqlite:") or uri.startswith("file:")
+
+
+def _client(uri: str) -> Any:
+    os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+    from mlflow.tracking import MlflowClient
+    return MlflowClient(tracking_uri=uri)
+
+
+def experiment_id(client: Any, name: str, artifact_root: Path | None) -> str:
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = (artifact_root / name).resolve().as_uri() if artifact_root is not None else None
+    return client.create_experiment(name, artifact_location=location)
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """{'a': {'b': 1}} -> {'a.b': '1'}; lists and None become JSON."""
+    out: dict[str, str] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping) and v:
+            out.update(flatten(v, key + "."))
+        else:
+            text = v if isinstance(v, str) else json.dumps(v, sort_keys=True)
+            if len(text) > MAX_PARAM_LEN:
+                text = text[: MAX_PARAM_LEN - 40] + " …[truncated; see config.json artifact]"
+            out[key] = text
+    return out
+
+
+def _chunks(items: list[Any], n: int) -> Iterable[list[Any]]:
+    for i in range(0, len(items), n):
+        yield items[i:i + n]
+
+
+def _log(client: Any, run_id: str, params: Mapping[str, str], metrics: list[tuple[str, float, int]]) -> None:
+    import time
+
+    from mlflow.entities import Metric, Param
+
+    for chunk in _chunks([Param(k, v) for k, v in sorted(params.items())], 100):
+        client.log_batch(run_id, params=chunk)
+    now = int(time.time() * 1000)
+    for chunk in _chunks([Metric(k, float(v), now, step) for k, v, step in metrics], 1000):
+        client.log_batch(run_id, metrics=chunk)
+
+
+def _common_tags(record: PretrainRecord | EvaluationRecord, suite_dir: Path) -> dict[str, str]:
+    env = record.environment
+    return {
+        "vlpbench.suite": record.suite,
+        "vlpbench.suite_dir": str(suite_dir.resolve()),
+        "vlpbench.job": record.job,
+        "vlpbench.method": record.method,
+        "vlpbench.size": record.size,
+        "vlpbench.seed": str(record.seed),
+        "git_commit": str(env.get("git_commit")),
+        "git_dirty": str(env.get("git_dirty")),
+        "torch": str(env.get("torch")),
+        "device": str(env.get("device")),
+        "device_name": str(env.get("device_name")),
+        "dataset": f"{record.dataset['dataset']}/{record.dataset['split']}",
+        "dataset_fingerprint": record.dataset["dataset_fingerprint"],
+        "split_fingerprint": record.dataset["fingerprint"],
+    }
+
+
+def _history_metrics(path: Path) -> list[tuple[str, float, int]]:
+    out: list[tuple[str, float, int]] = []
+    if not path.is_file():
+        return out
+    for line in path.read_text().splitlines():
+        rec = json.loads(line)
+        for k, v in rec.items():
+            if k not in ("step", "epoch") and isinstance(v, (int, float)):
+                out.append((f"train/{k}", float(v), int(rec["step"])))
+    return out
+
+
+def _log_artifact_json(client: Any, run_id: str, name: str, payload: Any) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        p = Path(tmp) / name
+        p.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+        client.log_artifact(run_id, str(p))
+
+
+def log_job(job_dir: Path, suite_dir: Path, tracking_uri: str, experiment: str,
+            artifact_root: Path | None = None) -> dict[str, str]:
+    """Log a finished job folder; returns {'pretrain': run_id, '<benchmark>': run_id, ...}."""
+    pre = read_pretrain(job_dir / PRETRAIN_FILE)
+    ledger_path = job_dir / LEDGER
+    ledger: dict[str, Any] = json.loads(ledger_path.read_text()) if ledger_path.is_file() else {}
+    mine = ledger.setdefault(tracking_uri, {})
+    client = _client(tracking_uri)
+    exp_id = experiment_id(client, experiment, artifact_root)
+    runs: dict[str, str] = {}
+
+    pre_key = f"pretrain@{pre.created_utc}"
+    if pre_key in mine:
+        parent = mine[pre_key]
+    else:
+        tags = {**_common_tags(pre, suite_dir), "vlpbench.kind": "pretrain", "mlflow.runName": pre.job,
+                "job_fingerprint": pre.job_fingerprint}
+        parent = client.create_run(exp_id, tags=tags).info.run_id
+        summary = {f"pretrain/{k}": float(v) for k, v in pre.summary.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        _log(client, parent, flatten(pre.config),
+             _history_metrics(job_dir / pre.history_file) + [(k, v, 0) for k, v in summary.items()])
+        client.log_artifact(parent, str(job_dir / PRETRAIN_FILE))
+        client.log_artifact(parent, str(job_dir / pre.history_file))
+        client.log_artifact(parent, str(job_dir / "model" / "model_config.json"))
+        _log_artifact_json(client, parent, "config.json", pre.config)
+        client.set_terminated(parent, "FINISHED")
+        mine[pre_key] = parent
+        atomic_write_json(ledger_path, ledger)
+    runs["pretrain"] = parent
+
+    for results in sorted(job_dir.glob(f"eval/*/{RESULTS_FILE}")):
+        ev = read_evaluation(results)
+        key = f"{ev.benchmark}@{ev.created_utc}"
+        if key in mine:
+            runs[ev.benchmark] = mine[key]
+            continue
+        tags = {**_common_tags(ev, suite_dir), "vlpbench.kind": "evaluation", "vlpbench.benchmark": ev.benchmark,
+                "mlflow.parentRunId": parent, "mlflow.runName": f"{ev.job}/{ev.benchmark}",
+                **{f"protocol.{k}": json.dumps(v) if not isinstance(v, str) else v for k, v in ev.protocol.items()}}
+        run_id = client.create_run(exp_id, tags=tags).info.run_id
+        _log(client, run_id, flatten(ev.config), [(k, v, 0) for k, v in ev.metrics.items()]
+             + [(f"time/{k}", v, 0) for k, v in ev.timings.items()])
+        client.log_artifact(run_id, str(results))
+        if ev.ranks_file and (results.parent / ev.ranks_file).is_file():
+            client.log_artifact(run_id, str(results.parent / ev.ranks_file))
+        _log_artifact_json(client, run_id, "config.json", ev.config)
+        client.set_terminated(run_id, "FINISHED")
+        mine[key] = run_id
+        atomic_write_json(ledger_path, ledger)
+        runs[ev.benchmark] = run_id
+    return runs
+
+
+def fetch_records(tracking_uri: str, experiment: str, suite: str, suite_dir: Path | None = None
+                  ) -> tuple[list[PretrainRecord], list[EvaluationRecord]]:
+    """The newest pretraining and evaluation records of a suite, read back from MLflow artifacts."""
+    import mlflow.artifacts
+
+    client = _client(tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return [], []
+    flt = f"tags.`vlpbench.suite` = '{suite}'"
+    if suite_dir is not None:
+        flt += f" and tags.`vlpbench.suite_dir` = '{suite_dir.resolve()}'"
+    runs = client.search_runs([exp.experiment_id], filter_string=flt, order_by=["attributes.start_time DESC"],
+                              max_results=5000)
+    newest: dict[tuple[str, str], Any] = {}
+    for run in runs:
+        tags = run.data.tags
+        key = (tags.get("vlpbench.job", ""), tags.get("vlpbench.benchmark", tags.get("vlpbench.kind", "")))
+        newest.setdefault(key, run)
+    pre: list[PretrainRecord] = []
+    ev: list[EvaluationRecord] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for (job, what), run in sorted(newest.items()):
+            kind = run.data.tags.get("vlpbench.kind")
+            name = PRETRAIN_FILE if kind == "pretrain" else RESULTS_FILE
+            local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path=name,
+                                                        dst_path=str(Path(tmp) / run.info.run_id),
+                                                        tracking_uri=tracking_uri)
+            if kind == "pretrain":
+                pre.append(read_pretrain(Path(local)))
+            else:
+                ev.append(read_evaluation(Path(local)))
+    return pre, ev

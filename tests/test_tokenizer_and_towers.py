@@ -1,0 +1,94 @@
+"""Offline tokenizer (incl. the 5-token trap) and towers loading local weights strictly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from methods.tokenizer import SPECIAL_TOKENS, TextTokenizer, TokenizerError
+from methods.towers import TextTower, TextTowerConfig, VisionTower, VisionTowerConfig, WeightsError
+
+CORPUS = ["a red circle to the left of a blue square", "two green stars", "a small yellow ring above a cross"] * 20
+
+
+def test_wordpiece_training_is_deterministic_and_offline() -> None:
+    a = TextTokenizer.train_wordpiece(CORPUS, vocab_size=200)
+    b = TextTokenizer.train_wordpiece(CORPUS, vocab_size=200)
+    assert a.fingerprint() == b.fingerprint()
+    assert a.backend.encode("A Red CIRCLE").tokens == ["[CLS]", "a", "red", "circle", "[SEP]"]
+    assert (a.pad_id, a.unk_id, a.cls_id, a.sep_id, a.mask_id) == tuple(range(5))
+
+
+def test_padding_truncation_keeps_sep() -> None:
+    tok = TextTokenizer.train_wordpiece(CORPUS, vocab_size=200)
+    batch = tok(["a red circle", "a red circle to the left of a blue square"], max_length=6)
+    assert batch.input_ids.shape == (2, 6)
+    assert batch.input_ids[0].tolist()[:5] == [tok.cls_id, *tok.backend.encode("a red circle").ids[1:-1], tok.sep_id]
+    assert batch.input_ids[0, 5] == tok.pad_id and batch.attention_mask[0].tolist() == [1, 1, 1, 1, 1, 0]
+    assert batch.input_ids[1, -1] == tok.sep_id and batch.attention_mask[1].sum() == 6
+
+
+def test_save_load_round_trip(tmp_path: Path) -> None:
+    tok = TextTokenizer.train_wordpiece(CORPUS, vocab_size=200)
+    tok.save(tmp_path)
+    again = TextTokenizer.from_dir(tmp_path)
+    assert again.fingerprint() == tok.fingerprint()
+    assert torch.equal(again(["two green stars"], 8).input_ids, tok(["two green stars"], 8).input_ids)
+
+
+def test_vocab_txt_directory_loads_wordpiece(tmp_path: Path) -> None:
+    words = list(SPECIAL_TOKENS) + ["a", "red", "circle", "##s", "blue"] + [f"w{i}" for i in range(40)]
+    (tmp_path / "vocab.txt").write_text("\n".join(words) + "\n")
+    tok = TextTokenizer.from_dir(tmp_path)
+    assert tok.backend.encode("red circles").tokens == ["[CLS]", "red", "circle", "##s", "[SEP]"]
+
+
+def test_five_token_vocab_trap_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "vocab.txt").write_text("\n".join(SPECIAL_TOKENS) + "\n")
+    with pytest.raises(TokenizerError, match=f"{tmp_path}.*only 5 tokens"):
+        TextTokenizer.from_dir(tmp_path)
+
+
+def test_missing_tokenizer_directory_names_it(tmp_path: Path) -> None:
+    with pytest.raises(TokenizerError, match="no tokenizer in .*nothing-here"):
+        TextTokenizer.from_dir(tmp_path / "nothing-here")
+
+
+VIT = dict(image_size=32, patch_size=8, width=32, depth=2, heads=2)
+
+
+def test_vision_tower_loads_local_weights(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    src = VisionTower(VisionTowerConfig(**VIT)).eval()
+    save_file(src.vit.state_dict(), str(tmp_path / "vit.safetensors"))
+    torch.save(src.vit.state_dict(), tmp_path / "vit.pth")
+    x = torch.randn(2, 3, 32, 32)
+    for name in ("vit.safetensors", "vit.pth"):
+        torch.manual_seed(1)
+        dst = VisionTower(VisionTowerConfig(**VIT, weights=str(tmp_path / name))).eval()
+        torch.testing.assert_close(dst(x).pooled, src(x).pooled, rtol=0, atol=0)
+    out = src(x)
+    assert out.tokens.shape == (2, 1 + 16, 32) and torch.equal(out.pooled, out.tokens[:, 0])
+
+
+def test_mismatched_weights_are_refused_with_the_keys(tmp_path: Path) -> None:
+    deeper = VisionTower(VisionTowerConfig(**{**VIT, "depth": 3}))
+    save_file(deeper.vit.state_dict(), str(tmp_path / "deeper.safetensors"))
+    with pytest.raises(WeightsError, match=r"unexpected: blocks\.2\."):
+        VisionTower(VisionTowerConfig(**VIT, weights=str(tmp_path / "deeper.safetensors")))
+    with pytest.raises(WeightsError, match="does not exist"):
+        VisionTower(VisionTowerConfig(**VIT, weights=str(tmp_path / "absent.pth")))
+
+
+def test_bert_text_tower_pools_cls_and_clip_pools_eot() -> None:
+    ids = torch.tensor([[2, 7, 8, 3, 0], [2, 9, 3, 0, 0]])
+    mask = (ids != 0).long()
+    bert = TextTower(TextTowerConfig(arch="bert", width=32, depth=1, heads=2, dropout=0.0), 50, 0, 2, 3).eval()
+    out = bert(ids, mask)
+    assert torch.equal(out.pooled, out.tokens[:, 0])
+    clip = TextTower(TextTowerConfig(arch="clip", width=32, depth=1, heads=2, max_length=8), 50, 0, 2, 3).eval()
+    out = clip(ids, mask)
+    assert torch.equal(out.pooled[0], out.tokens[0, 3]) and torch.equal(out.pooled[1], out.tokens[1, 2])
