@@ -122,8 +122,8 @@ _TXT_BASE: dict[str, Any] = dict(arch="clip", width=512, depth=12, heads=8, max_
 PRESETS: dict[str, dict[str, Any]] = {
     # CPU-scale: trains on 2 cores in minutes on the built-in 64 px world.
     "tiny": dict(
-        vision=dict(_VIS_BASE, image_size=64, patch_size=8, width=192, depth=4, heads=3),
-        text=dict(_TXT_BASE, width=192, depth=4, heads=3, max_length=32),
+        vision=dict(_VIS_BASE, image_size=64, patch_size=8, width=128, depth=3, heads=4),
+        text=dict(_TXT_BASE, width=128, depth=3, heads=4, max_length=32),
         preprocess=dict(resolution=64, train_crop_ratio=(1.0, 1.0)),
         embed_dim=128,
     ),
@@ -137,8 +137,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 RECIPES: dict[str, dict[str, Any]] = {
-    "tiny": dict(lr=1e-3, weight_decay=0.1, betas=(0.9, 0.98), eps=1e-6, warmup_fraction=0.1,
-                 grad_clip_norm=1.0, source="CPU-scale: CLIP's betas/eps, lr and decay tuned on builtin val"),
+    "tiny": dict(lr=2e-3, weight_decay=0.1, betas=(0.9, 0.98), eps=1e-6, warmup_fraction=0.1,
+                 grad_clip_norm=1.0, source="CPU-scale: CLIP's betas/eps; lr chosen on builtin val (1e-3: 219.7, "
+                                            "2e-3: 241.7 RSUM at 250 steps x 256)"),
     "base": dict(lr=5e-4, weight_decay=0.2, betas=(0.9, 0.98), eps=1e-6, warmup_steps=2000,
                  source="CLIP paper Table 18 (ViT-B/16): lr 5e-4, wd 0.2, β2 0.98, ε 1e-6, 2k warm-up"),
 }
@@ -197,7 +198,9 @@ CARD = MethodCard(
                   reason="ViT blocks use PyTorch defaults, as in OpenAI's VisionTransformer"),
     ),
     notes=(
-        "tiny is not a paper configuration: a 4-layer, 192-wide ViT-8/64px and text transformer for CPUs.",
+        "tiny is not a paper configuration: a 3-layer, 128-wide ViT-8/64px and text transformer (1.4M "
+        "parameters) that trains on a 2-core CPU in about 3 minutes; gradient clipping at 1.0 is a tiny-only "
+        "safeguard (recipe.grad_clip_norm), the paper uses none.",
         "Distributed training gathers features with gradients (open_clip gather_with_grad) once DDP lands (issue 8).",
         "The paper's retrieval numbers use the prompt 'a photo of'; the embedded benchmark uses none.",
     ),

@@ -76,7 +76,9 @@ def _draw(scene: Scene, size: int, positions: list[tuple[float, float]], colours
         dy = coords[y0:y1, None] - cy
         mask = _shape_mask(o.shape, dx, dy, r)
         canvas[y0:y1, x0:x1][mask] = colours[i]
-    small = canvas.reshape(size, SUPERSAMPLE, size, SUPERSAMPLE, 3).mean(axis=(1, 3))
+    # Box-filter the supersampled canvas (explicit slices: much faster than a strided mean).
+    small = sum(canvas[i::SUPERSAMPLE, j::SUPERSAMPLE] for i in range(SUPERSAMPLE) for j in range(SUPERSAMPLE))
+    small = small * (1.0 / SUPERSAMPLE**2)
     return np.clip(np.rint(small), 0, 255).astype(np.uint8)
 
 

@@ -7,7 +7,7 @@ dataclasses so they serialise to JSON and compare by value.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
@@ -65,8 +65,8 @@ class Scene:
         return (self.background, objs)
 
     def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["objects"] = [asdict(o) for o in self.objects]
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["objects"] = [{f.name: getattr(o, f.name) for f in fields(o)} for o in self.objects]
         return d
 
     @staticmethod

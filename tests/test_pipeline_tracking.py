@@ -1,0 +1,137 @@
+"""End to end on a micro suite: run -> records on disk -> MLflow -> report; reuse; determinism."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from benchmarks import cli
+from reports import tracking
+from reports.store import read_evaluation, read_pretrain
+from tests.conftest import MICRO_CLIP, SMALL_WORLD
+
+SUITE: dict[str, Any] = {
+    "name": "micro",
+    "methods": ["clip"],
+    "dataset": {"options": SMALL_WORLD},
+    "train": {"tiny": {"steps": 8, "batch_size": 32, "log_every": 2}},
+    "method_overrides": {"clip": MICRO_CLIP},
+}
+
+
+def _run(tmp: Path, name: str = "out", suite: dict[str, Any] | None = None, extra: list[str] | None = None) -> Path:
+    path = tmp / "suite.yaml"
+    path.write_text(yaml.safe_dump(suite or SUITE))
+    out = tmp / name
+    assert cli.main(["run", "--suite", str(path), "--output", str(out), "--no-progress", *(extra or [])]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def micro_run(tmp_path_factory: pytest.TempPathFactory, cache_root: Path) -> Path:
+    return _run(tmp_path_factory.mktemp("micro"))
+
+
+def test_records_report_and_printed_path(micro_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    job = micro_run / "micro" / "jobs" / "clip-tiny-s0"
+    ev = read_evaluation(job / "eval" / "zeroshot_retrieval" / "results.json")
+    pre = read_pretrain(job / "pretrain.json")
+    assert ev.method == "clip" and ev.size == "tiny" and ev.benchmark == "zeroshot_retrieval"
+    assert {"i2t_R1", "i2t_R5", "i2t_R10", "t2i_R1", "t2i_R5", "t2i_R10", "rsum", "i2t_medr", "t2i_meanr"} <= set(ev.metrics)
+    for field in ("split", "captions_per_image", "resolution", "text_max_length", "scoring", "rerank_k", "lineage",
+                  "precision", "tie_policy"):
+        assert field in ev.protocol
+    assert ev.protocol["scoring"] == "itc" and ev.protocol["resolution"] == 64
+    assert ev.lineage[0]["stage"] == "pretrain" and ev.lineage[0]["steps"] == 8
+    assert ev.dataset["split"] == "test" and len(ev.dataset["fingerprint"]) == 64
+    ranks = np.load(job / "eval" / "zeroshot_retrieval" / "ranks.npz")
+    assert len(ranks["i2t"]) == ev.protocol["n_images"] and len(ranks["t2i"]) == ev.protocol["n_texts"]
+    assert ev.metrics["i2t_R1"] == pytest.approx(100 * np.mean(ranks["i2t"] <= 1))
+    assert pre.summary["steps"] == 8 and pre.environment["git_commit"]
+    report = (micro_run / "micro" / "report.md").read_text()
+    assert "## Zero-shot image-text retrieval — builtin/test" in report
+    assert f"{ev.metrics['rsum']:.2f}" in report and "tie_policy" in report and ev.dataset["fingerprint"] in report
+
+
+def test_mlflow_holds_every_param_metric_and_artifact(micro_run: Path) -> None:
+    uri = tracking.resolve_tracking_uri(None, micro_run)
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("vlpbench-micro")
+    runs = client.search_runs([exp.experiment_id])
+    by_kind = {r.data.tags["vlpbench.kind"]: r for r in runs}
+    assert set(by_kind) == {"pretrain", "evaluation"} and len(runs) == 2
+    job = micro_run / "micro" / "jobs" / "clip-tiny-s0"
+    ev = read_evaluation(job / "eval" / "zeroshot_retrieval" / "results.json")
+    pre = read_pretrain(job / "pretrain.json")
+    flat = tracking.flatten(ev.config)
+    for run in runs:
+        assert run.data.params == flat                       # the resolved config, every key
+        assert run.info.status == "FINISHED"
+        tags = run.data.tags
+        for key in ("git_commit", "vlpbench.method", "vlpbench.size", "dataset_fingerprint", "torch", "device"):
+            assert tags[key], key
+    e = by_kind["evaluation"]
+    assert e.data.metrics == {**ev.metrics, **{f"time/{k}": v for k, v in ev.timings.items()}}
+    assert e.data.tags["mlflow.parentRunId"] == by_kind["pretrain"].info.run_id
+    assert e.data.tags["protocol.scoring"] == "itc" and e.data.tags["protocol.tie_policy"] == "pessimistic"
+    assert {a.path for a in client.list_artifacts(e.info.run_id)} == {"results.json", "ranks.npz", "config.json"}
+    p = by_kind["pretrain"]
+    assert {a.path for a in client.list_artifacts(p.info.run_id)} == {
+        "pretrain.json", "history.jsonl", "model_config.json", "config.json"}
+    history = [json.loads(x) for x in (job / "history.jsonl").read_text().splitlines()]
+    curve = client.get_metric_history(p.info.run_id, "train/loss/itc")
+    assert [(m.step, m.value) for m in curve] == [(h["step"], pytest.approx(h["loss/itc"])) for h in history]
+    assert p.data.metrics["pretrain/steps"] == pre.summary["steps"]
+
+
+def test_rerun_reuses_work_and_logs_nothing_twice(micro_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before = (micro_run / "micro" / "jobs" / "clip-tiny-s0" / "eval" / "zeroshot_retrieval" / "results.json").read_text()
+    _run(micro_run.parent)
+    out = capsys.readouterr().out
+    assert "pretraining reused" in out and f"report: {micro_run / 'micro' / 'report.md'}" in out
+    after = (micro_run / "micro" / "jobs" / "clip-tiny-s0" / "eval" / "zeroshot_retrieval" / "results.json").read_text()
+    assert before == after
+    client = MlflowClient(tracking_uri=tracking.resolve_tracking_uri(None, micro_run))
+    exp = client.get_experiment_by_name("vlpbench-micro")
+    assert len(client.search_runs([exp.experiment_id])) == 2
+
+
+def test_same_seed_twice_gives_identical_metrics(micro_run: Path, tmp_path: Path) -> None:
+    other = _run(tmp_path)
+    rel = Path("micro/jobs/clip-tiny-s0/eval/zeroshot_retrieval")
+    a, b = read_evaluation(micro_run / rel / "results.json"), read_evaluation(other / rel / "results.json")
+    assert a.metrics == b.metrics
+    assert np.array_equal(np.load(micro_run / rel / "ranks.npz")["t2i"], np.load(other / rel / "ranks.npz")["t2i"])
+
+
+def test_results_are_on_disk_before_mlflow_is_touched(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      cache_root: Path) -> None:
+    def boom(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("tracking server down")
+
+    monkeypatch.setattr(tracking, "log_job", boom)
+    with pytest.raises(RuntimeError, match="tracking server down"):
+        _run(tmp_path)
+    job = tmp_path / "out" / "micro" / "jobs" / "clip-tiny-s0"
+    assert read_evaluation(job / "eval" / "zeroshot_retrieval" / "results.json").metrics["rsum"] >= 0
+    assert not (tmp_path / "out" / "mlflow.db").exists()
+
+
+def test_resume_latest_continues_a_job(tmp_path: Path, cache_root: Path) -> None:
+    suite = {**SUITE, "train": {"tiny": {"steps": 8, "batch_size": 32, "log_every": 2, "checkpoint_every": 4}}}
+    first = _run(tmp_path, "a", suite)
+    job = first / "micro" / "jobs" / "clip-tiny-s0"
+    # Simulate a crash after step 4: drop the finished records and the final checkpoint.
+    (job / "pretrain.json").unlink()
+    (job / "checkpoints" / "step_00000008.pt").unlink()
+    rsum = read_evaluation(job / "eval" / "zeroshot_retrieval" / "results.json").metrics
+    _run(tmp_path, "a", suite, ["--resume", "latest"])
+    pre = read_pretrain(job / "pretrain.json")
+    assert pre.summary["resumed_from_step"] == 4 and pre.summary["steps"] == 8
+    assert read_evaluation(job / "eval" / "zeroshot_retrieval" / "results.json").metrics == rsum

@@ -1,0 +1,82 @@
+"""Suites and the command line: defaults, and bad input that fails with a message naming file and field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from benchmarks import cli
+from benchmarks.suite import Suite, load_suite
+from methods import ConfigError, list_methods
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "suite.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_default_suite_runs_every_method_tiny_on_builtin() -> None:
+    suite = load_suite(None)
+    assert suite.method_names() == list_methods() and suite.sizes == ["tiny"] and suite.seeds == [0]
+    assert suite.dataset.name == "builtin" and suite.benchmarks == ["zeroshot_retrieval"]
+    assert suite.budget("tiny").steps > 0 and suite.retrieval.split == "test"
+
+
+def test_full_suite_file_is_read(tmp_path: Path) -> None:
+    path = _write(tmp_path, """
+name: lab-run
+methods: [clip]
+sizes: [tiny]
+seeds: [0, 1]
+dataset: {name: builtin, options: {n_pretrain: 1000}}
+benchmarks: [zeroshot_retrieval]
+train: {tiny: {steps: 5, batch_size: 8}}
+retrieval: {split: val, protocol: {tie_policy: optimistic}}
+tracking_uri: http://127.0.0.1:5000
+""")
+    suite = load_suite(path)
+    assert isinstance(suite, Suite) and suite.seeds == [0, 1] and suite.budget("tiny").steps == 5
+    assert suite.retrieval.protocol.tie_policy == "optimistic" and suite.tracking_uri == "http://127.0.0.1:5000"
+
+
+@pytest.mark.parametrize(("text", "pattern"), [
+    ("methods: [clip, tcl9]\n", r"suite.yaml: methods: .*unknown method\(s\) \['tcl9'\]; registered: \['clip'"),
+    ("method: [clip]\n", r"suite.yaml: method: unknown option. Did you mean 'methods'\?"),
+    ("sizes: [large]\n", r"suite.yaml: sizes: .*unknown size\(s\) \['large'\]"),
+    ("train: {tiny: {steps: -3, batch_size: 8}}\n", r"suite.yaml: train.tiny.steps: Input should be greater than 0"),
+    ("seeds: zero\n", r"suite.yaml: seeds: Input should be a valid list"),
+    ("retrieval: {protocol: {scoring: itm}}\n", r"suite.yaml: retrieval.protocol: .*needs rerank_k"),
+    ("benchmarks: [vqa]\n", r"suite.yaml: benchmarks: .*unknown benchmark\(s\) \['vqa'\]"),
+    ("methods: [clip\nsizes: [tiny]\n", r"suite.yaml: not valid YAML \(line \d+, column \d+\)"),
+    ("- clip\n- tcl\n", r"suite.yaml: the suite must be a mapping of fields"),
+])
+def test_malformed_suites_name_the_field(tmp_path: Path, text: str, pattern: str) -> None:
+    with pytest.raises(ConfigError, match=pattern):
+        load_suite(_write(tmp_path, text))
+
+
+def test_cli_reports_bad_input_without_a_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _write(tmp_path, "methods: [nonexistent]\n")
+    assert cli.main(["run", "--suite", str(path), "--output", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("vlpbench: error:") and "unknown method(s) ['nonexistent']" in err
+    assert cli.main(["run", "--suite", str(tmp_path / "absent.yaml")]) == 2
+    assert "suite file" in capsys.readouterr().err
+
+
+def test_missing_dataset_folder_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _write(tmp_path, f"methods: [clip]\ndataset: {{name: builtin, root: {tmp_path / 'no-such-data'}}}\n")
+    assert cli.main(["run", "--suite", str(path), "--output", str(tmp_path / "o"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"dataset folder {tmp_path / 'no-such-data'} does not exist" in err
+
+
+def test_list_and_card(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["list"]) == 0
+    assert "clip" in capsys.readouterr().out
+    assert cli.main(["card", "clip"]) == 0
+    out = capsys.readouterr().out
+    assert '"claimed"' in out and '"deviations"' in out and '"presets"' in out
+    assert cli.main(["card", "nope"]) == 2

@@ -1,0 +1,108 @@
+"""The training loop: schedule, weight-decay groups, deterministic batches, seeding and exact resume."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from benchmarks.data import BuiltinDataset
+from benchmarks.training.batches import PretrainBatches, sample_seeds
+from benchmarks.training.checkpoint import CheckpointError, list_checkpoints
+from benchmarks.training.loop import TrainConfig, Trainer, param_groups
+from benchmarks.training.schedule import warmup_cosine, warmup_steps_for
+from methods import TextTokenizer, create_method, train_recipe
+from tests.conftest import MICRO_CLIP
+
+
+def test_warmup_cosine_closed_form() -> None:
+    total, warm = 10, 2
+    assert warmup_cosine(0, total, warm) == pytest.approx(0.5)
+    assert warmup_cosine(1, total, warm) == pytest.approx(1.0)
+    assert warmup_cosine(2, total, warm) == pytest.approx(1.0)                        # cosine starts at its peak
+    assert warmup_cosine(6, total, warm) == pytest.approx(0.5 * (1 + math.cos(math.pi * 4 / 8)))
+    assert warmup_cosine(10, total, warm) == pytest.approx(0.0)
+    assert warmup_cosine(10, total, warm, min_ratio=0.1) == pytest.approx(0.1)
+    assert warmup_steps_for(1000, 0.1, None) == 100 and warmup_steps_for(1000, 0.1, 2000) == 1000
+
+
+def test_weight_decay_spares_biases_gains_and_logit_scale(tokenizer: TextTokenizer) -> None:
+    model = create_method("clip", "tiny", tokenizer=tokenizer, overrides=MICRO_CLIP)
+    decay, no_decay = param_groups(model, 0.2)
+    assert decay["weight_decay"] == 0.2 and no_decay["weight_decay"] == 0.0
+    assert any(p is model.logit_scale for p in no_decay["params"])
+    assert all(p.ndim >= 2 for p in decay["params"]) and all(p.ndim < 2 for p in no_decay["params"])
+    n = sum(p.numel() for g in (decay, no_decay) for p in g["params"])
+    assert n == sum(p.numel() for p in model.parameters())
+
+
+def test_batches_are_a_pure_function_of_seed_epoch_step(small_world: BuiltinDataset, micro_clip) -> None:  # type: ignore[no-untyped-def]
+    corpus = small_world.pretrain_corpus()
+    a = PretrainBatches(corpus, micro_clip, batch_size=32, seed=5)
+    b = PretrainBatches(corpus, micro_clip, batch_size=32, seed=5)
+    b.batch(3, 2)  # visiting other positions first changes nothing
+    for epoch, step in [(0, 0), (0, 7), (2, 3)]:
+        x, y = a.batch(epoch, step), b.batch(epoch, step)
+        assert torch.equal(x.images, y.images) and torch.equal(x.text.input_ids, y.text.input_ids)
+    assert not np.array_equal(a.indices(0, 0), a.indices(1, 0))          # reshuffled each epoch
+    epoch0 = np.concatenate([a.indices(0, s) for s in range(a.steps_per_epoch)])
+    assert len(np.unique(epoch0)) == len(epoch0) == a.steps_per_epoch * 32  # no repeats inside an epoch
+    idx = np.arange(4)
+    assert len(set(sample_seeds(5, 0, idx) + sample_seeds(5, 1, idx) + sample_seeds(5, 0, idx, stream=1))) == 12
+
+
+def _train(world: BuiltinDataset, tokenizer: TextTokenizer, run_dir: Path, steps: int, resume: str | None = None,
+           init_seed: int = 0, **kw) -> tuple[torch.nn.Module, Trainer]:  # type: ignore[no-untyped-def]
+    torch.manual_seed(init_seed)
+    model = create_method("clip", "tiny", tokenizer=tokenizer, overrides=MICRO_CLIP)
+    cfg = TrainConfig(steps=steps, batch_size=32, seed=0, log_every=2,
+                      recipe=train_recipe("clip", "tiny", {"warmup_fraction": 0.25}), **kw)
+    data = PretrainBatches(world.pretrain_corpus(), model, cfg.batch_size, cfg.seed)
+    trainer = Trainer(model, data, cfg, run_dir, progress=False)
+    trainer.fit(resume=resume)
+    return model, trainer
+
+
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_same_seed_twice_gives_identical_weights(small_world: BuiltinDataset, tokenizer: TextTokenizer,
+                                                 tmp_path: Path) -> None:
+    a, _ = _train(small_world, tokenizer, tmp_path / "a", steps=6)
+    b, _ = _train(small_world, tokenizer, tmp_path / "b", steps=6)
+    assert _same_weights(a, b)
+    assert (tmp_path / "a" / "history.jsonl").read_text() != ""
+
+
+def test_resume_from_a_mid_run_checkpoint_is_bit_identical(small_world: BuiltinDataset, tokenizer: TextTokenizer,
+                                                           tmp_path: Path) -> None:
+    # 20 steps span an epoch boundary (600 items / 32 = 18 steps per epoch).
+    straight, trainer = _train(small_world, tokenizer, tmp_path / "straight", steps=20, checkpoint_every=7,
+                               keep_checkpoints=5)
+    assert [s for s, _ in list_checkpoints(trainer.ckpt_dir)] == [7, 14, 20]
+    # A second run dir holding only the step-7 checkpoint, resumed by a model with another init.
+    resumed_dir = tmp_path / "resumed"
+    (resumed_dir / "checkpoints").mkdir(parents=True)
+    (trainer.ckpt_dir / "step_00000007.pt").rename(resumed_dir / "checkpoints" / "step_00000007.pt")
+    history = [json.loads(x) for x in (tmp_path / "straight" / "history.jsonl").read_text().splitlines()]
+    (resumed_dir / "history.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
+    resumed, _ = _train(small_world, tokenizer, resumed_dir, steps=20, resume="latest", init_seed=123,
+                        checkpoint_every=7, keep_checkpoints=5)
+    assert _same_weights(straight, resumed)
+    steps = [json.loads(x)["step"] for x in (resumed_dir / "history.jsonl").read_text().splitlines()]
+    assert steps == list(range(2, 21, 2))  # history truncated at the checkpoint, then continued
+
+
+def test_resume_with_another_config_is_refused(small_world: BuiltinDataset, tokenizer: TextTokenizer,
+                                               tmp_path: Path) -> None:
+    _train(small_world, tokenizer, tmp_path, steps=4)
+    with pytest.raises(CheckpointError, match="another configuration"):
+        _train(small_world, tokenizer, tmp_path, steps=8, resume="latest")
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        _train(small_world, tokenizer, tmp_path, steps=4, resume=str(tmp_path / "missing.pt"))
