@@ -25,7 +25,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-logging.getLogger("mlflow").setLevel(logging.WARNING)
+os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 logging.getLogger("alembic").setLevel(logging.WARNING)
 
 from benchmarks.data import BuiltinConfig, DatasetError, open_dataset  # noqa: E402
@@ -100,6 +100,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     suite = load_suite(Path(args.suite) if args.suite else None)
     suite_dir = _suite_dir(args, suite)
+    if not suite_dir.is_dir():
+        raise FileNotFoundError(f"no suite folder {suite_dir}: run `vlpbench run` (with the same --suite and "
+                                "--output) first")
     uri = tracking.resolve_tracking_uri(args.tracking_uri or suite.tracking_uri, Path(args.output))
     print(f"report: {_render(suite, suite_dir, Path(args.output), uri, args.source)}")
     return 0

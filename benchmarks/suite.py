@@ -34,6 +34,13 @@ from methods.config import ConfigError, StrictModel, validate
 BENCHMARKS: tuple[str, ...] = ("zeroshot_retrieval",)
 
 
+def _members(values: list[str], allowed: tuple[str, ...], what: str) -> list[str]:
+    bad = [v for v in values if v not in allowed]
+    if bad:
+        raise ValueError(f"unknown {what}(s) {bad}; available: {list(allowed)}")
+    return values
+
+
 class DatasetSpec(StrictModel):
     name: Literal["builtin"] = "builtin"
     root: str | None = Field(None, description="A built dataset folder; None = generate into the cache.")
@@ -94,18 +101,12 @@ class Suite(StrictModel):
     @field_validator("sizes")
     @classmethod
     def _known_sizes(cls, v: list[str]) -> list[str]:
-        bad = [s for s in v if s not in SIZES]
-        if bad:
-            raise ValueError(f"unknown size(s) {bad}; sizes: {list(SIZES)}")
-        return v
+        return _members(v, SIZES, "size")
 
     @field_validator("benchmarks")
     @classmethod
     def _known_benchmarks(cls, v: list[str]) -> list[str]:
-        bad = [b for b in v if b not in BENCHMARKS]
-        if bad:
-            raise ValueError(f"unknown benchmark(s) {bad}; available: {list(BENCHMARKS)}")
-        return v
+        return _members(v, BENCHMARKS, "benchmark")
 
     @field_validator("train", "method_overrides", "recipe_overrides")
     @classmethod

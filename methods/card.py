@@ -38,6 +38,16 @@ class ClaimedResult:
     notes: str = ""
 
 
+def retrieval_claim(dataset: str, setting: str, model: str, i2t: tuple[float, float, float],
+                    t2i: tuple[float, float, float], source: str, confidence: Confidence, **protocol: Any
+                    ) -> ClaimedResult:
+    """A paper's image-text retrieval row: TR@1/5/10 (image→text) and IR@1/5/10 (text→image)."""
+    metrics = {f"i2t_R{k}": v for k, v in zip((1, 5, 10), i2t)}
+    metrics.update({f"t2i_R{k}": v for k, v in zip((1, 5, 10), t2i)})
+    return ClaimedResult(benchmark="image_text_retrieval", dataset=dataset, setting=setting, model=model,
+                         metrics=metrics, source=source, confidence=confidence, protocol=protocol)
+
+
 @dataclass(frozen=True)
 class Deviation:
     """A difference from the paper or official code, switchable through a config option."""

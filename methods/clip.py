@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from methods.card import ClaimedResult, Confidence, Deviation, MethodCard
+from methods.card import Confidence, Deviation, MethodCard, retrieval_claim
 from methods.config import StrictModel
 from methods.interface import PretrainBatch, StepContext, StepOutput, VLPModel
 from methods.losses import clip_loss
@@ -146,6 +146,7 @@ RECIPES: dict[str, dict[str, Any]] = {
 
 _KARPATHY_FLICKR = "flickr30k-karpathy-test-1k"
 _KARPATHY_COCO = "coco-karpathy-test-5k"
+_OPEN_CLIP_CSV = "open_clip docs/openclip_retrieval_results.csv (measured with CLIP_benchmark)"
 
 CARD = MethodCard(
     name="clip",
@@ -158,30 +159,18 @@ CARD = MethodCard(
     default_protocol={"scoring": "itc", "rerank_k": None, "lineage": "pretrained (zero-shot)",
                       "prompt": None, "tie_policy": "pessimistic"},
     claimed=(
-        ClaimedResult(
-            benchmark="image_text_retrieval", dataset=_KARPATHY_FLICKR, setting="zero-shot", model="ViT-L/14@336px",
-            metrics={"i2t_R1": 88.0, "i2t_R5": 98.7, "i2t_R10": 99.4, "t2i_R1": 68.7, "t2i_R5": 90.6,
-                     "t2i_R10": 95.2},
-            source="CLIP paper Table 13 (quoted in several independent repos)", confidence=Confidence.SECONDARY,
-            protocol={"resolution": 336, "prompt": "a photo of", "lineage": "pretrained (WIT-400M)"}),
-        ClaimedResult(
-            benchmark="image_text_retrieval", dataset=_KARPATHY_COCO, setting="zero-shot", model="ViT-L/14@336px",
-            metrics={"i2t_R1": 58.4, "i2t_R5": 81.5, "i2t_R10": 88.1, "t2i_R1": 37.8, "t2i_R5": 62.4,
-                     "t2i_R10": 72.2},
-            source="CLIP paper Table 13, quoted verbatim in openai/CLIP issue #115", confidence=Confidence.SECONDARY,
-            protocol={"resolution": 336, "prompt": "a photo of", "lineage": "pretrained (WIT-400M)"}),
-        ClaimedResult(
-            benchmark="image_text_retrieval", dataset=_KARPATHY_FLICKR, setting="zero-shot", model="ViT-B/16 (openai)",
-            metrics={"i2t_R1": 82.2, "i2t_R5": 96.6, "i2t_R10": 99.0, "t2i_R1": 62.16, "t2i_R5": 85.72,
-                     "t2i_R10": 91.92},
-            source="open_clip docs/openclip_retrieval_results.csv (CLIP_benchmark)", confidence=Confidence.VERIFIED,
-            protocol={"resolution": 224, "prompt": None, "lineage": "pretrained (WIT-400M)"}),
-        ClaimedResult(
-            benchmark="image_text_retrieval", dataset=_KARPATHY_COCO, setting="zero-shot", model="ViT-B/16 (openai)",
-            metrics={"i2t_R1": 52.42, "i2t_R5": 76.7, "i2t_R10": 84.62, "t2i_R1": 33.09, "t2i_R5": 58.42,
-                     "t2i_R10": 68.99},
-            source="open_clip docs/openclip_retrieval_results.csv (CLIP_benchmark)", confidence=Confidence.VERIFIED,
-            protocol={"resolution": 224, "prompt": None, "lineage": "pretrained (WIT-400M)"}),
+        retrieval_claim(_KARPATHY_FLICKR, "zero-shot", "ViT-L/14@336px", (88.0, 98.7, 99.4), (68.7, 90.6, 95.2),
+                        "CLIP paper Table 13 (quoted in several independent repos)", Confidence.SECONDARY,
+                        resolution=336, prompt="a photo of", lineage="pretrained (WIT-400M)"),
+        retrieval_claim(_KARPATHY_COCO, "zero-shot", "ViT-L/14@336px", (58.4, 81.5, 88.1), (37.8, 62.4, 72.2),
+                        "CLIP paper Table 13, quoted verbatim in openai/CLIP issue #115", Confidence.SECONDARY,
+                        resolution=336, prompt="a photo of", lineage="pretrained (WIT-400M)"),
+        retrieval_claim(_KARPATHY_FLICKR, "zero-shot", "ViT-B/16 (openai)", (82.2, 96.6, 99.0), (62.16, 85.72, 91.92),
+                        _OPEN_CLIP_CSV, Confidence.VERIFIED, resolution=224, prompt=None,
+                        lineage="pretrained (WIT-400M)"),
+        retrieval_claim(_KARPATHY_COCO, "zero-shot", "ViT-B/16 (openai)", (52.42, 76.7, 84.62), (33.09, 58.42, 68.99),
+                        _OPEN_CLIP_CSV, Confidence.VERIFIED, resolution=224, prompt=None,
+                        lineage="pretrained (WIT-400M)"),
     ),
     deviations=(
         Deviation(option="suite.tokenizer", ours="lower-cased BERT WordPiece trained on the training corpus "

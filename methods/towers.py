@@ -163,7 +163,8 @@ class TextTower(nn.Module):
         if loaded.config.vocab_size != vocab_size:
             raise WeightsError(f"text tower in {directory} has vocab_size {loaded.config.vocab_size} but the "
                                f"tokenizer has {vocab_size}; load the tokenizer from the same directory")
-        load_weights_strict(self.model, loaded.state_dict(), str(directory))
+        # BERT checkpoints carry a pooler (dense+tanh over [CLS]) that our towers do not use.
+        load_weights_strict(self.model, loaded.state_dict(), str(directory), ignore_prefixes=("pooler.",))
 
     @property
     def width(self) -> int:

@@ -80,3 +80,28 @@ def test_list_and_card(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert '"claimed"' in out and '"deviations"' in out and '"presets"' in out
     assert cli.main(["card", "nope"]) == 2
+
+
+def test_data_build_and_report_from_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["data", "build", "--cache", str(tmp_path / "cache")]
+    small = ["n_pretrain=50", "n_train=10", "n_val=10", "n_test=10", "n_video_train=5", "n_video_test=5"]
+    assert cli.main(args + [x for s in small for x in ("--set", s)]) == 0
+    out = capsys.readouterr().out
+    assert "fingerprint" in out and "pretrain" in out and "    50 items" in out
+    assert cli.main(args + ["--set", "n_tset=3"]) == 2
+    assert "Did you mean 'n_test'" in capsys.readouterr().err
+    assert cli.main(["report", "--output", str(tmp_path / "o"), "--source", "files"]) == 2
+    assert f"no suite folder {tmp_path / 'o' / 'default'}" in capsys.readouterr().err
+    (tmp_path / "o" / "default").mkdir(parents=True)   # a suite folder without results yet
+    assert cli.main(["report", "--output", str(tmp_path / "o"), "--source", "files"]) == 0
+    assert "No evaluation results" in (tmp_path / "o" / "default" / "report.md").read_text()
+
+
+def test_tracking_uri_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from reports.tracking import resolve_tracking_uri
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert resolve_tracking_uri(None, tmp_path) == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://lab:5000")
+    assert resolve_tracking_uri(None, tmp_path) == "http://lab:5000"
+    assert resolve_tracking_uri("http://flag:1", tmp_path) == "http://flag:1"

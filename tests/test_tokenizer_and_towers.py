@@ -92,3 +92,18 @@ def test_bert_text_tower_pools_cls_and_clip_pools_eot() -> None:
     clip = TextTower(TextTowerConfig(arch="clip", width=32, depth=1, heads=2, max_length=8), 50, 0, 2, 3).eval()
     out = clip(ids, mask)
     assert torch.equal(out.pooled[0], out.tokens[0, 3]) and torch.equal(out.pooled[1], out.tokens[1, 2])
+
+
+@pytest.mark.parametrize("arch", ["bert", "clip"])
+def test_text_tower_loads_a_local_hf_directory(tmp_path: Path, arch: str) -> None:
+    cfg = TextTowerConfig(arch=arch, width=32, depth=1, heads=2, max_length=8, dropout=0.0)
+    torch.manual_seed(0)
+    src = TextTower(cfg, 50, 0, 2, 3).eval()
+    src.model.save_pretrained(tmp_path / "hf")
+    torch.manual_seed(1)
+    dst = TextTower(cfg.model_copy(update={"pretrained_dir": str(tmp_path / "hf")}), 50, 0, 2, 3).eval()
+    ids = torch.tensor([[2, 7, 8, 3]])
+    mask = torch.ones_like(ids)
+    torch.testing.assert_close(dst(ids, mask).pooled, src(ids, mask).pooled, rtol=0, atol=0)
+    with pytest.raises(WeightsError, match="vocab_size 50 but the tokenizer has 60"):
+        TextTower(cfg.model_copy(update={"pretrained_dir": str(tmp_path / "hf")}), 60, 0, 2, 3)

@@ -155,7 +155,8 @@ class Trainer:
         t_start = time.perf_counter()
         t_window = t_start
         last: dict[str, float] = {}
-        bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress, desc="pretrain",
+        # disable=None: a bar on terminals only, so CI logs stay readable.
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=None if self.progress else True, desc="pretrain",
                    dynamic_ncols=True, leave=False)
         with self.history_path.open("a", encoding="utf-8") as history:
             while self.step < cfg.steps:
@@ -192,7 +193,12 @@ class Trainer:
                               "samples_per_s": n_in_window * cfg.batch_size / max(now - t_window, 1e-9)}
                     history.write(json.dumps(record) + "\n")
                     history.flush()
-                    bar.set_postfix({k.split("/")[-1]: f"{v:.3f}" for k, v in last.items() if k.startswith("loss/")})
+                    losses = {k.split("/")[-1]: f"{v:.3f}" for k, v in last.items() if k.startswith("loss/")}
+                    bar.set_postfix(losses)
+                    if self.progress and bar.disable:  # no terminal: a plain line per logged window
+                        print(f"pretrain step {self.step}/{cfg.steps} lr {lr:.2e} "
+                              + " ".join(f"{k} {v}" for k, v in losses.items())
+                              + f" ({record['samples_per_s']:.0f} samples/s)", flush=True)
                     sums.clear()
                     n_in_window = 0
                     t_window = now
