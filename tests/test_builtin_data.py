@@ -160,3 +160,12 @@ def test_retrieval_split_ground_truth(small_world: BuiltinDataset) -> None:
     assert split.captions_per_image()["min"] >= 5
     with pytest.raises(DatasetError, match="retrieval splits"):
         small_world.retrieval_split("pretrain")
+
+
+def test_cache_key_follows_the_generator_source(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from benchmarks.data.builtin import build
+
+    cfg = BuiltinConfig(**TINY)
+    before = build.dataset_dir(cfg, tmp_path)
+    monkeypatch.setattr(build, "generator_source_hash", lambda: "edited-generator")
+    assert build.dataset_dir(cfg, tmp_path) != before

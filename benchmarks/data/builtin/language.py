@@ -170,9 +170,15 @@ def reference_captions(scene: Scene, n: int, rng: np.random.Generator) -> list[s
 
 
 def alt_text(scene: Scene, rng: np.random.Generator) -> str:
-    """Short noisy web-style alt-text; partial, sometimes jumbled, sometimes with junk."""
+    """Short noisy web-style alt-text: keyword lists, short phrases, often partial, sometimes jumbled.
+
+    Mixture (probabilities): keywords with binding kept 0.35, a short natural phrase 0.2, the
+    main object only 0.15, a product listing 0.1, a relation fragment 0.1, a jumbled bag of
+    words (binding lost) 0.1; then, independently, a lead-in ('photo of'), the background, junk
+    tokens and a number.
+    """
     objs = sorted(scene.objects, key=lambda o: (o.size != "large", o.row, o.col))
-    style = rng.choice(5, p=[0.4, 0.15, 0.2, 0.1, 0.15])
+    style = int(rng.choice(6, p=[0.35, 0.2, 0.15, 0.1, 0.1, 0.1]))
 
     def bound(o: SceneObject) -> str:
         size = (_pick(rng, lx.SIZE_SYNONYMS[o.size]) + " ") if rng.random() < 0.4 else ""
@@ -182,20 +188,25 @@ def alt_text(scene: Scene, rng: np.random.Generator) -> str:
         chosen = [bound(o) for o in objs]
         rng.shuffle(chosen)
         text = _pick(rng, (" ", ", ", " ", " | ")).join(chosen)
-    elif style == 1:  # bag of words, binding lost
-        words = " ".join(bound(o) for o in objs).split()
-        rng.shuffle(words)
-        text = " ".join(words)
+    elif style == 1:  # a short natural phrase, often leaving objects out
+        keep = objs[: int(rng.integers(1, len(objs) + 1))]
+        text = _join([_np(o, 1, rng, size_p=0.4) for o in keep])
     elif style == 2:  # partial: the main object only
         text = bound(objs[0])
     elif style == 3:  # product listing
         m = scene.main
         text = f"{lx.MATERIAL_ADJECTIVE[scene.material]} {m.colour} {m.shape} toy {scene.brand}"
-    else:  # relation fragment
+    elif style == 4:  # relation fragment
         text = bound(objs[0])
         if len(objs) > 1:
             rel = _relation(objs[0], objs[1], rng)
             text = f"{text} {rel.replace('to the ', '') if rel else 'and'} {bound(objs[1])}"
+    else:  # bag of words, binding lost
+        words = " ".join(bound(o) for o in objs).split()
+        rng.shuffle(words)
+        text = " ".join(words)
+    if rng.random() < 0.2:
+        text = _pick(rng, ("photo of ", "image of ", "picture of ", "a photo of ")) + text
     if rng.random() < 0.25:
         text += f" {scene.background} background"
     if rng.random() < 0.5:
