@@ -35,3 +35,62 @@ def clip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torc
     labels = torch.arange(logits.shape[0], device=logits.device)
     loss = 0.5 * (info_nce(logits, labels) + info_nce(logits.t(), labels))
     return loss, logits
+
+
+def distilled_targets(teacher_logits: torch.Tensor, hard: torch.Tensor, alpha: float) -> torch.Tensor:
+    """ALBEF momentum distillation: α·softmax(teacher) + (1 − α)·hard (hard rows sum to 1)."""
+    return alpha * F.softmax(teacher_logits, dim=1) + (1.0 - alpha) * hard
+
+
+def positives_from_ids(query_ids: torch.Tensor, candidate_ids: torch.Tensor) -> torch.Tensor:
+    """Multi-positive targets: row i spreads mass uniformly over candidates with the same id.
+
+    TCL/ALBEF fine-tuning (`idx_queue`): every caption of the same image is a positive.
+    """
+    pos = (query_ids[:, None] == candidate_ids[None, :]).float()
+    if (pos.sum(dim=1) == 0).any():
+        raise ValueError("a query has no candidate with its id; include the batch itself among the candidates")
+    return pos / pos.sum(dim=1, keepdim=True)
+
+
+def masked_lm_loss(logits: torch.Tensor, labels: torch.Tensor, teacher_logits: torch.Tensor | None = None,
+                   alpha: float = 0.0) -> torch.Tensor:
+    """CE over the masked positions (labels != -100), optionally distilled from a teacher.
+
+    (1 − α)·CE + α·mean over masked positions of −Σ_v softmax(teacher)_v · log softmax(logits)_v,
+    with the softmax over the vocabulary (TCL after commit 74a3e4f; before it, dim=1 was used).
+    """
+    flat = logits.reshape(-1, logits.shape[-1])
+    target = labels.reshape(-1)
+    ce = F.cross_entropy(flat, target, ignore_index=-100)
+    if teacher_logits is None or alpha == 0.0:
+        return ce
+    chosen = target != -100
+    soft = F.softmax(teacher_logits.reshape(-1, logits.shape[-1])[chosen], dim=-1)
+    distill = -(soft * F.log_softmax(flat[chosen], dim=-1)).sum(dim=-1).mean()
+    return (1.0 - alpha) * ce + alpha * distill
+
+
+def global_local_infonce(local: torch.Tensor, global_: torch.Tensor, temperature: torch.Tensor | float,
+                         valid: torch.Tensor | None = None) -> torch.Tensor:
+    """TCL's local MI term (`in_batch_g2l_loss`): each sample's global vs its own locals.
+
+    local: (N, L, D) normalised local features; global_: (N, D); valid: (N, L) bool (text padding).
+    For sample b and valid local j the positive is g_b·l_bj and the negatives are g_b·l_b'j' for
+    every valid local j' of every other sample b' in the batch (the same set for all j of b).
+    Reduction: without `valid`, the mean over all (b, j); with it, per sample the mean over its
+    valid locals, then the mean over samples.
+    """
+    n, length, _ = local.shape
+    if valid is None:
+        valid = torch.ones(n, length, dtype=torch.bool, device=local.device)
+    pos = torch.einsum("nld,nd->nl", local, global_) / temperature                   # (N, L)
+    neg = torch.einsum("bd,cjd->bcj", global_, local) / temperature                   # (N, N, L)
+    other = ~torch.eye(n, dtype=torch.bool, device=local.device)
+    keep = other[:, :, None] & valid[None, :, :]
+    neg = neg.masked_fill(~keep, float("-inf")).reshape(n, 1, n * length).expand(n, length, n * length)
+    logits = torch.cat([pos.unsqueeze(-1), neg], dim=-1)                               # (N, L, 1 + N·L)
+    nll = -F.log_softmax(logits, dim=-1)[..., 0]                                       # (N, L)
+    nll = nll.masked_fill(~valid, 0.0)
+    per_sample = nll.sum(dim=1) / valid.sum(dim=1).clamp_min(1)
+    return per_sample.mean()
