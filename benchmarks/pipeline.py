@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from benchmarks.data import BuiltinDataset, open_dataset
-from benchmarks.evaluation.retrieval import evaluate_image_text
+from benchmarks.evaluation.retrieval import RetrievalProtocol, evaluate_image_text
 from benchmarks.runtime import fingerprint, resolve_device, resolve_precision, seed_everything
 from benchmarks.suite import Suite
 from benchmarks.training.batches import PretrainBatches
@@ -119,38 +119,55 @@ def _train(job: Job, job_dir: Path, model: VLPModel, dataset: BuiltinDataset, co
     return record
 
 
+def _zeroshot_protocols(job: Job, model: VLPModel) -> dict[str, RetrievalProtocol]:
+    """{record name: protocol}: ITC for every model, plus top-k re-ranking for fusion models."""
+    spec = job.suite.retrieval
+    out = {"zeroshot_retrieval": spec.protocol}
+    if spec.rerank and model.supports_rerank:
+        scoring = spec.rerank_scoring or model.card.default_protocol.get("scoring", "itm")
+        out["zeroshot_retrieval_rerank"] = spec.protocol.model_copy(
+            update={"scoring": scoring, "rerank_k": spec.rerank_k})
+    return out
+
+
 def _evaluate_zeroshot(job: Job, job_dir: Path, model: VLPModel, dataset: BuiltinDataset,
-                       config: dict[str, Any], pre: PretrainRecord) -> Path:
+                       config: dict[str, Any], pre: PretrainRecord) -> dict[str, Path]:
     suite = job.suite
-    spec = suite.retrieval
     device = resolve_device(suite.device)
     precision = resolve_precision(suite.precision, device)
-    split = dataset.retrieval_split(spec.split)
+    split = dataset.retrieval_split(suite.retrieval.split)
     model.to(device)
-    outcome = evaluate_image_text(model, split, spec.protocol, device, precision)
     lineage = json.loads((job_dir / "model" / "model_config.json").read_text())["lineage"]
-    protocol = {
-        "task": "image-text retrieval", "setting": "zero-shot",
-        "lineage": "pretrained on " + pre.dataset["dataset"] + "/" + pre.dataset["split"] + " (no fine-tuning)",
-        "split": f"{split.ref.dataset}/{split.ref.split}", "n_images": split.n_images, "n_texts": split.n_texts,
-        "captions_per_image": split.captions_per_image(),
-        "resolution": int(model.preprocess.config.resolution), "text_max_length": model.text_max_length,
-        "scoring": spec.protocol.scoring, "rerank_k": spec.protocol.rerank_k,
-        "tie_policy": spec.protocol.tie_policy, "prompt": spec.protocol.prompt,
-        "precision": precision, "metric_units": "percent", "rank_base": 1,
-        "tokenizer": config["tokenizer"]["fingerprint"][:16],
-    }
-    out_dir = job_dir / "eval" / "zeroshot_retrieval"
-    save_ranks(out_dir / RANKS_FILE, i2t=outcome.i2t_ranks, t2i=outcome.t2i_ranks)
-    record = EvaluationRecord(
-        suite=suite.name, job=job.name, method=job.method, size=job.size, seed=job.seed, config=config,
-        environment=fingerprint(device), benchmark="zeroshot_retrieval", dataset=split.ref.to_json(),
-        protocol=protocol, metrics=outcome.metrics, lineage=lineage, timings=outcome.timings,
-        card=get_spec(job.method).card.to_json())
-    return write_record(out_dir / RESULTS_FILE, record)
+    written = {}
+    for name, proto in _zeroshot_protocols(job, model).items():
+        outcome = evaluate_image_text(model, split, proto, device, precision)
+        protocol = {
+            "task": "image-text retrieval", "setting": "zero-shot",
+            "lineage": "pretrained on " + pre.dataset["dataset"] + "/" + pre.dataset["split"] + " (no fine-tuning)",
+            "split": f"{split.ref.dataset}/{split.ref.split}", "n_images": split.n_images, "n_texts": split.n_texts,
+            "captions_per_image": split.captions_per_image(),
+            "resolution": int(model.preprocess.config.resolution), "text_max_length": model.text_max_length,
+            "scoring": proto.scoring, "rerank_k": proto.rerank_k, "tie_policy": proto.tie_policy,
+            "prompt": proto.prompt, "precision": precision, "metric_units": "percent", "rank_base": 1,
+            "tokenizer": config["tokenizer"]["fingerprint"][:16],
+        }
+        if proto.rerank_k is not None:
+            protocol["ranks_beyond_k"] = f"censored at {proto.rerank_k + 1}"
+        out_dir = job_dir / "eval" / name
+        save_ranks(out_dir / RANKS_FILE, i2t=outcome.i2t_ranks, t2i=outcome.t2i_ranks)
+        record = EvaluationRecord(
+            suite=suite.name, job=job.name, method=job.method, size=job.size, seed=job.seed, config=config,
+            environment=fingerprint(device), benchmark=name, dataset=split.ref.to_json(),
+            protocol=protocol, metrics=outcome.metrics, lineage=lineage, timings=outcome.timings,
+            card=get_spec(job.method).card.to_json())
+        written[name] = write_record(out_dir / RESULTS_FILE, record)
+    return written
 
 
-BENCHMARK_RUNNERS: dict[str, Callable[..., Path]] = {"zeroshot_retrieval": _evaluate_zeroshot}
+BENCHMARK_RUNNERS: dict[str, Callable[..., dict[str, Path]]] = {"zeroshot_retrieval": _evaluate_zeroshot}
+# The records a benchmark writes for a model (used to tell whether finished work can be reused).
+BENCHMARK_RECORDS: dict[str, Callable[[Job, VLPModel], list[str]]] = {
+    "zeroshot_retrieval": lambda job, model: list(_zeroshot_protocols(job, model))}
 
 
 def run_job(job: Job, suite_dir: Path, *, resume: str | None = None, progress: bool = True,
@@ -183,12 +200,13 @@ def run_job(job: Job, suite_dir: Path, *, resume: str | None = None, progress: b
             f"{suite.budget(job.size).batch_size} on {dataset.name}/pretrain")
         pre = _train(job, job_dir, model, dataset, config, fp, resume, progress)
     for bench in suite.benchmarks:
-        path = job_dir / "eval" / bench / RESULTS_FILE
-        if path.is_file() and read_evaluation(path).config == config:
-            outcome.results[bench] = path
+        names = BENCHMARK_RECORDS[bench](job, model)
+        paths = {n: job_dir / "eval" / n / RESULTS_FILE for n in names}
+        if all(p.is_file() and read_evaluation(p).config == config for p in paths.values()):
+            outcome.results.update(paths)
             outcome.reused.append(bench)
             continue
         log(f"[{job.name}] {bench} on {dataset.name}/{suite.retrieval.split}")
         with torch.no_grad():
-            outcome.results[bench] = BENCHMARK_RUNNERS[bench](job, job_dir, model, dataset, config, pre)
+            outcome.results.update(BENCHMARK_RUNNERS[bench](job, job_dir, model, dataset, config, pre))
     return outcome

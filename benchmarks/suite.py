@@ -28,7 +28,7 @@ from pydantic import Field, field_validator
 
 from benchmarks.evaluation.retrieval import RetrievalProtocol
 from benchmarks.runtime import Precision
-from methods import SIZES, list_methods
+from methods import SIZES, default_suite_methods, list_methods
 from methods.config import ConfigError, StrictModel, validate
 
 BENCHMARKS: tuple[str, ...] = ("zeroshot_retrieval",)
@@ -62,7 +62,13 @@ class TokenizerSpec(StrictModel):
 
 class RetrievalSpec(StrictModel):
     split: str = "test"
-    protocol: RetrievalProtocol = Field(default_factory=RetrievalProtocol)
+    protocol: RetrievalProtocol = Field(default_factory=RetrievalProtocol,
+                                        description="The ITC evaluation every method gets.")
+    rerank: bool = Field(True, description="Also evaluate models with a re-ranking head with top-k re-ranking.")
+    rerank_scoring: Literal["itm", "itm+itc"] | None = Field(
+        None, description="None = the method's own protocol (TCL/ALBEF: itm; LAVIS/BLIP: itm+itc).")
+    rerank_k: int = Field(16, gt=0, description="k on the built-in 1K test split (Flickr30K: 128, COCO: 256); "
+                                               "kept small so the CPU default suite stays minutes long.")
 
 
 DEFAULT_BUDGETS: dict[str, dict[str, int]] = {
@@ -118,7 +124,8 @@ class Suite(StrictModel):
         return v
 
     def method_names(self) -> list[str]:
-        return list_methods() if self.methods == "all" else list(self.methods)
+        """'all' = every method calibrated for the default suite (see MethodSpec.in_default_suite)."""
+        return default_suite_methods() if self.methods == "all" else list(self.methods)
 
     def budget(self, size: str) -> Budget:
         if size in self.train:

@@ -4,13 +4,14 @@ Importing `methods` registers every method. This package imports nothing from `b
 `reports` or `slurm`.
 """
 
-from methods import clip  # noqa: F401  (registers "clip")
+from methods import clip, tcl  # noqa: F401  (registers "clip", "tcl")
 from methods.card import ClaimedResult, Confidence, Deviation, MethodCard
 from methods.config import ConfigError, TrainRecipe
 from methods.interface import PretrainBatch, StepContext, StepOutput, VLPModel
 from methods.registry import (
     SIZES,
     create_method,
+    default_suite_methods,
     get_spec,
     list_methods,
     load_pretrained,
@@ -22,6 +23,6 @@ from methods.tokenizer import TextTokenizer, TokenBatch
 
 __all__ = [
     "SIZES", "ClaimedResult", "Confidence", "ConfigError", "Deviation", "MethodCard", "PretrainBatch",
-    "StepContext", "StepOutput", "TextTokenizer", "TokenBatch", "TrainRecipe", "VLPModel", "create_method",
+    "StepContext", "StepOutput", "TextTokenizer", "TokenBatch", "TrainRecipe", "VLPModel", "create_method", "default_suite_methods",
     "get_spec", "list_methods", "load_pretrained", "method_config", "save_pretrained", "train_recipe",
 ]

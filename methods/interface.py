@@ -101,13 +101,19 @@ class VLPModel(nn.Module, abc.ABC):
         """ITC scores (N_img, N_txt) between embeddings from encode_image / encode_text."""
         return image_emb @ text_emb.t()
 
-    def tokenize(self, texts: list[str]) -> TokenBatch:
-        return self.tokenizer(texts, max_length=self.text_max_length)
+    def tokenize(self, texts: list[str], *, training: bool = False) -> TokenBatch:
+        length = self.train_text_max_length if training else self.text_max_length
+        return self.tokenizer(texts, max_length=length)
 
     @property
     @abc.abstractmethod
     def text_max_length(self) -> int:
-        """Context length used for tokenisation at train and test time."""
+        """Context length used for tokenisation at test time (and in training unless overridden)."""
+
+    @property
+    def train_text_max_length(self) -> int:
+        """Context length in pretraining (TCL/ALBEF: 25, against 30 at test time)."""
+        return self.text_max_length
 
     # ---- pretraining ------------------------------------------------------------------------
     @abc.abstractmethod

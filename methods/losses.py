@@ -88,9 +88,10 @@ def global_local_infonce(local: torch.Tensor, global_: torch.Tensor, temperature
     neg = torch.einsum("bd,cjd->bcj", global_, local) / temperature                   # (N, N, L)
     other = ~torch.eye(n, dtype=torch.bool, device=local.device)
     keep = other[:, :, None] & valid[None, :, :]
-    neg = neg.masked_fill(~keep, float("-inf")).reshape(n, 1, n * length).expand(n, length, n * length)
-    logits = torch.cat([pos.unsqueeze(-1), neg], dim=-1)                               # (N, L, 1 + N·L)
-    nll = -F.log_softmax(logits, dim=-1)[..., 0]                                       # (N, L)
+    # Every local of sample b shares b's negatives, so their log-sum-exp is computed once per sample:
+    # -log softmax([pos, negs])[0] = logaddexp(pos, LSE(negs)) - pos   (no N·L copies of the negatives).
+    lse_neg = torch.logsumexp(neg.masked_fill(~keep, float("-inf")).reshape(n, n * length), dim=1)  # (N,)
+    nll = torch.logaddexp(pos, lse_neg[:, None]) - pos                                  # (N, L)
     nll = nll.masked_fill(~valid, 0.0)
     per_sample = nll.sum(dim=1) / valid.sum(dim=1).clamp_min(1)
     return per_sample.mean()

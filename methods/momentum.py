@@ -94,7 +94,8 @@ class FeatureQueues(nn.Module):
             raise ValueError("all enqueued tensors must have the same batch size")
         b = n.pop()
         if b > self.size:
-            raise ValueError(f"batch of {b} does not fit a queue of {self.size}")
+            raise ValueError(f"a batch of {b} does not fit a queue of {self.size}: make the queue size (e.g. the "
+                             "method's queue_size option) at least the batch size")
         idx = (int(self.ptr) + torch.arange(b)) % self.size
         for name, v in values.items():
             buf = getattr(self, f"queue_{name}")

@@ -33,6 +33,9 @@ class MethodSpec:
     config_cls: type[StrictModel]
     presets: Mapping[str, Mapping[str, Any]]        # size -> config dict
     recipes: Mapping[str, Mapping[str, Any]]        # size -> TrainRecipe dict
+    # In the default suite (`vlpbench run` with no suite): only methods whose tiny preset is calibrated
+    # to learn within the default CPU budget. Others run when a suite names them.
+    in_default_suite: bool = True
 
     @property
     def card(self) -> MethodCard:
@@ -54,6 +57,10 @@ def register_method(spec: MethodSpec) -> MethodSpec:
 
 def list_methods(pattern: str = "*") -> list[str]:
     return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+
+
+def default_suite_methods() -> list[str]:
+    return [n for n in list_methods() if _REGISTRY[n].in_default_suite]
 
 
 def get_spec(name: str) -> MethodSpec:

@@ -20,7 +20,8 @@ RETRIEVAL_COLUMNS: tuple[tuple[str, str], ...] = (
     ("t2i_R1", "T→I R@1"), ("t2i_R5", "R@5"), ("t2i_R10", "R@10"),
     ("rsum", "RSUM"), ("i2t_medr", "I→T MdR"), ("t2i_medr", "T→I MdR"),
 )
-BENCHMARK_TITLES = {"zeroshot_retrieval": "Zero-shot image-text retrieval"}
+BENCHMARK_TITLES = {"zeroshot_retrieval": "Zero-shot image-text retrieval (ITC)",
+                    "zeroshot_retrieval_rerank": "Zero-shot image-text retrieval (top-k re-ranking)"}
 # Protocol fields that do not change what a number means (they only describe the split).
 _DESCRIPTIVE = {"n_images", "n_texts", "captions_per_image", "tokenizer"}
 

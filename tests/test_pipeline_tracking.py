@@ -55,7 +55,7 @@ def test_records_report_and_printed_path(micro_run: Path, capsys: pytest.Capture
     assert ev.metrics["i2t_R1"] == pytest.approx(100 * np.mean(ranks["i2t"] <= 1))
     assert pre.summary["steps"] == 8 and pre.environment["git_commit"]
     report = (micro_run / "micro" / "report.md").read_text()
-    assert "## Zero-shot image-text retrieval — builtin/test" in report
+    assert "## Zero-shot image-text retrieval (ITC) — builtin/test" in report
     assert f"{ev.metrics['rsum']:.2f}" in report and "tie_policy" in report and ev.dataset["fingerprint"] in report
 
 
@@ -135,3 +135,24 @@ def test_resume_latest_continues_a_job(tmp_path: Path, cache_root: Path) -> None
     pre = read_pretrain(job / "pretrain.json")
     assert pre.summary["resumed_from_step"] == 4 and pre.summary["steps"] == 8
     assert read_evaluation(job / "eval" / "zeroshot_retrieval" / "results.json").metrics == rsum
+
+
+def test_fusion_models_get_an_itc_and_a_reranked_record(tmp_path: Path, cache_root: Path) -> None:
+    from tests.test_tcl import MICRO_TCL
+
+    suite = {**SUITE, "name": "fusion", "methods": ["tcl"], "method_overrides": {"tcl": {**MICRO_TCL, "queue_size": 32}},
+             "train": {"tiny": {"steps": 3, "batch_size": 16, "log_every": 1}}, "retrieval": {"rerank_k": 4}}
+    out = _run(tmp_path, suite=suite)
+    job = out / "fusion" / "jobs" / "tcl-tiny-s0" / "eval"
+    itc = read_evaluation(job / "zeroshot_retrieval" / "results.json")
+    rr = read_evaluation(job / "zeroshot_retrieval_rerank" / "results.json")
+    assert itc.protocol["scoring"] == "itc" and itc.protocol["rerank_k"] is None
+    assert rr.protocol["scoring"] == "itm" and rr.protocol["rerank_k"] == 4
+    assert rr.timings["rerank_pairs"] == 4 * (rr.protocol["n_images"] + rr.protocol["n_texts"])
+    assert max(np.load(job / "zeroshot_retrieval_rerank" / "ranks.npz")["t2i"]) <= 5      # censored at k + 1
+    report = (out / "fusion" / "report.md").read_text()
+    assert "(ITC) — builtin/test" in report and "(top-k re-ranking) — builtin/test" in report
+    client = MlflowClient(tracking_uri=tracking.resolve_tracking_uri(None, out))
+    runs = client.search_runs([client.get_experiment_by_name("vlpbench-fusion").experiment_id])
+    assert sorted(r.data.tags.get("vlpbench.benchmark", "-") for r in runs) == [
+        "-", "zeroshot_retrieval", "zeroshot_retrieval_rerank"]

@@ -8,7 +8,7 @@ import pytest
 
 from benchmarks import cli
 from benchmarks.suite import Suite, load_suite
-from methods import ConfigError, list_methods
+from methods import ConfigError, default_suite_methods, list_methods
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -19,7 +19,8 @@ def _write(tmp_path: Path, text: str) -> Path:
 
 def test_default_suite_runs_every_method_tiny_on_builtin() -> None:
     suite = load_suite(None)
-    assert suite.method_names() == list_methods() and suite.sizes == ["tiny"] and suite.seeds == [0]
+    assert suite.method_names() == default_suite_methods() and suite.sizes == ["tiny"] and suite.seeds == [0]
+    assert "clip" in suite.method_names() and "tcl" in list_methods() and "tcl" not in suite.method_names()
     assert suite.dataset.name == "builtin" and suite.benchmarks == ["zeroshot_retrieval"]
     assert suite.budget("tiny").steps > 0 and suite.retrieval.split == "test"
 
@@ -42,7 +43,7 @@ tracking_uri: http://127.0.0.1:5000
 
 
 @pytest.mark.parametrize(("text", "pattern"), [
-    ("methods: [clip, tcl9]\n", r"suite.yaml: methods: .*unknown method\(s\) \['tcl9'\]; registered: \['clip'"),
+    ("methods: [clip, tcl9]\n", r"suite.yaml: methods: .*unknown method\(s\) \['tcl9'\]; registered: \['clip', 'tcl'\]"),
     ("method: [clip]\n", r"suite.yaml: method: unknown option. Did you mean 'methods'\?"),
     ("sizes: [large]\n", r"suite.yaml: sizes: .*unknown size\(s\) \['large'\]"),
     ("train: {tiny: {steps: -3, batch_size: 8}}\n", r"suite.yaml: train.tiny.steps: Input should be greater than 0"),

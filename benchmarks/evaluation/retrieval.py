@@ -88,6 +88,8 @@ class _Reranker:
             raise ValueError(f"scoring {protocol.scoring!r} needs a re-ranking head; "
                              f"{type(model).__name__} has none (use scoring 'itc')")
         self.model, self.protocol, self.device, self.precision = model, protocol, device, precision
+        self.pairs = 0          # cross-encoder passes done
+        self.seconds = 0.0
         with torch.inference_mode():
             feats = []
             for start in range(0, split.n_images, protocol.batch_size):
@@ -106,6 +108,8 @@ class _Reranker:
     @torch.inference_mode()
     def scores(self, itc: torch.Tensor, image_idx: torch.Tensor, text_idx: torch.Tensor) -> torch.Tensor:
         """Scores of P pairs (image_idx[p], text_idx[p]) with their ITC values itc[p]."""
+        t0 = time.perf_counter()
+        self.pairs += len(image_idx)
         out = []
         for start in range(0, len(image_idx), self.protocol.rerank_batch):
             sl = slice(start, start + self.protocol.rerank_batch)
@@ -114,6 +118,7 @@ class _Reranker:
             with autocast(self.device, self.precision):
                 out.append(self.model.rerank_score(img, txt).float().cpu())
         s = torch.cat(out)
+        self.seconds += time.perf_counter() - t0
         return s + itc.cpu() if self.protocol.scoring == "itm+itc" else s
 
     def rerank_rows(self, itc_rows: torch.Tensor, row_ids: torch.Tensor, rows_are_images: bool) -> torch.Tensor:
@@ -161,6 +166,9 @@ def evaluate_image_text(model: VLPModel, split: RetrievalSplit, protocol: Retrie
                                   if reranker else img_ids[None, :] == t2i[a:b, None],
                                   split.n_texts, protocol.chunk, protocol.tie_policy)
         timings["rank_s"] = time.perf_counter() - t0
+        if reranker is not None:
+            timings["rerank_s"] = reranker.seconds
+            timings["rerank_pairs"] = float(reranker.pairs)
     if protocol.rerank_k is not None:
         i2t = np.minimum(i2t, protocol.rerank_k + 1)
         t2i_r = np.minimum(t2i_r, protocol.rerank_k + 1)

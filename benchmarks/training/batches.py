@@ -35,7 +35,7 @@ class PretrainBatches:
         self.batch_size = batch_size
         self.seed = seed
         self.preprocess = model.preprocess
-        tokens = model.tokenize(list(corpus.texts))
+        tokens = model.tokenize(list(corpus.texts), training=True)
         self.input_ids, self.attention_mask = tokens.input_ids, tokens.attention_mask
         self._extra_builders: dict[str, Callable[[np.ndarray, int], object]] = {}
         for name in sorted(model.data_fields):
@@ -52,7 +52,7 @@ class PretrainBatches:
             if isinstance(values, np.ndarray):
                 return lambda idx, epoch: torch.from_numpy(values[idx])
             if isinstance(values, list) and values and isinstance(values[0], str):
-                tokens = model.tokenize(values)
+                tokens = model.tokenize(values, training=True)
                 return lambda idx, epoch: tokens[torch.from_numpy(idx)].trimmed()
         raise ValueError(f"method {type(model).__name__} needs {name!r}, which the {self.corpus.ref.dataset} "
                          f"corpus does not provide (it has: {sorted(self.corpus.extras) + ['image_view2']})")
