@@ -251,3 +251,33 @@ def test_official_checkpoint_layout_round_trip(micro_tcl: TCL, tokenizer: TextTo
     with pytest.raises(WeightsError, match="not tied"):
         from_official(untied, fusion_layer=1)
 
+
+
+def test_image_id_positives_spread_targets_and_skip_same_id_negatives(tokenizer: TextTokenizer,
+                                                                      small_world: BuiltinDataset,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(0)
+    model = create_method("tcl", "tiny", tokenizer=tokenizer, overrides={**MICRO_TCL, "positives": "image_id"}).eval()
+    batch = PretrainBatches(small_world.pretrain_corpus(), model, 4, seed=0).batch(0, 0)
+    batch.extras["image_id"] = torch.tensor([7, 7, 8, 9])          # captions 0 and 1 describe one image
+    seen: dict[str, torch.Tensor] = {}
+
+    def spy_targets(teacher: torch.Tensor, hard: torch.Tensor, alpha: float) -> torch.Tensor:
+        seen["hard"] = hard.clone()
+        return hard
+
+    def spy_sampler(weights: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        seen["allowed"] = allowed.clone()
+        return sample_hard_negatives(weights, allowed)
+
+    monkeypatch.setattr("methods.tcl.distilled_targets", spy_targets)
+    monkeypatch.setattr("methods.tcl.sample_hard_negatives", spy_sampler)
+    model.pretrain_step(batch, StepContext(0, 10, 6, 1))
+    hard = seen["hard"]
+    assert hard.shape == (4, 4 + 8) and torch.allclose(hard.sum(1), torch.ones(4))
+    torch.testing.assert_close(hard[0, :4], torch.tensor([0.5, 0.5, 0.0, 0.0]))   # both captions of image 7
+    torch.testing.assert_close(hard[2, :4], torch.tensor([0.0, 0.0, 1.0, 0.0]))
+    assert hard[:, 4:].sum() == 0                                                # queue ids are -1 (empty)
+    allowed = seen["allowed"]
+    assert not allowed[0, 1] and not allowed[1, 0] and not allowed.diagonal().any() and allowed[0, 2]
+    assert torch.equal(model.queues.get("ids")[:4], torch.tensor([7, 7, 8, 9]))
