@@ -27,13 +27,16 @@ from typing import Any
 import torch
 
 from benchmarks.data import BuiltinDataset, open_dataset
+from benchmarks.data.builtin.build import default_cache_root
 from benchmarks.evaluation.retrieval import RetrievalProtocol, evaluate_image_text
 from benchmarks.runtime import fingerprint, resolve_device, resolve_precision, seed_everything
 from benchmarks.suite import Suite
 from benchmarks.training.batches import PretrainBatches
 from benchmarks.training.loop import TrainConfig, Trainer
+from benchmarks.training.unimodal import UnimodalRequest, ensure_unimodal
 from methods import (TextTokenizer, VLPModel, create_method, get_spec, load_pretrained, method_config,
                      save_pretrained, train_recipe)
+from methods.config import ConfigError, StrictModel, deep_merge
 from reports.store import (PRETRAIN_FILE, RANKS_FILE, RESULTS_FILE, EvaluationRecord, PretrainRecord,
                            atomic_write_json, read_evaluation, read_pretrain, save_ranks, write_record)
 
@@ -72,12 +75,45 @@ def build_tokenizer(suite: Suite, dataset: BuiltinDataset) -> TextTokenizer:
     return TextTokenizer.train_wordpiece(dataset.tokenizer_corpus(), vocab_size=spec.vocab_size)
 
 
+def unimodal_request(job: Job, mcfg: StrictModel) -> UnimodalRequest | None:
+    """The unimodal stage a job needs: None for recipes that start from scratch. A tower whose weights
+    the method config already names (vision.weights, text.pretrained_dir) is not trained."""
+    recipe = train_recipe(job.method, job.size, job.suite.recipe_overrides.get(job.method))
+    if recipe.init != "unimodal":
+        return None
+    vision, text = getattr(mcfg, "vision", None), getattr(mcfg, "text", None)
+    if vision is None and text is None:
+        raise ConfigError(f"{job.method}: recipe init 'unimodal' needs a config with 'vision' or 'text' towers")
+    return UnimodalRequest(vision=None if vision is None or vision.weights else vision,
+                           preprocess=getattr(mcfg, "preprocess", None),
+                           text=None if text is None or text.pretrained_dir else text,
+                           budget=job.suite.unimodal_budget(job.size), seed=job.seed)
+
+
+def _init_config(request: UnimodalRequest | None, mcfg: StrictModel, tokenizer: TextTokenizer,
+                 dataset: BuiltinDataset) -> dict[str, Any]:
+    if request is None:
+        return {"kind": "scratch"}
+    vision, text = getattr(mcfg, "vision", None), getattr(mcfg, "text", None)
+    out: dict[str, Any] = {
+        "kind": "unimodal",
+        "vision": "supplied: " + str(vision.weights) if vision is not None and vision.weights else
+                  ("stage" if request.vision is not None else None),
+        "text": "supplied: " + str(text.pretrained_dir) if text is not None and text.pretrained_dir else
+                ("stage" if request.text is not None else None)}
+    if request.vision is not None or request.text is not None:
+        out["stage"] = {"fingerprint": request.fingerprint(tokenizer, dataset.fingerprint),
+                        "budget": request.budget.model_dump(mode="json")}
+    return out
+
+
 def resolved_config(job: Job, dataset: BuiltinDataset, tokenizer: TextTokenizer) -> dict[str, Any]:
     suite = job.suite
     mcfg = method_config(job.method, job.size, suite.method_overrides.get(job.method))
     recipe = train_recipe(job.method, job.size, suite.recipe_overrides.get(job.method))
     budget = suite.budget(job.size)
     return {
+        "init": _init_config(unimodal_request(job, mcfg), mcfg, tokenizer, dataset),
         "method": {"name": job.method, "size": job.size, **mcfg.model_dump(mode="json")},
         "train": {**budget.model_dump(mode="json"), "seed": job.seed, "precision": suite.precision,
                   "device": suite.device, "recipe": recipe.model_dump(mode="json")},
@@ -95,8 +131,35 @@ def job_fingerprint(config: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()
 
 
+def prepare_init(job: Job, dataset: BuiltinDataset, tokenizer: TextTokenizer, cache_root: Path | None,
+                 log: Callable[[str], None]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(method-config overrides that load the initial weights, lineage entries describing them)."""
+    mcfg = method_config(job.method, job.size, job.suite.method_overrides.get(job.method))
+    request = unimodal_request(job, mcfg)
+    if request is None:
+        return {}, []
+    lineage: list[dict[str, Any]] = []
+    supplied = {k: v for k, v in (("vision.weights", getattr(getattr(mcfg, "vision", None), "weights", None)),
+                                  ("text.pretrained_dir", getattr(getattr(mcfg, "text", None), "pretrained_dir",
+                                                                  None))) if v}
+    if supplied:
+        lineage.append({"stage": "init", "supplied": supplied})
+    if request.vision is None and request.text is None:
+        return {}, lineage
+    weights = ensure_unimodal(request, tokenizer, dataset.fingerprint, dataset.labelled_images,
+                              dataset.text_corpus, cache_root or default_cache_root(),
+                              log=lambda msg: log(f"[{job.name}] {msg}"))
+    overrides: dict[str, Any] = {}
+    if request.vision is not None:
+        overrides["vision"] = {"weights": str(weights.vision_weights)}
+    if request.text is not None:
+        overrides["text"] = {"pretrained_dir": str(weights.text_dir)}
+    lineage.append({**weights.record, "cache_dir": str(weights.directory)})
+    return overrides, lineage
+
+
 def _train(job: Job, job_dir: Path, model: VLPModel, dataset: BuiltinDataset, config: dict[str, Any],
-           fp: str, resume: str | None, progress: bool) -> PretrainRecord:
+           fp: str, resume: str | None, progress: bool, init_lineage: list[dict[str, Any]]) -> PretrainRecord:
     suite = job.suite
     budget = suite.budget(job.size)
     tcfg = TrainConfig(steps=budget.steps, batch_size=budget.batch_size, seed=job.seed,
@@ -108,8 +171,10 @@ def _train(job: Job, job_dir: Path, model: VLPModel, dataset: BuiltinDataset, co
     if resume is None and (job_dir / "checkpoints").exists():
         shutil.rmtree(job_dir / "checkpoints")  # a fresh start must not leave older steps for 'latest'
     summary = Trainer(model, data, tcfg, job_dir, progress=progress, job_fingerprint=fp).fit(resume=resume)
-    lineage = [{"stage": "pretrain", "dataset": corpus.ref.to_json(), "steps": summary.steps,
-                "batch_size": tcfg.batch_size, "seed": job.seed, "init": "random", "job_fingerprint": fp}]
+    init = "random" if not init_lineage else " + ".join(e["stage"] for e in init_lineage)
+    lineage = [*init_lineage, {"stage": "pretrain", "dataset": corpus.ref.to_json(), "steps": summary.steps,
+                               "batch_size": tcfg.batch_size, "seed": job.seed, "init": init,
+                               "job_fingerprint": fp}]
     save_pretrained(model, job_dir / "model", job.method, job.size, lineage)
     record = PretrainRecord(
         suite=suite.name, job=job.name, method=job.method, size=job.size, seed=job.seed, config=config,
@@ -117,6 +182,25 @@ def _train(job: Job, job_dir: Path, model: VLPModel, dataset: BuiltinDataset, co
         summary=summary.to_json(), model_dir="model", card=get_spec(job.method).card.to_json())
     write_record(job_dir / PRETRAIN_FILE, record)
     return record
+
+
+def describe_lineage(lineage: list[dict[str, Any]]) -> str:
+    """One line for reports: 'init (...) -> pretrained on builtin/pretrain (250 x 256)'."""
+    parts = []
+    for e in lineage:
+        if e["stage"] == "unimodal-init":
+            bits = []
+            if "vision" in e:
+                bits.append(f"ViT main-object classification {e['vision']['steps']} steps")
+            if "text" in e:
+                bits.append(f"BERT masked-LM {e['text']['steps']} steps")
+            parts.append("unimodal init (" + ", ".join(bits) + ")")
+        elif e["stage"] == "init":
+            parts.append("init from " + ", ".join(f"{k}={v}" for k, v in e["supplied"].items()))
+        elif e["stage"] == "pretrain":
+            parts.append(f"pretrained on {e['dataset']['dataset']}/{e['dataset']['split']} "
+                         f"({e['steps']} x {e['batch_size']})")
+    return " -> ".join(parts) or "untrained"
 
 
 def _zeroshot_protocols(job: Job, model: VLPModel) -> dict[str, RetrievalProtocol]:
@@ -143,7 +227,7 @@ def _evaluate_zeroshot(job: Job, job_dir: Path, model: VLPModel, dataset: Builti
         outcome = evaluate_image_text(model, split, proto, device, precision)
         protocol = {
             "task": "image-text retrieval", "setting": "zero-shot",
-            "lineage": "pretrained on " + pre.dataset["dataset"] + "/" + pre.dataset["split"] + " (no fine-tuning)",
+            "lineage": describe_lineage(lineage) + " (no fine-tuning)",
             "split": f"{split.ref.dataset}/{split.ref.split}", "n_images": split.n_images, "n_texts": split.n_texts,
             "captions_per_image": split.captions_per_image(),
             "resolution": int(model.preprocess.config.resolution), "text_max_length": model.text_max_length,
@@ -193,12 +277,13 @@ def run_job(job: Job, suite_dir: Path, *, resume: str | None = None, progress: b
         shutil.rmtree(job_dir / "eval", ignore_errors=True)
         job_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(job_dir / "config.json", config)
+        init_overrides, init_lineage = prepare_init(job, dataset, tokenizer, cache_root, log)
         seed_everything(job.seed)  # model initialisation is seeded too
         model = create_method(job.method, job.size, tokenizer=tokenizer,
-                              overrides=suite.method_overrides.get(job.method))
+                              overrides=deep_merge(suite.method_overrides.get(job.method) or {}, init_overrides))
         log(f"[{job.name}] pretraining: {suite.budget(job.size).steps} steps × batch "
             f"{suite.budget(job.size).batch_size} on {dataset.name}/pretrain")
-        pre = _train(job, job_dir, model, dataset, config, fp, resume, progress)
+        pre = _train(job, job_dir, model, dataset, config, fp, resume, progress, init_lineage)
     for bench in suite.benchmarks:
         names = BENCHMARK_RECORDS[bench](job, model)
         paths = {n: job_dir / "eval" / n / RESULTS_FILE for n in names}

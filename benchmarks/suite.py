@@ -28,6 +28,7 @@ from pydantic import Field, field_validator
 
 from benchmarks.evaluation.retrieval import RetrievalProtocol
 from benchmarks.runtime import Precision
+from benchmarks.training.unimodal import UnimodalBudget
 from methods import SIZES, default_suite_methods, list_methods
 from methods.config import ConfigError, StrictModel, validate
 
@@ -77,6 +78,12 @@ DEFAULT_BUDGETS: dict[str, dict[str, int]] = {
 }
 
 
+DEFAULT_UNIMODAL: dict[str, dict[str, int]] = {
+    "tiny": {"vision_steps": 300, "text_steps": 300, "batch_size": 256},
+    "base": {"vision_steps": 50000, "text_steps": 50000, "batch_size": 256},
+}
+
+
 class Suite(StrictModel):
     name: str = Field("default", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     methods: list[str] | Literal["all"] = "all"
@@ -86,6 +93,9 @@ class Suite(StrictModel):
     benchmarks: list[str] = Field(default_factory=lambda: list(BENCHMARKS), min_length=1)
     tokenizer: TokenizerSpec = Field(default_factory=TokenizerSpec)
     train: dict[str, Budget] = Field(default_factory=dict, description="Budget per size (defaults per size).")
+    unimodal: dict[str, UnimodalBudget] = Field(
+        default_factory=dict, description="Unimodal-init stage per size, for methods whose recipe has init "
+                                          "'unimodal' and no local weights (defaults per size).")
     precision: Precision = "auto"
     device: str = "auto"
     method_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
@@ -114,10 +124,10 @@ class Suite(StrictModel):
     def _known_benchmarks(cls, v: list[str]) -> list[str]:
         return _members(v, BENCHMARKS, "benchmark")
 
-    @field_validator("train", "method_overrides", "recipe_overrides")
+    @field_validator("train", "unimodal", "method_overrides", "recipe_overrides")
     @classmethod
     def _keys_known(cls, v: dict[str, Any], info: Any) -> dict[str, Any]:
-        allowed = SIZES if info.field_name == "train" else tuple(list_methods())
+        allowed = SIZES if info.field_name in ("train", "unimodal") else tuple(list_methods())
         bad = [k for k in v if k not in allowed]
         if bad:
             raise ValueError(f"unknown key(s) {bad}; expected one of {list(allowed)}")
@@ -131,6 +141,11 @@ class Suite(StrictModel):
         if size in self.train:
             return self.train[size]
         return Budget(**DEFAULT_BUDGETS[size])
+
+    def unimodal_budget(self, size: str) -> UnimodalBudget:
+        if size in self.unimodal:
+            return self.unimodal[size]
+        return UnimodalBudget(**DEFAULT_UNIMODAL[size])
 
 
 def load_suite(path: Path | None, overrides: dict[str, Any] | None = None) -> Suite:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import difflib
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -35,6 +35,10 @@ class TrainRecipe(StrictModel):
     warmup_steps: int | None = Field(None, ge=0, description="Linear warm-up in steps; overrides warmup_fraction.")
     min_lr_ratio: float = Field(0.0, ge=0, le=1, description="Cosine floor as a fraction of lr.")
     grad_clip_norm: float | None = Field(None, gt=0)
+    init: Literal["scratch", "unimodal"] = Field(
+        "scratch", description="scratch: random towers (CLIP); unimodal: towers start from unimodal pretraining "
+                               "(ImageNet-supervised ViT + masked-LM BERT in the papers) - local weight files "
+                               "when the method config names them, else the harness' unimodal stage.")
     source: str = Field("", description="Where these values come from (paper, code, or 'CPU-scale').")
 
 

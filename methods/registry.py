@@ -110,10 +110,21 @@ def save_pretrained(model: VLPModel, directory: Path, method: str, size: str,
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(directory / MODEL_FILE))
     model.tokenizer.save(directory / "tokenizer")
-    meta = {"method": method, "size": size, "config": model.config.model_dump(mode="json"),
+    meta = {"method": method, "size": size, "config": _without_init_sources(model.config.model_dump(mode="json")),
             "lineage": lineage or []}
     (directory / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return directory
+
+
+INIT_SOURCE_FIELDS = ("weights", "pretrained_dir")
+
+
+def _without_init_sources(config: Any) -> Any:
+    """The config with initial-weight sources cleared: the saved weights already contain them, and a
+    saved model must load without the files it started from (they stay named in the lineage)."""
+    if isinstance(config, dict):
+        return {k: (None if k in INIT_SOURCE_FIELDS else _without_init_sources(v)) for k, v in config.items()}
+    return config
 
 
 def load_pretrained(directory: Path) -> tuple[VLPModel, dict[str, Any]]:

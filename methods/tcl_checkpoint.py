@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from methods.towers import WeightsError, load_state_dict_file, load_weights_strict
+from methods.towers import WeightsError, load_state_dict_file, load_weights_strict, quiet_hf_loading
 
 # Official keys we knowingly drop: buffers that transformers rebuilds.
 IGNORED = re.compile(r"^text_encoder(_m)?\.bert\.embeddings\.position_ids$")
@@ -138,3 +138,42 @@ def load_official(model: torch.nn.Module, path: Path, fusion_layer: int) -> None
     if "queues.queue_ids" in own and "queues.queue_ids" not in mapped:  # pretraining checkpoints have no ids
         mapped["queues.queue_ids"] = torch.full_like(own["queues.queue_ids"], -1)
     load_weights_strict(model, mapped, str(path))
+
+
+def bert_init_state(directory: Path, fusion_layer: int, vocab_size: int) -> dict[str, torch.Tensor]:
+    """A local BertForMaskedLM directory (bert-base-uncased, or our unimodal stage) as TCLText weights.
+
+    As in ALBEF/TCL: BERT layers < fusion_layer initialise the text encoder, the others the fusion
+    layers' self-attention and feed-forward blocks; cross-attention starts fresh. Names are mapped
+    through the official `text_encoder.` layout, so one table serves both loaders.
+    """
+    from transformers import BertForMaskedLM
+
+    if not directory.is_dir():
+        raise WeightsError(f"text.pretrained_dir {directory} is not a directory")
+    with quiet_hf_loading():
+        bert = BertForMaskedLM.from_pretrained(str(directory), local_files_only=True)
+    if bert.config.vocab_size != vocab_size:
+        raise WeightsError(f"BERT in {directory} has vocab_size {bert.config.vocab_size} but the tokenizer has "
+                           f"{vocab_size}; load the tokenizer from the same directory (tokenizer.kind: pretrained)")
+    if bert.config.num_hidden_layers <= fusion_layer:
+        raise WeightsError(f"BERT in {directory} has {bert.config.num_hidden_layers} layers; TCL needs more than "
+                           f"fusion_layer = {fusion_layer} (text layers below it, fusion layers from it)")
+    state = {f"text_encoder.{k}": v for k, v in bert.state_dict().items() if not k.startswith("bert.pooler.")}
+    mapped = from_official(state, fusion_layer)
+    return {k[len("text."):]: v for k, v in mapped.items()}
+
+
+def load_bert_init(text: torch.nn.Module, directory: Path, fusion_layer: int, vocab_size: int) -> list[str]:
+    """Load BERT weights into a TCLText; returns the keys left at their initialisation (cross-attention only)."""
+    state = bert_init_state(directory, fusion_layer, vocab_size)
+    own = text.state_dict()
+    fresh = sorted(k for k in own if k not in state)
+    unexpected = sorted(k for k in state if k not in own)
+    not_cross = [k for k in fresh if ".crossattention." not in k]
+    shape = sorted(k for k in state if k in own and own[k].shape != state[k].shape)
+    if unexpected or not_cross or shape:
+        raise WeightsError(f"BERT weights from {directory} do not fit TCL's text encoder: "
+                           f"unexpected {unexpected[:8]}, missing {not_cross[:8]}, other shape {shape[:8]}")
+    text.load_state_dict(state, strict=False)
+    return fresh

@@ -9,6 +9,8 @@ checkpoint that does not fit, instead of dropping keys silently (anchors.md §3,
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -63,6 +65,20 @@ class TextTowerConfig(StrictModel):
     pretrained_dir: str | None = Field(None, description="Local HF model directory to load weights from.")
 
 
+@contextmanager
+def quiet_hf_loading() -> Iterator[None]:
+    """transformers draws a 'Loading weights' progress bar per model; a harness log has no use for it."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
 def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise WeightsError(f"weights file {path} does not exist")
@@ -112,8 +128,27 @@ class VisionTower(nn.Module):
         if not isinstance(self.vit, VisionTransformer):
             raise ValueError(f"timm_model {config.timm_model!r} is not a VisionTransformer")
         if config.weights:
-            load_weights_strict(self.vit, load_state_dict_file(Path(config.weights)), config.weights,
-                                ignore_prefixes=("head.",))
+            state = load_state_dict_file(Path(config.weights))
+            load_weights_strict(self.vit, self._fit_pos_embed(state), config.weights, ignore_prefixes=("head.",))
+
+    def _fit_pos_embed(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Checkpoints trained at another resolution (DeiT at 224 px into TCL at 256 px): the patch
+        position embeddings are resampled bicubically to our grid, as ALBEF/TCL's
+        `interpolate_pos_embed` and timm's loader do; prefix-token embeddings are kept."""
+        from timm.layers import resample_abs_pos_embed
+
+        pos = state.get("pos_embed")
+        own = self.vit.pos_embed
+        if pos is None or pos.shape == own.shape or pos.shape[-1] != own.shape[-1]:
+            return state
+        prefix = self.num_prefix_tokens
+        old_side = int(round((pos.shape[1] - prefix) ** 0.5))
+        if old_side * old_side != pos.shape[1] - prefix:
+            raise WeightsError(f"pos_embed of shape {tuple(pos.shape)} is not a square grid plus {prefix} prefix "
+                               "token(s); cannot resample it")
+        new_grid = list(self.vit.patch_embed.grid_size)
+        return {**state, "pos_embed": resample_abs_pos_embed(pos, new_grid, [old_side, old_side],
+                                                             num_prefix_tokens=prefix)}
 
     @property
     def width(self) -> int:
@@ -159,7 +194,8 @@ class TextTower(nn.Module):
         cls = type(self.model)
         if not directory.is_dir():
             raise WeightsError(f"text tower pretrained_dir {directory} is not a directory")
-        loaded = cls.from_pretrained(str(directory), local_files_only=True)
+        with quiet_hf_loading():
+            loaded = cls.from_pretrained(str(directory), local_files_only=True)
         if loaded.config.vocab_size != vocab_size:
             raise WeightsError(f"text tower in {directory} has vocab_size {loaded.config.vocab_size} but the "
                                f"tokenizer has {vocab_size}; load the tokenizer from the same directory")

@@ -141,9 +141,16 @@ def test_fusion_models_get_an_itc_and_a_reranked_record(tmp_path: Path, cache_ro
     from tests.test_tcl import MICRO_TCL
 
     suite = {**SUITE, "name": "fusion", "methods": ["tcl"], "method_overrides": {"tcl": {**MICRO_TCL, "queue_size": 32}},
-             "train": {"tiny": {"steps": 3, "batch_size": 16, "log_every": 1}}, "retrieval": {"rerank_k": 4}}
+             "train": {"tiny": {"steps": 3, "batch_size": 16, "log_every": 1}}, "retrieval": {"rerank_k": 4},
+             "unimodal": {"tiny": {"vision_steps": 2, "text_steps": 2, "batch_size": 16}}}
     out = _run(tmp_path, suite=suite)
     job = out / "fusion" / "jobs" / "tcl-tiny-s0" / "eval"
+    # TCL's recipe starts from unimodal pretraining: the stage ran, and the lineage says so.
+    lineage = json.loads((job.parent / "model" / "model_config.json").read_text())["lineage"]
+    assert [e["stage"] for e in lineage] == ["unimodal-init", "pretrain"]
+    assert lineage[0]["vision"]["steps"] == 2 and lineage[0]["text"]["steps"] == 2
+    assert lineage[1]["init"] == "unimodal-init"
+    assert json.loads((job.parent / "config.json").read_text())["init"]["kind"] == "unimodal"
     itc = read_evaluation(job / "zeroshot_retrieval" / "results.json")
     rr = read_evaluation(job / "zeroshot_retrieval_rerank" / "results.json")
     assert itc.protocol["scoring"] == "itc" and itc.protocol["rerank_k"] is None

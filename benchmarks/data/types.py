@@ -102,3 +102,21 @@ class RetrievalSplit:
     def captions_per_image(self) -> dict[str, float]:
         counts = np.bincount(np.asarray(self.txt2img), minlength=self.n_images)
         return {"min": int(counts.min()), "max": int(counts.max()), "mean": float(counts.mean())}
+
+
+@dataclass(frozen=True)
+class LabelledImages:
+    """Images with one class label each (the ImageNet analogue), and a held-out set to report accuracy."""
+
+    images: ImageSource
+    labels: Sequence[str]
+    heldout_images: ImageSource
+    heldout_labels: Sequence[str]
+    source: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class TextCorpus:
+    train: Sequence[str]
+    heldout: Sequence[str]
+    source: dict[str, Any]

@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 
 from benchmarks.data.builtin.build import SPLIT_ORDER, iter_records
-from benchmarks.data.types import ArrayImages, DatasetRef, PairCorpus, RetrievalSplit
+from benchmarks.data.builtin.scene import Scene
+from benchmarks.data.types import ArrayImages, DatasetRef, LabelledImages, PairCorpus, RetrievalSplit, TextCorpus
 
 IMAGE_SPLITS = ("train", "val", "test")
 VIDEO_SPLITS = ("video_train", "video_test")
@@ -91,3 +92,21 @@ class BuiltinDataset:
                 out.append(" ".join(r["tags"]))
                 out.append(" ".join(f"{p} {v}" for p, v in r["table"]))
         return out
+
+    def main_object_labels(self, split: str) -> list[str]:
+        """One class per image, the ImageNet analogue: its most salient object ("red star")."""
+        return [Scene.from_json(r["scene"]).main.label for r in self.records(split)]
+
+    def labelled_images(self) -> LabelledImages:
+        """Pretraining images labelled with their main object (held out: val), for unimodal pretraining."""
+        return LabelledImages(images=self.images("pretrain"), labels=self.main_object_labels("pretrain"),
+                              heldout_images=self.images("val"), heldout_labels=self.main_object_labels("val"),
+                              source={"train": self.ref("pretrain").to_json(), "heldout": self.ref("val").to_json(),
+                                      "label": "main object (colour shape)"})
+
+    def text_corpus(self) -> TextCorpus:
+        """Text for unimodal (masked-LM) pretraining: the tokenizer corpus; held out: val captions."""
+        heldout = [c for r in self.records("val") for c in r["captions"]]
+        return TextCorpus(train=self.tokenizer_corpus(), heldout=heldout,
+                          source={"train": "tokenizer corpus (pretrain + train + video_train text)",
+                                  "heldout": self.ref("val").to_json()})
