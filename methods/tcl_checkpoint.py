@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from methods.towers import WeightsError, load_state_dict_file, load_weights_strict, quiet_hf_loading
+from methods.towers import WeightsError, load_state_dict_file, load_local_hf, load_weights_strict
 
 # Official keys we knowingly drop: buffers that transformers rebuilds.
 IGNORED = re.compile(r"^text_encoder(_m)?\.bert\.embeddings\.position_ids$")
@@ -149,13 +149,7 @@ def bert_init_state(directory: Path, fusion_layer: int, vocab_size: int) -> dict
     """
     from transformers import BertForMaskedLM
 
-    if not directory.is_dir():
-        raise WeightsError(f"text.pretrained_dir {directory} is not a directory")
-    with quiet_hf_loading():
-        bert = BertForMaskedLM.from_pretrained(str(directory), local_files_only=True)
-    if bert.config.vocab_size != vocab_size:
-        raise WeightsError(f"BERT in {directory} has vocab_size {bert.config.vocab_size} but the tokenizer has "
-                           f"{vocab_size}; load the tokenizer from the same directory (tokenizer.kind: pretrained)")
+    bert = load_local_hf(BertForMaskedLM, directory, vocab_size, "text.pretrained_dir")
     if bert.config.num_hidden_layers <= fusion_layer:
         raise WeightsError(f"BERT in {directory} has {bert.config.num_hidden_layers} layers; TCL needs more than "
                            f"fusion_layer = {fusion_layer} (text layers below it, fusion layers from it)")

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import timm
 import torch
@@ -77,6 +77,19 @@ def quiet_hf_loading() -> Iterator[None]:
     finally:
         if was_enabled:
             hf_logging.enable_progress_bar()
+
+
+def load_local_hf(cls: type, directory: Path, vocab_size: int, what: str) -> Any:
+    """A transformers model from a local directory (no hub), refusing one whose vocabulary differs
+    from the tokenizer's (its embeddings would index the wrong rows)."""
+    if not directory.is_dir():
+        raise WeightsError(f"{what} {directory} is not a directory")
+    with quiet_hf_loading():
+        loaded = cls.from_pretrained(str(directory), local_files_only=True)
+    if loaded.config.vocab_size != vocab_size:
+        raise WeightsError(f"the model in {directory} has vocab_size {loaded.config.vocab_size} but the tokenizer "
+                           f"has {vocab_size}; load the tokenizer from the same directory (tokenizer.kind: pretrained)")
+    return loaded
 
 
 def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
@@ -191,14 +204,7 @@ class TextTower(nn.Module):
             self._load_pretrained(Path(config.pretrained_dir), vocab_size)
 
     def _load_pretrained(self, directory: Path, vocab_size: int) -> None:
-        cls = type(self.model)
-        if not directory.is_dir():
-            raise WeightsError(f"text tower pretrained_dir {directory} is not a directory")
-        with quiet_hf_loading():
-            loaded = cls.from_pretrained(str(directory), local_files_only=True)
-        if loaded.config.vocab_size != vocab_size:
-            raise WeightsError(f"text tower in {directory} has vocab_size {loaded.config.vocab_size} but the "
-                               f"tokenizer has {vocab_size}; load the tokenizer from the same directory")
+        loaded = load_local_hf(type(self.model), directory, vocab_size, "text tower pretrained_dir")
         # BERT checkpoints carry a pooler (dense+tanh over [CLS]) that our towers do not use.
         load_weights_strict(self.model, loaded.state_dict(), str(directory), ignore_prefixes=("pooler.",))
 

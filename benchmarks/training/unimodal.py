@@ -123,6 +123,15 @@ def _optimizer(module: nn.Module, lr: float, budget: UnimodalBudget, steps: int
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, steps, warm, 0.0))
 
 
+def _step(loss: torch.Tensor, model: nn.Module, opt: torch.optim.Optimizer,
+          sched: torch.optim.lr_scheduler.LambdaLR, clip: float) -> None:
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    nn.utils.clip_grad_norm_(model.parameters(), clip)
+    opt.step()
+    sched.step()
+
+
 def _epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch, 7]).permutation(n)
 
@@ -151,11 +160,7 @@ def train_vision(config: VisionTowerConfig, preprocess: ImagePreprocessConfig, d
         images = prep.train(data.images.get(idx), sample_seeds(seed, epoch, idx, stream=3))
         logits = head(tower(images).pooled)
         loss = F.cross_entropy(logits, labels[idx], label_smoothing=budget.label_smoothing)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), budget.grad_clip_norm)
-        opt.step()
-        sched.step()
+        _step(loss, model, opt, sched, budget.grad_clip_norm)
         if (step + 1) % _log_every(budget.vision_steps) == 0:
             log(f"  vision step {step + 1}/{budget.vision_steps}  loss {loss.item():.3f}")
     model.eval()
@@ -218,11 +223,7 @@ def train_text(config: TextTowerConfig, tokenizer: TextTokenizer, corpus: TextCo
                         never_mask=(tokenizer.pad_id, tokenizer.cls_id), probability=budget.mlm_probability,
                         generator=g)
         loss = model(input_ids=m.input_ids, attention_mask=batch.attention_mask, labels=m.labels).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), budget.grad_clip_norm)
-        opt.step()
-        sched.step()
+        _step(loss, model, opt, sched, budget.grad_clip_norm)
         if (step + 1) % _log_every(budget.text_steps) == 0:
             log(f"  text step {step + 1}/{budget.text_steps}  masked-LM loss {loss.item():.3f}")
     model.eval()
