@@ -13,7 +13,7 @@ import difflib
 from collections.abc import Mapping
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 
 class ConfigError(ValueError):
@@ -35,11 +35,24 @@ class TrainRecipe(StrictModel):
     warmup_steps: int | None = Field(None, ge=0, description="Linear warm-up in steps; overrides warmup_fraction.")
     min_lr_ratio: float = Field(0.0, ge=0, le=1, description="Cosine floor as a fraction of lr.")
     grad_clip_norm: float | None = Field(None, gt=0)
+    lr_scale: dict[str, float] = Field(
+        default_factory=dict,
+        description="Learning-rate multipliers by parameter-name prefix ('text', 'temp', 'visual.blocks'): the "
+                    "longest matching prefix wins, every other parameter gets 1. A prefix that names no "
+                    "parameter is an error.")
     init: Literal["scratch", "unimodal"] = Field(
         "scratch", description="scratch: random towers (CLIP); unimodal: towers start from unimodal pretraining "
                                "(ImageNet-supervised ViT + masked-LM BERT in the papers) - local weight files "
                                "when the method config names them, else the harness' unimodal stage.")
     source: str = Field("", description="Where these values come from (paper, code, or 'CPU-scale').")
+
+    @field_validator("lr_scale")
+    @classmethod
+    def _positive_scales(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = {k: f for k, f in v.items() if not f > 0 or not k}
+        if bad:
+            raise ValueError(f"lr_scale entries {bad}: use a non-empty parameter-name prefix and a factor > 0")
+        return v
 
 
 T = TypeVar("T", bound=BaseModel)

@@ -67,7 +67,7 @@ class TextTowerConfig(StrictModel):
 
 @contextmanager
 def quiet_hf_loading() -> Iterator[None]:
-    """transformers draws a 'Loading weights' progress bar per model; a harness log has no use for it."""
+    """transformers draws 'Loading weights' / 'Writing model shards' bars; a harness log has no use for them."""
     from transformers.utils import logging as hf_logging
 
     was_enabled = hf_logging.is_progress_bar_enabled()

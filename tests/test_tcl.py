@@ -189,8 +189,10 @@ def test_ema_update_and_queue_fill_in_a_step(micro_tcl: TCL, small_world: Builti
     online = copy.deepcopy(model.visual.state_dict())
     batch = PretrainBatches(small_world.pretrain_corpus(), model, 4, seed=0).batch(0, 0)
     model.pretrain_step(batch, StepContext(0, 10, 6, 0))
+    m = model.config.momentum
+    assert m == 0.9                                     # tiny's calibrated value (base: 0.995)
     for k, v in model.visual_m.state_dict().items():
-        torch.testing.assert_close(v, 0.995 * before_m[k] + 0.005 * online[k])
+        torch.testing.assert_close(v, m * before_m[k] + (1 - m) * online[k])
     assert int(model.queues.ptr) == 4 and int(model.queues.filled) == 4
     with torch.no_grad():
         feats = F.normalize(model.vision_proj_m(model.visual_m(batch.extras["image_view2"]).pooled), dim=-1)
@@ -281,3 +283,33 @@ def test_image_id_positives_spread_targets_and_skip_same_id_negatives(tokenizer:
     allowed = seen["allowed"]
     assert not allowed[0, 1] and not allowed[1, 0] and not allowed.diagonal().any() and allowed[0, 2]
     assert torch.equal(model.queues.get("ids")[:4], torch.tensor([7, 7, 8, 9]))
+
+
+def test_fusion_reads_every_image_token_and_ignores_padded_text(micro_tcl: TCL) -> None:
+    """Cross-attention sees all image tokens (each one moves the fused [CLS]); padded text positions do not."""
+    micro_tcl.eval()
+    torch.manual_seed(1)
+    b, n_img, length, width = 2, 5, 6, micro_tcl.text.fusion.layers[0].output.dense.out_features
+    text = torch.randn(b, length, width)
+    mask = torch.tensor([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]])
+    image = torch.randn(b, n_img, width, requires_grad=True)
+    cls = micro_tcl.text.fuse(text, mask, image)[:, 0]
+    probe = torch.randn(width)                                    # not .sum(): a LayerNorm output sums to a constant
+    grad = torch.autograd.grad((cls * probe).sum(), image)[0]
+    assert (grad.abs().sum(-1) > 0).all()                         # every image token of every sample matters
+    changed = text.clone()
+    changed[0, 4:] = torch.randn(2, width) * 10                   # sample 0's padding
+    again = micro_tcl.text.fuse(changed, mask, image)[:, 0]
+    torch.testing.assert_close(again, cls, rtol=0, atol=1e-5)
+    changed[1, 4:] = torch.randn(2, width)                        # sample 1 has no padding there: it must move
+    assert (micro_tcl.text.fuse(changed, mask, image)[1, 0] - cls[1]).abs().max() > 1e-3
+
+
+def test_base_keeps_the_papers_values_and_tiny_deviations_are_on_the_card() -> None:
+    from methods import method_config, train_recipe
+    base, tiny = method_config("tcl", "base"), method_config("tcl", "tiny")
+    assert (base.momentum, base.queue_size, base.preprocess.train_crop_scale) == (0.995, 65536, (0.2, 1.0))
+    assert train_recipe("tcl", "base").lr == 1e-4 and train_recipe("tcl", "base").lr_scale == {}
+    assert (tiny.momentum, tiny.queue_size) == (0.9, 256) and train_recipe("tcl", "tiny").lr_scale == {"temp": 0.1}
+    options = {d.option for d in TCL.card.deviations}
+    assert {"momentum, queue_size (tiny)", "train.recipe.lr_scale (tiny)"} <= options

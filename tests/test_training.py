@@ -106,3 +106,26 @@ def test_resume_with_another_config_is_refused(small_world: BuiltinDataset, toke
         _train(small_world, tokenizer, tmp_path, steps=8, resume="latest")
     with pytest.raises(CheckpointError, match="no such checkpoint"):
         _train(small_world, tokenizer, tmp_path, steps=4, resume=str(tmp_path / "missing.pt"))
+
+
+def test_lr_scale_groups_by_longest_prefix_and_rejects_unknown_prefixes(tokenizer: TextTokenizer) -> None:
+    from methods.config import ConfigError
+    model = create_method("clip", "tiny", tokenizer=tokenizer, overrides=MICRO_CLIP)
+    named = dict(model.named_parameters())
+    sub = ".".join(next(n for n in named if n.startswith("text.")).split(".")[:3])  # a longer prefix inside 'text'
+    groups = param_groups(model, 0.1, lr=1e-3, lr_scale={"text": 0.1, sub: 0.5, "logit_scale": 0.01})
+    by_id = {id(p): g for g in groups for p in g["params"]}
+    assert by_id[id(model.logit_scale)]["lr"] == pytest.approx(1e-5)
+    assert by_id[id(model.logit_scale)]["weight_decay"] == 0.0
+    inner = [n for n in named if n == sub or n.startswith(sub + ".")]
+    rest = [n for n in named if n.startswith("text.") and n not in inner]
+    assert inner and rest
+    assert all(by_id[id(named[n])]["lr"] == pytest.approx(5e-4) for n in inner)
+    assert all(by_id[id(named[n])]["lr"] == pytest.approx(1e-4) for n in rest)
+    assert all(by_id[id(p)]["lr"] == pytest.approx(1e-3) for n, p in named.items() if n.startswith("visual."))
+    assert sum(p.numel() for g in groups for p in g["params"]) == sum(p.numel() for p in model.parameters())
+    with pytest.raises(ConfigError, match="'txt'.*match no trainable parameter"):
+        param_groups(model, 0.1, lr=1e-3, lr_scale={"txt": 0.1})
+    with pytest.raises(ConfigError, match="'visual'.*shadowed"):                  # a prefix with no effect
+        shadowing = {n: 0.5 for n in named if n.startswith("visual.")}
+        param_groups(model, 0.1, lr=1e-3, lr_scale={"visual": 0.1, **shadowing})

@@ -27,7 +27,7 @@ from benchmarks.training.batches import PretrainBatches
 from benchmarks.training.checkpoint import CheckpointError, load_checkpoint, resolve_resume, save_checkpoint
 from benchmarks.training.schedule import warmup_cosine, warmup_steps_for
 from methods import StepContext, TrainRecipe, VLPModel
-from methods.config import StrictModel
+from methods.config import ConfigError, StrictModel
 
 
 class TrainConfig(StrictModel):
@@ -66,15 +66,41 @@ class TrainSummary:
         return asdict(self)
 
 
-def param_groups(model: VLPModel, weight_decay: float) -> list[dict[str, Any]]:
-    """open_clip's rule: no decay for parameters with fewer than 2 dims (biases, norm gains, scales)."""
+def param_groups(model: VLPModel, weight_decay: float, lr: float | None = None,
+                 lr_scale: dict[str, float] | None = None) -> list[dict[str, Any]]:
+    """open_clip's rule: no decay for parameters with fewer than 2 dims (biases, norm gains, scales).
+
+    With `lr_scale` (parameter-name prefix -> factor, longest prefix wins), parameters are further
+    grouped by factor and each group gets lr x factor; the schedule multiplies every group alike.
+    """
     exempt = model.no_weight_decay()
-    decay, no_decay = [], []
+    scales = dict(lr_scale or {})
+    unused = set(scales)
+    groups: dict[tuple[bool, float], list[torch.nn.Parameter]] = {(True, 1.0): [], (False, 1.0): []}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (no_decay if p.ndim < 2 or name in exempt else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        hits = [k for k in scales if name == k or name.startswith(k + ".")]
+        factor = 1.0
+        if hits:
+            best = max(hits, key=len)
+            unused.discard(best)
+            factor = scales[best]
+        decay = not (p.ndim < 2 or name in exempt)
+        groups.setdefault((decay, factor), []).append(p)
+    if unused:
+        names = sorted({n.split(".")[0] for n, _ in model.named_parameters()})
+        raise ConfigError(f"recipe lr_scale: prefix(es) {sorted(unused)} match no trainable parameter of "
+                          f"{type(model).__name__} (or are shadowed by longer prefixes); "
+                          f"top-level names are {names}")
+    out = []
+    for (decay, factor), params in groups.items():
+        group: dict[str, Any] = {"params": params, "weight_decay": weight_decay if decay else 0.0}
+        if lr is not None:
+            group["lr"] = lr * factor
+        if params or factor == 1.0:
+            out.append(group)
+    return out
 
 
 class Trainer:
@@ -91,7 +117,8 @@ class Trainer:
         self.device = resolve_device(config.device)
         self.precision = resolve_precision(config.precision, self.device)
         r = config.recipe
-        self.optimizer = torch.optim.AdamW(param_groups(model, r.weight_decay), lr=r.lr, betas=r.betas, eps=r.eps)
+        self.optimizer = torch.optim.AdamW(param_groups(model, r.weight_decay, r.lr, r.lr_scale), lr=r.lr,
+                                           betas=r.betas, eps=r.eps)
         warm = warmup_steps_for(config.steps, r.warmup_fraction, r.warmup_steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: warmup_cosine(s, config.steps, warm, r.min_lr_ratio))

@@ -48,7 +48,7 @@ from methods.config import ConfigError, StrictModel
 from methods.masking import mask_tokens
 from methods.preprocess import ImagePreprocess, ImagePreprocessConfig
 from methods.tokenizer import TextTokenizer
-from methods.towers import TextTower, TextTowerConfig, VisionTower, VisionTowerConfig
+from methods.towers import TextTower, TextTowerConfig, VisionTower, VisionTowerConfig, quiet_hf_loading
 
 STAGE_VERSION = "1"
 VISION_FILE = "vision.safetensors"
@@ -262,7 +262,8 @@ def ensure_unimodal(request: UnimodalRequest, tokenizer: TextTokenizer, dataset_
         if request.text is not None:
             log(f"unimodal init: text, {request.budget.text_steps} steps of masked-LM")
             bert, record["text"] = train_text(request.text, tokenizer, texts(), request.budget, request.seed, log)
-            bert.save_pretrained(str(tmp / TEXT_DIR), safe_serialization=True)
+            with quiet_hf_loading():  # no 'Writing model shards' bar in the harness log
+                bert.save_pretrained(str(tmp / TEXT_DIR), safe_serialization=True)
             tokenizer.save(tmp / TEXT_DIR)
         (tmp / RECORD_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
         if target.exists():
