@@ -4,6 +4,7 @@
     vlpbench list
     vlpbench card METHOD
     vlpbench data build [--set key=value ...]
+    vlpbench dvae train [--suite FILE] [--method cots] [--size tiny] [--set key=value ...]
     vlpbench report [--suite FILE] [--output DIR] [--tracking-uri URI] [--source mlflow|files]
 """
 
@@ -136,6 +137,33 @@ def cmd_data_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dvae_train(args: argparse.Namespace) -> int:
+    """Train (or find in the cache) the visual tokenizer a method's masked vision modelling needs."""
+    from benchmarks.data.builtin.build import default_cache_root
+    from benchmarks.pipeline import Job, dvae_request
+    from benchmarks.training.dvae import ensure_dvae
+
+    suite = load_suite(Path(args.suite) if args.suite else None, _parse_sets(args.set))
+    job = Job(suite, args.method, args.size, args.seed)
+    mcfg = method_config(args.method, args.size, suite.method_overrides.get(args.method))
+    request = dvae_request(job, mcfg)
+    if request is None:
+        raise ConfigError(f"{args.method}/{args.size} needs no trained visual tokenizer (it has none, its masked "
+                          "vision objective is off, or visual_tokenizer.weights already names a file)")
+    cache = Path(args.cache) if args.cache else default_cache_root()
+    dataset = open_dataset(suite.dataset.name, suite.dataset.root, suite.dataset.options, cache)
+    weights = ensure_dvae(request, dataset.fingerprint, lambda: dataset.images("pretrain"),
+                          lambda: dataset.images("val"),
+                          {"train": dataset.ref("pretrain").to_json(), "heldout": dataset.ref("val").to_json()},
+                          cache)
+    r = weights.record
+    print(f"visual tokenizer: {weights.encoder}")
+    print(f"  {r['vocab_size']} codes, {r['grid']}x{r['grid']} tokens at {r['input_resolution']} px; held-out MSE "
+          f"{r['heldout_mse']:.4f}, {r['heldout_codes_used']} codes used (perplexity {r['heldout_perplexity']:.1f})")
+    print(f"  use it with: method_overrides: {{{args.method}: {{visual_tokenizer: {{weights: {weights.encoder}}}}}}}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vlpbench", description="Vision-language pretraining benchmark harness.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -170,6 +198,18 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="generator option")
     build.add_argument("--cache", help="cache root (default: $VLPBENCH_CACHE or ~/.cache/vlpbench)")
     build.set_defaults(fn=cmd_data_build)
+
+    dvae = sub.add_parser("dvae", help="visual tokenizers for masked vision modelling (COTS's CMVM)")
+    vsub = dvae.add_subparsers(dest="dvae_command", required=True)
+    train = vsub.add_parser("train", help="train a dVAE on the suite dataset's pretraining images (cached, "
+                                          "fingerprinted, reused by `vlpbench run`)")
+    train.add_argument("--suite", help="suite YAML (dataset, dvae budget, method_overrides); default suite if unset")
+    train.add_argument("--method", default="cots")
+    train.add_argument("--size", default="tiny", choices=SIZES)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a suite field")
+    train.add_argument("--cache", help="cache root (default: $VLPBENCH_CACHE or ~/.cache/vlpbench)")
+    train.set_defaults(fn=cmd_dvae_train)
     return p
 
 

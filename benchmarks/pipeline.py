@@ -33,6 +33,7 @@ from benchmarks.runtime import fingerprint, resolve_device, resolve_precision, s
 from benchmarks.suite import Suite
 from benchmarks.training.batches import PretrainBatches
 from benchmarks.training.loop import TrainConfig, Trainer
+from benchmarks.training.dvae import DVAERequest, ensure_dvae, tokenizer_crop
 from benchmarks.training.unimodal import UnimodalRequest, ensure_unimodal
 from methods import (TextTokenizer, VLPModel, create_method, get_spec, load_pretrained, method_config,
                      save_pretrained, train_recipe)
@@ -90,6 +91,33 @@ def unimodal_request(job: Job, mcfg: StrictModel) -> UnimodalRequest | None:
                            budget=job.suite.unimodal_budget(job.size), seed=job.seed)
 
 
+def dvae_request(job: Job, mcfg: StrictModel) -> DVAERequest | None:
+    """The visual-tokenizer stage a job needs: methods with a `visual_tokenizer` whose weights the config
+    does not name, and whose masked-vision objective is on (COTS's `cmvm`)."""
+    vt = getattr(mcfg, "visual_tokenizer", None)
+    if vt is None or vt.weights or not getattr(mcfg, "cmvm", True):
+        return None
+    from methods.visual_tokenizer import DOWNSAMPLE
+
+    vision = mcfg.vision  # type: ignore[attr-defined]
+    grid = vision.image_size // vision.patch_size
+    return DVAERequest(tokenizer=vt, grid=grid,
+                       crop=tokenizer_crop(mcfg.preprocess, grid * DOWNSAMPLE),  # type: ignore[attr-defined]
+                       budget=job.suite.dvae_budget(job.size), seed=job.seed)
+
+
+def _tokenizer_init(job: Job, mcfg: StrictModel, dataset: BuiltinDataset) -> dict[str, Any] | None:
+    vt = getattr(mcfg, "visual_tokenizer", None)
+    if vt is None or not getattr(mcfg, "cmvm", True):
+        return None
+    if vt.weights:
+        return {"kind": "supplied", "weights": str(vt.weights)}
+    req = dvae_request(job, mcfg)
+    assert req is not None
+    return {"kind": "stage", "fingerprint": req.fingerprint(dataset.fingerprint),
+            "budget": req.budget.model_dump(mode="json")}
+
+
 def _init_config(request: UnimodalRequest | None, mcfg: StrictModel, tokenizer: TextTokenizer,
                  dataset: BuiltinDataset) -> dict[str, Any]:
     if request is None:
@@ -112,8 +140,12 @@ def resolved_config(job: Job, dataset: BuiltinDataset, tokenizer: TextTokenizer)
     mcfg = method_config(job.method, job.size, suite.method_overrides.get(job.method))
     recipe = train_recipe(job.method, job.size, suite.recipe_overrides.get(job.method))
     budget = suite.budget(job.size)
+    init = _init_config(unimodal_request(job, mcfg), mcfg, tokenizer, dataset)
+    visual_tokenizer = _tokenizer_init(job, mcfg, dataset)
+    if visual_tokenizer is not None:
+        init["visual_tokenizer"] = visual_tokenizer
     return {
-        "init": _init_config(unimodal_request(job, mcfg), mcfg, tokenizer, dataset),
+        "init": init,
         "method": {"name": job.method, "size": job.size, **mcfg.model_dump(mode="json")},
         "train": {**budget.model_dump(mode="json"), "seed": job.seed, "precision": suite.precision,
                   "device": suite.device, "recipe": recipe.model_dump(mode="json")},
@@ -135,6 +167,21 @@ def prepare_init(job: Job, dataset: BuiltinDataset, tokenizer: TextTokenizer, ca
                  log: Callable[[str], None]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(method-config overrides that load the initial weights, lineage entries describing them)."""
     mcfg = method_config(job.method, job.size, job.suite.method_overrides.get(job.method))
+    overrides, lineage = _prepare_towers(job, mcfg, dataset, tokenizer, cache_root, log)
+    tok_request = dvae_request(job, mcfg)
+    if tok_request is not None:
+        weights = ensure_dvae(tok_request, dataset.fingerprint, lambda: dataset.images("pretrain"),
+                              lambda: dataset.images("val"),
+                              {"train": dataset.ref("pretrain").to_json(), "heldout": dataset.ref("val").to_json()},
+                              cache_root or default_cache_root(), log=lambda msg: log(f"[{job.name}] {msg}"))
+        overrides["visual_tokenizer"] = {"weights": str(weights.encoder)}
+        lineage.append({**weights.record, "cache_dir": str(weights.directory)})
+    return overrides, lineage
+
+
+def _prepare_towers(job: Job, mcfg: StrictModel, dataset: BuiltinDataset, tokenizer: TextTokenizer,
+                    cache_root: Path | None, log: Callable[[str], None]
+                    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     request = unimodal_request(job, mcfg)
     if request is None:
         return {}, []
@@ -195,6 +242,8 @@ def describe_lineage(lineage: list[dict[str, Any]]) -> str:
             if "text" in e:
                 bits.append(f"BERT masked-LM {e['text']['steps']} steps")
             parts.append("unimodal init (" + ", ".join(bits) + ")")
+        elif e["stage"] == "visual-tokenizer":
+            parts.append(f"dVAE tokenizer ({e['vocab_size']} codes, {e['steps']} steps)")
         elif e["stage"] == "init":
             parts.append("init from " + ", ".join(f"{k}={v}" for k, v in e["supplied"].items()))
         elif e["stage"] == "pretrain":

@@ -28,6 +28,7 @@ from pydantic import Field, field_validator
 
 from benchmarks.evaluation.retrieval import RetrievalProtocol
 from benchmarks.runtime import Precision
+from benchmarks.training.dvae import DVAEBudget
 from benchmarks.training.unimodal import UnimodalBudget
 from methods import SIZES, default_suite_methods, list_methods
 from methods.config import ConfigError, StrictModel, validate
@@ -84,6 +85,12 @@ DEFAULT_UNIMODAL: dict[str, dict[str, int]] = {
 }
 
 
+DEFAULT_DVAE: dict[str, dict[str, int]] = {
+    "tiny": {"steps": 300, "batch_size": 64},
+    "base": {"steps": 20000, "batch_size": 128},
+}
+
+
 class Suite(StrictModel):
     name: str = Field("default", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     methods: list[str] | Literal["all"] = "all"
@@ -96,6 +103,9 @@ class Suite(StrictModel):
     unimodal: dict[str, UnimodalBudget] = Field(
         default_factory=dict, description="Unimodal-init stage per size, for methods whose recipe has init "
                                           "'unimodal' and no local weights (defaults per size).")
+    dvae: dict[str, DVAEBudget] = Field(
+        default_factory=dict, description="Visual-tokenizer stage per size, for methods with masked vision "
+                                          "modelling and no tokenizer weights (defaults per size).")
     precision: Precision = "auto"
     device: str = "auto"
     method_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
@@ -124,10 +134,10 @@ class Suite(StrictModel):
     def _known_benchmarks(cls, v: list[str]) -> list[str]:
         return _members(v, BENCHMARKS, "benchmark")
 
-    @field_validator("train", "unimodal", "method_overrides", "recipe_overrides")
+    @field_validator("train", "unimodal", "dvae", "method_overrides", "recipe_overrides")
     @classmethod
     def _keys_known(cls, v: dict[str, Any], info: Any) -> dict[str, Any]:
-        allowed = SIZES if info.field_name in ("train", "unimodal") else tuple(list_methods())
+        allowed = SIZES if info.field_name in ("train", "unimodal", "dvae") else tuple(list_methods())
         bad = [k for k in v if k not in allowed]
         if bad:
             raise ValueError(f"unknown key(s) {bad}; expected one of {list(allowed)}")
@@ -141,6 +151,11 @@ class Suite(StrictModel):
         if size in self.train:
             return self.train[size]
         return Budget(**DEFAULT_BUDGETS[size])
+
+    def dvae_budget(self, size: str) -> DVAEBudget:
+        if size in self.dvae:
+            return self.dvae[size]
+        return DVAEBudget(**DEFAULT_DVAE[size])
 
     def unimodal_budget(self, size: str) -> UnimodalBudget:
         if size in self.unimodal:

@@ -59,6 +59,16 @@ class Deviation:
 
 
 @dataclass(frozen=True)
+class Assumption:
+    """A constant the paper does not let us verify (no official code, value not found): our default for it."""
+
+    option: str               # dotted config path, e.g. "amf.lam"
+    value: str                # our default
+    basis: str                # where the default comes from (recollection, analogy, seed summary)
+    confidence: Confidence = Confidence.RECONSTRUCTION
+
+
+@dataclass(frozen=True)
 class MethodCard:
     name: str
     title: str
@@ -70,9 +80,10 @@ class MethodCard:
     claimed: tuple[ClaimedResult, ...] = ()
     deviations: tuple[Deviation, ...] = ()
     notes: tuple[str, ...] = ()
+    assumptions: tuple[Assumption, ...] = ()   # unverified constants (methods without reference code)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
-        for c in d["claimed"]:
+        for c in [*d["claimed"], *d["assumptions"]]:
             c["confidence"] = c["confidence"].value if isinstance(c["confidence"], Confidence) else c["confidence"]
         return d

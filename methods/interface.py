@@ -54,6 +54,9 @@ class StepOutput:
     losses: dict[str, torch.Tensor]   # named scalar terms, as the method reports them
     total: torch.Tensor               # what is back-propagated
     stats: dict[str, float] = field(default_factory=dict)  # non-loss diagnostics (e.g. logit scale)
+    # Per-sample boolean decisions of this step (B,), e.g. COTS's AMF "amf_dropped": the harness scores
+    # them against a corpus's known noisy pairs (precision/recall in the training summary).
+    sample_flags: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class VLPModel(nn.Module, abc.ABC):

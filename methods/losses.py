@@ -95,3 +95,26 @@ def global_local_infonce(local: torch.Tensor, global_: torch.Tensor, temperature
     nll = nll.masked_fill(~valid, 0.0)
     per_sample = nll.sum(dim=1) / valid.sum(dim=1).clamp_min(1)
     return per_sample.mean()
+
+
+def kl_alignment(logits_a: torch.Tensor, logits_b: torch.Tensor, direction: str = "symmetric") -> torch.Tensor:
+    """COTS's task-level term between two retrieval distributions over the same candidates.
+
+    Row i of `logits_a` and `logits_b` scores the same K + 1 aligned pairs (the current pair and
+    the queued ones) from the image side and from the text side; P = softmax(a), Q = softmax(b).
+    direction "a_to_b" is mean_i KL(P_i ‖ Q_i), "b_to_a" mean_i KL(Q_i ‖ P_i), "symmetric" their sum.
+    """
+    if logits_a.shape != logits_b.shape:
+        raise ValueError(f"the two distributions must be over the same candidates: {tuple(logits_a.shape)} vs "
+                         f"{tuple(logits_b.shape)}")
+    log_p = F.log_softmax(logits_a.float(), dim=1)
+    log_q = F.log_softmax(logits_b.float(), dim=1)
+    p_to_q = (log_p.exp() * (log_p - log_q)).sum(dim=1).mean()
+    q_to_p = (log_q.exp() * (log_q - log_p)).sum(dim=1).mean()
+    if direction == "a_to_b":
+        return p_to_q
+    if direction == "b_to_a":
+        return q_to_p
+    if direction == "symmetric":
+        return p_to_q + q_to_p
+    raise ValueError(f"unknown KL direction {direction!r}: use a_to_b, b_to_a or symmetric")

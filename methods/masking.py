@@ -1,6 +1,7 @@
-"""BERT-style token masking, shared by every masked-language objective (TCL's MLM, COTS's CMLM, SCALE's MLM).
+"""Token masking, shared by every masked objective: BERT-style text masking (TCL's MLM, COTS's CMLM,
+SCALE's MLM) and BEiT-style blockwise patch masking (COTS's CMVM).
 
-Follows ALBEF/TCL `mask()`: each position is chosen with probability p (never the positions
+Text (ALBEF/TCL `mask()`): each position is chosen with probability p (never the positions
 holding `never_mask` ids, e.g. [PAD] and [CLS]; [SEP] can be chosen, as in the official code);
 of the chosen, 80 % become [MASK], 10 % a random id drawn from the whole vocabulary, 10 % stay.
 Labels are the original ids at chosen positions and -100 elsewhere (ignored by cross-entropy).
@@ -8,6 +9,7 @@ Labels are the original ids at chosen positions and -100 elsewhere (ignored by c
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -46,3 +48,51 @@ def mask_tokens(input_ids: torch.Tensor, *, vocab_size: int, mask_id: int, never
     random_ids = torch.randint(vocab_size, shape, generator=generator).to(device)
     masked[to_random] = random_ids[to_random]
     return MaskedTokens(masked, labels, chosen)
+
+
+def block_mask(grid: int, n_masked: int, *, min_block: int = 16, aspect: tuple[float, float] = (0.3, 1 / 0.3),
+               generator: torch.Generator | None = None, attempts: int = 10) -> torch.Tensor:
+    """BEiT's blockwise masking of a grid x grid patch layout: (grid²,) bool, row-major like ViT patches.
+
+    Rectangles are added until about `n_masked` patches are covered: each has a target area drawn
+    uniformly from [min_block, patches still to mask] and a log-uniform aspect ratio; a rectangle
+    that would overshoot the budget or adds nothing is redrawn (up to `attempts` times, then the
+    loop stops, so the count may end a little under `n_masked`, as in BEiT).
+    """
+    if not 0 <= n_masked <= grid * grid:
+        raise ValueError(f"cannot mask {n_masked} of {grid * grid} patches")
+    g = generator if generator is not None else torch.default_generator
+
+    def uniform(lo: float, hi: float) -> float:
+        return lo + (hi - lo) * float(torch.rand((), generator=g))
+
+    mask = torch.zeros(grid, grid, dtype=torch.bool)
+    log_lo, log_hi = math.log(aspect[0]), math.log(aspect[1])
+    count = 0
+    while count < n_masked:
+        left_to_mask = n_masked - count
+        added = 0
+        for _ in range(attempts):
+            area = uniform(min(min_block, left_to_mask), left_to_mask)
+            ratio = math.exp(uniform(log_lo, log_hi))
+            h, w = int(round(math.sqrt(area * ratio))), int(round(math.sqrt(area / ratio)))
+            if not (0 < h <= grid and 0 < w <= grid):
+                continue
+            top = int(torch.randint(grid - h + 1, (), generator=g))
+            left = int(torch.randint(grid - w + 1, (), generator=g))
+            new = int((~mask[top:top + h, left:left + w]).sum())
+            if 0 < new <= left_to_mask:
+                mask[top:top + h, left:left + w] = True
+                added = new
+                break
+        if added == 0:
+            break
+        count += added
+    return mask.flatten()
+
+
+def block_masks(batch: int, grid: int, ratio: float, *, min_block: int = 16,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """(batch, grid²) independent blockwise masks covering about `ratio` of the patches each."""
+    n = int(round(ratio * grid * grid))
+    return torch.stack([block_mask(grid, n, min_block=min_block, generator=generator) for _ in range(batch)])

@@ -171,8 +171,26 @@ class VisionTower(nn.Module):
     def num_prefix_tokens(self) -> int:
         return int(self.vit.num_prefix_tokens)
 
-    def forward(self, images: torch.Tensor) -> TowerOutput:
-        tokens = self.vit.forward_features(images)
+    @property
+    def grid(self) -> int:
+        return int(self.vit.patch_embed.grid_size[0])
+
+    def forward(self, images: torch.Tensor, patch_mask: torch.Tensor | None = None,
+                mask_embedding: torch.Tensor | None = None) -> TowerOutput:
+        """With `patch_mask` (B, P) bool, masked patches' embeddings are replaced by `mask_embedding` (D,)
+        before position embeddings are added (BEiT's masked image modelling input)."""
+        if patch_mask is None:
+            tokens = self.vit.forward_features(images)
+        else:
+            if mask_embedding is None:
+                raise ValueError("a patch mask needs the [MASK] embedding that replaces masked patches")
+            vit = self.vit
+            x = vit.patch_embed(images)
+            if patch_mask.shape != x.shape[:2]:
+                raise ValueError(f"patch mask {tuple(patch_mask.shape)} does not match {tuple(x.shape[:2])} patches")
+            x = torch.where(patch_mask.unsqueeze(-1), mask_embedding.to(x.dtype), x)
+            x = vit.norm_pre(vit.patch_drop(vit._pos_embed(x)))
+            tokens = vit.norm(vit.blocks(x))
         pooled = self.vit.forward_head(tokens, pre_logits=True)
         return TowerOutput(tokens=tokens, pooled=pooled)
 

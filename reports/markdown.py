@@ -68,6 +68,21 @@ def _pretraining(records: Sequence[PretrainRecord]) -> list[str]:
                    "precision", "device", "split sha256"], rows)
 
 
+def _filters(records: Sequence[PretrainRecord]) -> list[str]:
+    """Per-sample filters a method applied in pretraining (COTS's AMF), scored against the known noisy pairs."""
+    rows = []
+    for r in sorted(records, key=lambda r: (r.method, r.size, r.seed)):
+        for name, f in sorted(r.summary.get("filters", {}).items()):
+            rows.append([r.method, r.size, str(r.seed), name, str(f["steps"]), _fmt(100 * f["flagged_fraction"]),
+                         _fmt(None if f.get("noise_fraction") is None else 100 * f["noise_fraction"]),
+                         _fmt(None if f.get("precision") is None else 100 * f["precision"]),
+                         _fmt(None if f.get("recall") is None else 100 * f["recall"])])
+    if not rows:
+        return []
+    return _table(["method", "size", "seed", "filter", "active steps", "flagged %", "noisy pairs %",
+                   "precision %", "recall %"], rows)
+
+
 def _results_rows(records: Sequence[EvaluationRecord]) -> list[list[str]]:
     rows = []
     by_model: dict[tuple[str, str], list[EvaluationRecord]] = defaultdict(list)
@@ -109,6 +124,10 @@ def render(pretrain: Sequence[PretrainRecord], evaluations: Sequence[EvaluationR
         lines += ["No evaluation results were found.", ""]
     if pretrain:
         lines += ["## Pretraining", ""] + _pretraining(pretrain) + [""]
+        filters = _filters(pretrain)
+        if filters:
+            lines += ["### Noise filters (over the steps each was active; noisy = the corpus' known mismatched "
+                      "pairs)", ""] + filters + [""]
     all_records: list[PretrainRecord | EvaluationRecord] = [*pretrain, *evaluations]
     if all_records:
         lines += ["## Environment", ""] + _environment(all_records) + [""]

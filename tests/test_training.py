@@ -129,3 +129,30 @@ def test_lr_scale_groups_by_longest_prefix_and_rejects_unknown_prefixes(tokenize
     with pytest.raises(ConfigError, match="'visual'.*shadowed"):                  # a prefix with no effect
         shadowing = {n: 0.5 for n in named if n.startswith("visual.")}
         param_groups(model, 0.1, lr=1e-3, lr_scale={"visual": 0.1, **shadowing})
+
+
+def test_sample_flags_are_scored_against_the_known_noisy_pairs(small_world: BuiltinDataset, tokenizer: TextTokenizer,
+                                                                tmp_path: Path) -> None:
+    """A method flagging every even corpus index: the summary's counts equal a direct count over the batches."""
+    torch.manual_seed(0)
+    model = create_method("clip", "tiny", tokenizer=tokenizer, overrides=MICRO_CLIP)
+    step = model.pretrain_step
+
+    def flagging_step(batch, ctx):  # type: ignore[no-untyped-def]
+        out = step(batch, ctx)
+        if ctx.step >= 2:   # "warm-up": no flags in the first two steps
+            out.sample_flags = {"even": batch.index % 2 == 0}
+        return out
+
+    model.pretrain_step = flagging_step  # type: ignore[method-assign]
+    cfg = TrainConfig(steps=6, batch_size=32, seed=0, log_every=3, recipe=train_recipe("clip", "tiny"))
+    data = PretrainBatches(small_world.pretrain_corpus(), model, cfg.batch_size, cfg.seed)
+    summary = Trainer(model, data, cfg, tmp_path, progress=False).fit()
+    noisy = np.asarray(small_world.pretrain_corpus().extras["noisy"])
+    idx = np.concatenate([data.indices(0, s) for s in range(2, 6)])
+    flagged, truth = idx % 2 == 0, noisy[idx]
+    f = summary.filters["even"]
+    assert f["steps"] == 4 and f["samples"] == 128 and f["flagged"] == int(flagged.sum())
+    assert f["noisy"] == int(truth.sum()) > 0
+    assert f["precision"] == pytest.approx((flagged & truth).sum() / flagged.sum())
+    assert f["recall"] == pytest.approx((flagged & truth).sum() / truth.sum())

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from pydantic import Field
 from tqdm.auto import tqdm
@@ -61,6 +62,8 @@ class TrainSummary:
     device: str
     resumed_from_step: int | None
     final: dict[str, float] = field(default_factory=dict)
+    # Per-sample decisions a method reports (e.g. COTS's AMF), scored against known noisy pairs.
+    filters: dict[str, dict[str, float | None]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -124,6 +127,37 @@ class Trainer:
             self.optimizer, lambda s: warmup_cosine(s, config.steps, warm, r.min_lr_ratio))
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.step = 0
+        self.flag_counts: dict[str, dict[str, int]] = {}
+
+    # ---- sample flags ----------------------------------------------------------------------------
+    def _count_flags(self, flags: dict[str, torch.Tensor], index: torch.Tensor) -> None:
+        """Accumulate each flag's confusion counts against the corpus' `noisy` ground truth, if it has one."""
+        noisy_all = self.data.corpus.extras.get("noisy")
+        for name, flag in flags.items():
+            f = flag.detach().bool().cpu()
+            c = self.flag_counts.setdefault(name, {"steps": 0, "samples": 0, "flagged": 0, "noisy": 0,
+                                                   "flagged_noisy": 0})
+            c["steps"] += 1
+            c["samples"] += int(f.numel())
+            c["flagged"] += int(f.sum())
+            if noisy_all is not None:
+                noisy = torch.from_numpy(np.asarray(noisy_all)[index.cpu().numpy()]).bool()
+                c["noisy"] += int(noisy.sum())
+                c["flagged_noisy"] += int((f & noisy).sum())
+
+    def filter_summary(self) -> dict[str, dict[str, float | None]]:
+        """Per flag: counts over the steps it was active, and precision/recall against the noisy pairs."""
+        out: dict[str, dict[str, float | None]] = {}
+        has_truth = self.data.corpus.extras.get("noisy") is not None
+        for name, c in self.flag_counts.items():
+            row: dict[str, float | None] = dict(c)
+            row["flagged_fraction"] = c["flagged"] / max(c["samples"], 1)
+            if has_truth:
+                row["noise_fraction"] = c["noisy"] / max(c["samples"], 1)
+                row["precision"] = c["flagged_noisy"] / c["flagged"] if c["flagged"] else None
+                row["recall"] = c["flagged_noisy"] / c["noisy"] if c["noisy"] else None
+            out[name] = row
+        return out
 
     # ---- state ---------------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
@@ -135,6 +169,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "rng": rng_state(),
+            "flag_counts": self.flag_counts,
         }
 
     def _restore(self, path: Path) -> None:
@@ -147,6 +182,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
+        self.flag_counts = {k: dict(v) for k, v in state.get("flag_counts", {}).items()}
         self.step = int(state["step"])
         self._truncate_history(self.step)
 
@@ -213,6 +249,8 @@ class Trainer:
                     sums[f"loss/{k}"] += float(v.detach())
                 for k, v in out.stats.items():
                     sums[f"stats/{k}"] += float(v)
+                if out.sample_flags:
+                    self._count_flags(out.sample_flags, batch.index)
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                     now = time.perf_counter()
                     last = {k: v / n_in_window for k, v in sums.items()}
@@ -240,4 +278,5 @@ class Trainer:
             steps=self.step, batch_size=cfg.batch_size, samples_seen=self.step * cfg.batch_size,
             epochs=self.step * cfg.batch_size / len(self.data.corpus), wall_s=wall,
             step_s_mean=wall / max(done, 1), precision=self.precision, device=str(self.device),
-            resumed_from_step=resumed_from, final={k: v for k, v in last.items() if math.isfinite(v)})
+            resumed_from_step=resumed_from, final={k: v for k, v in last.items() if math.isfinite(v)},
+            filters=self.filter_summary())

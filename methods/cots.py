@@ -1,0 +1,372 @@
+"""COTS: Collaborative Two-Stream Vision-Language Pre-Training (Lu et al., CVPR 2022, arXiv 2204.07441).
+
+No official code exists. The model follows methods.md §3 and the seed summary of the paper:
+- two streams, no fusion network: a ViT and a BERT with linear projections to a shared space,
+  EMA (momentum) copies of both, and aligned image/text queues of momentum features (row k of
+  both queues is the same pair);
+- instance level: momentum cross-modal contrastive learning; each image's positive is the
+  momentum feature of its text, its negatives the text queue (and symmetrically);
+- token level (MVLM, no cross-stream network): CMLM predicts masked words from the text
+  encoder's token feature plus the paired image's global feature; CMVM predicts the dVAE tokens
+  of masked patches (tokens of the *unmasked* image, from a frozen tokenizer) from the ViT's patch
+  feature plus the paired text's global feature (the seed: "the sum");
+- task level: the KL divergence between the image→text and text→image distributions over the
+  current pair and the queued pairs (aligned indices), symmetric by default;
+- AMF: pairs whose momentum similarity is below μ − λσ of the queued pairs' similarities are
+  left out of every loss of the step; the whole batch is still enqueued afterwards.
+Every constant the paper does not let us verify is an option listed in the card's assumptions.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field, model_validator
+from torch import nn
+
+from methods.amf import amf_filter, pair_similarities
+from methods.bert_mlm import BertWithMLM
+from methods.card import Assumption, Confidence, Deviation, MethodCard, retrieval_claim
+from methods.config import StrictModel
+from methods.interface import PretrainBatch, StepContext, StepOutput, VLPModel
+from methods.losses import info_nce, kl_alignment
+from methods.masking import IGNORE_INDEX, block_masks, mask_tokens
+from methods.momentum import FeatureQueues, MomentumPairs, frozen_copy
+from methods.preprocess import ImagePreprocess, ImagePreprocessConfig
+from methods.registry import MethodSpec, register_method
+from methods.tokenizer import TextTokenizer, TokenBatch
+from methods.towers import VisionTower, VisionTowerConfig, TextTowerConfig
+from methods.visual_tokenizer import VisualTokenizer, VisualTokenizerConfig
+
+KL_DIRECTIONS = {"symmetric": "symmetric", "i2t_to_t2i": "a_to_b", "t2i_to_i2t": "b_to_a"}
+
+
+class AMFConfig(StrictModel):
+    enabled: bool = True
+    lam: float = Field(2.0, ge=0, description="Threshold μ − λσ of the queued pairs' momentum similarities.")
+    warmup_steps: int = Field(0, ge=0, description="Steps before the filter may act; it also waits until the "
+                                                   "queues are full of real pairs.")
+
+
+class COTSConfig(StrictModel):
+    vision: VisionTowerConfig
+    text: TextTowerConfig
+    preprocess: ImagePreprocessConfig
+    visual_tokenizer: VisualTokenizerConfig
+    embed_dim: int = Field(256, gt=0)
+    temp: float = Field(0.07, gt=0)
+    learn_temp: bool = Field(False, description="Learn τ (clamped to temp_range) instead of keeping it fixed.")
+    temp_range: tuple[float, float] = (0.001, 0.5)
+    momentum: float = Field(0.995, ge=0, le=1)
+    queue_size: int = Field(65536, gt=1)
+    # Ablation switches: the paper's Table 3 rows are combinations of these.
+    instance: bool = Field(True, description="Instance level: momentum cross-modal contrastive loss.")
+    cmlm: bool = Field(True, description="Token level: cross-modal masked language modelling.")
+    cmvm: bool = Field(True, description="Token level: cross-modal masked vision modelling (needs the tokenizer).")
+    task: bool = Field(True, description="Task level: KL alignment of the two retrieval distributions.")
+    kl_direction: Literal["symmetric", "i2t_to_t2i", "t2i_to_i2t"] = "symmetric"
+    weight_instance: float = Field(1.0, ge=0)
+    weight_mvlm: float = Field(1.0, ge=0)
+    weight_task: float = Field(1.0, ge=0)
+    mlm_probability: float = Field(0.15, gt=0, lt=1)
+    mvm_ratio: float = Field(0.4, gt=0, lt=1, description="Fraction of patches masked (BEiT: 0.4).")
+    mvm_min_block: int = Field(16, gt=0, description="Smallest block of BEiT's blockwise masking (BEiT: 16).")
+    mvlm_combine: Literal["sum", "concat"] = Field(
+        "sum", description="sum: token feature + the other stream's global feature (the seed's reading); "
+                           "concat: [token; global] through a linear layer.")
+    amf: AMFConfig = Field(default_factory=AMFConfig)
+    train_text_max_length: int | None = Field(None, ge=4, description="None = text.max_length.")
+
+    @model_validator(mode="after")
+    def _shapes(self) -> "COTSConfig":
+        if self.text.arch != "bert":
+            raise ValueError("COTS's text encoder is a BERT: text.arch must be 'bert'")
+        if self.vision.image_size != self.preprocess.resolution:
+            raise ValueError("vision.image_size must equal preprocess.resolution")
+        if self.mvlm_combine == "sum" and self.vision.width != self.text.width:
+            raise ValueError("mvlm_combine 'sum' adds a global feature of one stream to token features of the "
+                             "other: vision.width must equal text.width (or use mvlm_combine 'concat')")
+        if self.temp_range[0] > self.temp or self.temp > self.temp_range[1]:
+            raise ValueError(f"temp {self.temp} outside temp_range {self.temp_range}")
+        return self
+
+
+class CrossModalHead(nn.Module):
+    """Token features of one stream + the paired global feature of the other -> the head's input."""
+
+    def __init__(self, combine: str, token_width: int, global_width: int) -> None:
+        super().__init__()
+        self.combine = combine
+        self.proj = nn.Linear(token_width + global_width, token_width) if combine == "concat" else None
+
+    def forward(self, tokens: torch.Tensor, global_: torch.Tensor) -> torch.Tensor:
+        g = global_.unsqueeze(1).expand(-1, tokens.shape[1], -1)
+        if self.proj is None:
+            return tokens + g
+        return self.proj(torch.cat([tokens, g], dim=-1))
+
+
+class COTS(VLPModel):
+    def __init__(self, config: COTSConfig, tokenizer: TextTokenizer, vision: VisionTower, text: BertWithMLM,
+                 image_tokenizer: VisualTokenizer | None) -> None:
+        super().__init__(config, tokenizer, ImagePreprocess(config.preprocess))
+        e = config.embed_dim
+        self.visual = vision
+        self.text = text
+        self.vision_proj = nn.Linear(vision.width, e)
+        self.text_proj = nn.Linear(text.width, e)
+        self.temp = nn.Parameter(torch.tensor(float(config.temp)), requires_grad=config.learn_temp)
+        self.visual_m = frozen_copy(self.visual)
+        self.vision_proj_m = frozen_copy(self.vision_proj)
+        self.text_m = frozen_copy(self.text.tower)
+        self.text_proj_m = frozen_copy(self.text_proj)
+        self._ema = MomentumPairs([(self.visual, self.visual_m), (self.vision_proj, self.vision_proj_m),
+                                   (self.text.tower, self.text_m), (self.text_proj, self.text_proj_m)],
+                                  config.momentum)
+        self.queues = FeatureQueues(config.queue_size, {"image": e, "text": e})
+        self.cmlm_combine = CrossModalHead(config.mvlm_combine, text.width, vision.width)
+        self.image_tokenizer = image_tokenizer
+        if image_tokenizer is not None:
+            self.mask_embedding = nn.Parameter(torch.zeros(vision.width).normal_(std=0.02))
+            self.cmvm_combine = CrossModalHead(config.mvlm_combine, vision.width, text.width)
+            self.cmvm_head = nn.Linear(vision.width, image_tokenizer.vocab_size)
+
+    @classmethod
+    def from_config(cls, config: COTSConfig, tokenizer: TextTokenizer) -> "COTS":
+        vision = VisionTower(config.vision)
+        text = BertWithMLM(config.text, tokenizer.vocab_size, tokenizer.pad_id, tokenizer.cls_id, tokenizer.sep_id)
+        image_tokenizer = None
+        if config.cmvm:
+            image_tokenizer = VisualTokenizer(config.visual_tokenizer, vision.grid, config.preprocess.mean,
+                                              config.preprocess.std)
+        return cls(config, tokenizer, vision, text, image_tokenizer)
+
+    @property
+    def text_max_length(self) -> int:
+        return int(self.config.text.max_length)
+
+    @property
+    def train_text_max_length(self) -> int:
+        return int(self.config.train_text_max_length or self.config.text.max_length)
+
+    def train(self, mode: bool = True) -> "COTS":
+        super().train(mode)
+        if self.image_tokenizer is not None:
+            self.image_tokenizer.train(False)
+        return self
+
+    # ---- embeddings (two streams: dot-product retrieval) -----------------------------------------
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.vision_proj(self.visual(images).pooled), dim=-1)
+
+    def encode_text(self, text: TokenBatch) -> torch.Tensor:
+        return F.normalize(self.text_proj(self.text(text.input_ids, text.attention_mask).pooled), dim=-1)
+
+    # ---- pretraining ---------------------------------------------------------------------------
+    def amf_ready(self, ctx: StepContext) -> bool:
+        """The filter acts once its warm-up is over and the queues hold only real pairs."""
+        amf = self.config.amf
+        return amf.enabled and ctx.step >= amf.warmup_steps and int(self.queues.filled) >= self.queues.size
+
+    def pretrain_step(self, batch: PretrainBatch, ctx: StepContext) -> StepOutput:
+        cfg = self.config
+        if cfg.learn_temp:
+            with torch.no_grad():
+                self.temp.clamp_(*cfg.temp_range)
+        temp = self.temp
+        text = batch.text
+        image_out = self.visual(batch.images)
+        text_out = self.text(text.input_ids, text.attention_mask)
+        image_feat = F.normalize(self.vision_proj(image_out.pooled), dim=-1)
+        text_feat = F.normalize(self.text_proj(text_out.pooled), dim=-1)
+
+        stats: dict[str, float] = {"temp": float(temp.detach())}
+        flags: dict[str, torch.Tensor] = {}
+        with torch.no_grad():
+            self._ema.update()
+            image_feat_m = F.normalize(self.vision_proj_m(self.visual_m(batch.images).pooled), dim=-1)
+            text_feat_m = F.normalize(self.text_proj_m(self.text_m(text.input_ids, text.attention_mask).pooled),
+                                      dim=-1)
+            queue_image, queue_text = self.queues.get("image"), self.queues.get("text")
+            batch_sims = pair_similarities(image_feat_m, text_feat_m)
+            keep = torch.ones_like(batch_sims, dtype=torch.bool)
+            stats["pair_sim_mean"] = float(batch_sims.mean())
+            if self.amf_ready(ctx):
+                decision = amf_filter(batch_sims, pair_similarities(queue_image, queue_text), cfg.amf.lam)
+                keep = decision.keep
+                if not bool(keep.any()):   # never an empty step: keep the most similar pair
+                    keep = batch_sims == batch_sims.max()
+                flags["amf_dropped"] = ~keep
+                stats.update(amf_threshold=decision.threshold, amf_kept=float(keep.float().mean()))
+
+        losses: dict[str, torch.Tensor] = {}
+        # Row i scores [its own pair; the K queued pairs]: entry k is the same pair on both sides.
+        logits_i2t = torch.cat([(image_feat * text_feat_m).sum(-1, keepdim=True), image_feat @ queue_text.t()],
+                               dim=1)[keep] / temp
+        logits_t2i = torch.cat([(text_feat * image_feat_m).sum(-1, keepdim=True), text_feat @ queue_image.t()],
+                               dim=1)[keep] / temp
+        total = image_feat.new_zeros(())
+        if cfg.instance:
+            target = torch.zeros(logits_i2t.shape[0], dtype=torch.long, device=logits_i2t.device)
+            losses["inst_i2t"] = info_nce(logits_i2t, target)
+            losses["inst_t2i"] = info_nce(logits_t2i, target)
+            total = total + cfg.weight_instance * (losses["inst_i2t"] + losses["inst_t2i"])
+        if cfg.task:
+            losses["task_kl"] = kl_alignment(logits_i2t, logits_t2i, KL_DIRECTIONS[cfg.kl_direction])
+            total = total + cfg.weight_task * losses["task_kl"]
+        if cfg.cmlm:
+            losses["cmlm"] = self._cmlm(text, image_out.pooled, keep)
+            total = total + cfg.weight_mvlm * losses["cmlm"]
+        if cfg.cmvm:
+            losses["cmvm"], stats["cmvm_acc"] = self._cmvm(batch.images, text_out.pooled, keep)
+            total = total + cfg.weight_mvlm * losses["cmvm"]
+        # Every pair of the batch, filtered or not, enters the queues after the loss.
+        self.queues.enqueue(image=image_feat_m, text=text_feat_m)
+        return StepOutput(losses=losses, total=total, stats=stats, sample_flags=flags)
+
+    def _cmlm(self, text: TokenBatch, image_global: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        tok = self.tokenizer
+        ids, mask = text.input_ids[keep], text.attention_mask[keep]
+        masked = mask_tokens(ids, vocab_size=tok.vocab_size, mask_id=tok.mask_id, never_mask=(tok.pad_id, tok.cls_id),
+                             probability=self.config.mlm_probability)
+        hidden = self.text(masked.input_ids, mask).tokens
+        logits = self.text.mlm(self.cmlm_combine(hidden, image_global[keep]))
+        return F.cross_entropy(logits.flatten(0, 1), masked.labels.flatten(), ignore_index=IGNORE_INDEX)
+
+    def _cmvm(self, images: torch.Tensor, text_global: torch.Tensor, keep: torch.Tensor
+              ) -> tuple[torch.Tensor, float]:
+        assert self.image_tokenizer is not None
+        images = images[keep]
+        targets = self.image_tokenizer(images)                        # tokens of the unmasked image
+        patch_mask = block_masks(images.shape[0], self.visual.grid, self.config.mvm_ratio,
+                                 min_block=self.config.mvm_min_block).to(images.device)
+        tokens = self.visual(images, patch_mask, self.mask_embedding).tokens[:, self.visual.num_prefix_tokens:]
+        logits = self.cmvm_head(self.cmvm_combine(tokens, text_global[keep]))
+        labels = torch.where(patch_mask, targets, torch.full_like(targets, IGNORE_INDEX))
+        loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX)
+        acc = float((logits.argmax(-1)[patch_mask] == targets[patch_mask]).float().mean())
+        return loss, acc
+
+
+_VIS_BASE: dict[str, Any] = dict(image_size=224, patch_size=16, width=768, depth=12, heads=12, pre_norm=False,
+                                 activation="gelu", layer_norm_eps=1e-6)
+_TXT_BASE: dict[str, Any] = dict(arch="bert", width=768, depth=12, heads=12, max_length=30, activation="gelu",
+                                 layer_norm_eps=1e-12, dropout=0.1)
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # CPU-scale: the same towers as TCL-tiny (so both share one unimodal-init stage), a small dVAE
+    # with an 8x8 token grid (the ViT's), BEiT's masking scaled to 64 patches.
+    "tiny": dict(
+        vision=dict(_VIS_BASE, image_size=64, patch_size=8, width=128, depth=4, heads=4),
+        text=dict(_TXT_BASE, width=128, depth=4, heads=4),
+        preprocess=dict(resolution=64, train_crop_scale=(0.2, 1.0)),
+        visual_tokenizer=dict(n_hid=8, blocks_per_group=1, vocab_size=512),
+        momentum=0.9,
+        queue_size=1024,
+        mvm_min_block=4,
+    ),
+    # ViT-B/16 + BERT-base, DALL-E's tokenizer (8,192 codes, 14x14 tokens at 224 px: 112 px input).
+    "base": dict(
+        vision=_VIS_BASE,
+        text=_TXT_BASE,
+        preprocess=dict(resolution=224, train_crop_scale=(0.2, 1.0)),
+        visual_tokenizer=dict(n_hid=256, blocks_per_group=2, vocab_size=8192),
+    ),
+}
+
+RECIPES: dict[str, dict[str, Any]] = {
+    "tiny": dict(lr=2e-3, weight_decay=0.02, init="unimodal", warmup_fraction=0.1, min_lr_ratio=0.1, grad_clip_norm=1.0,
+                 source="CPU-scale: TCL-tiny's calibrated AdamW settings (docs/calibration.md); COTS's own are "
+                        "not published"),
+    "base": dict(lr=1e-4, weight_decay=0.02, warmup_steps=2000, min_lr_ratio=0.1, init="unimodal",
+                 source="not published for COTS; ALBEF/TCL's AdamW lr 1e-4, wd 0.02 (same data and towers)"),
+}
+
+_FLICKR = "flickr30k-karpathy-test-1k"
+_COCO = "coco-karpathy-test-5k"
+_RECALLED = "methods.md §3.5: recollection of paper Table 1, not verified"
+
+CARD = MethodCard(
+    name="cots",
+    title="COTS: Collaborative Two-Stream Vision-Language Pre-Training Model for Cross-Modal Retrieval",
+    citation="Lu, Fei, Huo, Gao, Lu, Wen, CVPR 2022",
+    paper_url="https://arxiv.org/abs/2204.07441",
+    official_code=None,
+    architecture="Two streams (ViT, BERT) with no fusion network; momentum encoders and aligned image/text "
+                 "queues; instance-level momentum contrastive loss, token-level CMLM + CMVM (masked words / dVAE "
+                 "tokens predicted with the other stream's global feature), task-level KL alignment of the two "
+                 "retrieval distributions over the queued pairs; adaptive momentum filter (AMF) for noisy pairs. "
+                 "Retrieval by dot product of the two streams' embeddings.",
+    default_protocol={"scoring": "itc", "rerank_k": None, "text_max_length": 30,
+                      "lineage": "fine-tuned numbers: pretrained then fine-tuned on each dataset", "resolution": 384},
+    claimed=(
+        retrieval_claim(_FLICKR, "fine-tuned", "COTS (5.3M), ViT-B/16", (88.2, 98.5, 99.7), (75.2, 93.6, 96.5),
+                        _RECALLED, Confidence.MEMORY_LOW, lineage="fine-tuned on Flickr30K", scoring="itc"),
+        retrieval_claim(_COCO, "fine-tuned", "COTS (5.3M), ViT-B/16", (66.9, 88.8, 94.0), (50.5, 77.6, 86.1),
+                        _RECALLED, Confidence.MEMORY_LOW, lineage="fine-tuned on COCO", scoring="itc"),
+        retrieval_claim(_FLICKR, "fine-tuned", "COTS (15.3M), ViT-B/16", (90.6, 98.7, 99.7), (76.5, 93.9, 96.6),
+                        _RECALLED, Confidence.MEMORY_LOW, lineage="fine-tuned on Flickr30K", scoring="itc"),
+        retrieval_claim(_COCO, "fine-tuned", "COTS (15.3M), ViT-B/16", (69.0, 90.4, 94.9), (52.4, 79.0, 86.9),
+                        _RECALLED, Confidence.MEMORY_LOW, lineage="fine-tuned on COCO", scoring="itc"),
+    ),
+    assumptions=(
+        Assumption("momentum", "0.995 (tiny: 0.9)", "MoCo/ALBEF value; not found in the paper"),
+        Assumption("queue_size", "65,536 (tiny: 1,024)", "MoCo's size; not found in the paper"),
+        Assumption("temp, learn_temp", "0.07, fixed", "MoCo's τ; whether COTS learns τ was not found"),
+        Assumption("embed_dim", "256", "ALBEF's projection size; not found in the paper"),
+        Assumption("weight_instance, weight_mvlm, weight_task", "1, 1, 1 (unweighted sum)",
+                   "methods.md §3.3 recollection", Confidence.MEMORY_LOW),
+        Assumption("instance", "L_I2T + L_T2I (not halved)", "methods.md §3.3: halving unverified",
+                   Confidence.MEMORY_MEDIUM),
+        Assumption("kl_direction", "symmetric: KL(P_i2t ‖ P_t2i) + KL(P_t2i ‖ P_i2t)",
+                   "seed summary: 'symmetric KL divergence'", Confidence.SECONDARY),
+        Assumption("mvlm_combine", "sum of the token feature and the other stream's global feature",
+                   "seed summary: prediction 'from the sum of the masked token embedding and the paired text's "
+                   "global embedding'", Confidence.SECONDARY),
+        Assumption("mlm_probability", "0.15 with BERT's 80/10/10", "BERT; not found in the paper"),
+        Assumption("mvm_ratio, mvm_min_block", "0.4, 16 (tiny: 4) blockwise", "BEiT's masking; not found in the "
+                   "paper", Confidence.MEMORY_LOW),
+        Assumption("visual_tokenizer", "DALL-E dVAE, 8,192 codes (base)", "methods.md §3.2 recollection; the seed "
+                   "says 24x24 tokens per image, i.e. 384 px images", Confidence.MEMORY_MEDIUM),
+        Assumption("amf.lam", "2.0 (θ = μ − 2σ)", "methods.md §3.3 recollection; the seed gives the form μ − λσ "
+                   "but not λ", Confidence.MEMORY_LOW),
+        Assumption("amf.warmup_steps", "0, plus until the queues are full of real pairs",
+                   "not found in the paper"),
+        Assumption("amf (what it computes on)", "momentum similarity of the current pair vs the row-wise "
+                   "similarities of the queued pairs; σ the population std",
+                   "seed summary of Sec. 3.3", Confidence.SECONDARY),
+        Assumption("vision, text init", "ImageNet ViT-B/16 + bert-base (as ALBEF)", "methods.md §3.2",
+                   Confidence.MEMORY_LOW),
+        Assumption("train.recipe", "AdamW lr 1e-4, wd 0.02 (base)", "batch, lr and epochs not found; ALBEF's"),
+    ),
+    deviations=(
+        Deviation(option="visual_tokenizer.weights (tiny)",
+                  ours="a small dVAE of DALL-E's layout trained by the harness on the pretraining images "
+                       "(512 codes, 8x8 tokens at 64 px; `vlpbench dvae train`)",
+                  reference="DALL-E's released dVAE (8,192 codes)", reason="offline; base loads the file"),
+        Deviation(option="train.recipe.init",
+                  ours="'unimodal': local weights when vision.weights / text.pretrained_dir name them, else the "
+                       "harness' unimodal stage (shared with TCL-tiny: same towers)",
+                  reference="ImageNet-pretrained ViT and bert-base", reason="offline"),
+        Deviation(option="momentum, queue_size (tiny)", ours="m 0.9, 1,024 entries (4 batches) at tiny",
+                  reference="not published (MoCo/ALBEF: 0.995, 65,536)",
+                  reason="scaled to a 250-step run as for TCL-tiny (docs/calibration.md); with no in-batch "
+                         "negatives a one-batch queue would give only 256 negatives"),
+        Deviation(option="suite.tokenizer", ours="WordPiece vocabulary built from the corpus",
+                  reference="bert-base-uncased vocabulary (30,522)", reason="offline"),
+    ),
+    notes=(
+        "Separate passes: the contrastive and KL terms use unmasked inputs; CMLM and CMVM run extra masked "
+        "passes (the paper may share them).",
+        "AMF leaves filtered pairs out of every loss of the step; they are still enqueued. The filter's "
+        "precision/recall against the built-in dataset's known mismatched pairs is in each run's pretrain "
+        "record (summary.filters.amf_dropped).",
+        "Queues hold momentum features of this process only until DDP lands (issue 8).",
+    ),
+)
+
+COTS.card = CARD
+
+register_method(MethodSpec(name="cots", model_cls=COTS, config_cls=COTSConfig, presets=PRESETS, recipes=RECIPES))
