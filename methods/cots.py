@@ -364,9 +364,16 @@ CARD = MethodCard(
         "precision/recall against the built-in dataset's known mismatched pairs is in each run's pretrain "
         "record (summary.filters.amf_dropped).",
         "Queues hold momentum features of this process only until DDP lands (issue 8).",
+        "tiny is NOT calibrated: with this preset (TCL-tiny's lr 2e-3, fixed τ 0.07, m 0.9, queue 1,024) the "
+        "default-data run reaches test RSUM 3.25 (chance ~3): momentum pair similarity rises to ~0.87 within 40 "
+        "steps (features collapse) and the instance loss returns to chance by step 250, while CMLM and CMVM "
+        "learn. AMF on that run (5 % mismatched pairs, λ 2): 5.5 % dropped, precision 5.0 %, recall 5.6 % "
+        "(chance level). docs/cots.md has the run and the 20/40 % noise commands.",
     ),
 )
 
 COTS.card = CARD
 
-register_method(MethodSpec(name="cots", model_cls=COTS, config_cls=COTSConfig, presets=PRESETS, recipes=RECIPES))
+# Out of the default suite until its tiny preset is calibrated to learn within the CPU budget (issue 4).
+register_method(MethodSpec(name="cots", model_cls=COTS, config_cls=COTSConfig, presets=PRESETS, recipes=RECIPES,
+                           in_default_suite=False))
