@@ -20,9 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +34,7 @@ from pydantic import Field
 from benchmarks.data.types import ArrayImages
 from benchmarks.training.batches import sample_seeds
 from benchmarks.training.schedule import warmup_cosine, warmup_steps_for
+from benchmarks.training.stage_cache import cached_stage
 from methods.config import ConfigError, StrictModel
 from methods.preprocess import ImagePreprocess, ImagePreprocessConfig
 from methods.visual_tokenizer import DVAEDecoder, DVAEEncoder, VisualTokenizerConfig, map_pixels
@@ -167,29 +165,20 @@ def ensure_dvae(request: DVAERequest, dataset_fingerprint: str, images: Callable
     from safetensors.torch import save_file
 
     fp = request.fingerprint(dataset_fingerprint)
-    target = cache_root / "dvae" / fp[:16]
-    if (target / RECORD_FILE).is_file():
-        record = json.loads((target / RECORD_FILE).read_text())
-        if record.get("fingerprint") == fp:
-            log(f"visual tokenizer reused from {target}")
-            return DVAEWeights(target, record)
-    (cache_root / "dvae").mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{fp[:16]}-", dir=cache_root / "dvae"))
-    try:
+
+    def build(tmp: Path) -> dict[str, Any]:
         log(f"visual tokenizer: training a dVAE ({request.tokenizer.vocab_size} codes, {request.grid}x{request.grid} "
             f"tokens at {request.crop.resolution} px) for {request.budget.steps} steps")
         encoder, decoder, trained = train_dvae(request, images(), heldout(), log)
         save_file({k: v.contiguous() for k, v in encoder.state_dict().items()}, str(tmp / ENCODER_FILE))
         save_file({k: v.contiguous() for k, v in decoder.state_dict().items()}, str(tmp / DECODER_FILE))
-        record = {"stage": "visual-tokenizer", "fingerprint": fp, "seed": request.seed,
-                  "stage_version": STAGE_VERSION, "data": data_source, **trained}
-        (tmp / RECORD_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        return {"stage": "visual-tokenizer", "seed": request.seed, "stage_version": STAGE_VERSION,
+                "data": data_source, **trained}
+
+    target, record, reused = cached_stage(cache_root, "dvae", fp, RECORD_FILE, build)
+    if reused:
+        log(f"visual tokenizer reused from {target}")
+        return DVAEWeights(target, record)
     log(f"visual tokenizer: held-out MSE {record['heldout_mse']:.4f}, {record['heldout_codes_used']} codes used "
         f"(perplexity {record['heldout_perplexity']:.1f})")
     return DVAEWeights(target, record)

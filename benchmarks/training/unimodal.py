@@ -25,9 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -44,6 +41,7 @@ from transformers import BertForMaskedLM
 from benchmarks.data.types import LabelledImages, TextCorpus
 from benchmarks.training.batches import sample_seeds
 from benchmarks.training.schedule import warmup_cosine, warmup_steps_for
+from benchmarks.training.stage_cache import cached_stage
 from methods.config import ConfigError, StrictModel
 from methods.masking import mask_tokens
 from methods.preprocess import ImagePreprocess, ImagePreprocessConfig
@@ -240,17 +238,9 @@ def ensure_unimodal(request: UnimodalRequest, tokenizer: TextTokenizer, dataset_
                     log: Callable[[str], None] = print) -> UnimodalWeights:
     """The stage's weights for `request`: from the cache, or trained now and cached atomically."""
     fp = request.fingerprint(tokenizer, dataset_fingerprint)
-    target = cache_root / "unimodal" / fp[:16]
-    if (target / RECORD_FILE).is_file():
-        record = json.loads((target / RECORD_FILE).read_text())
-        if record.get("fingerprint") == fp:
-            log(f"unimodal init reused from {target}")
-            return UnimodalWeights(target, record)
-    cache_root.joinpath("unimodal").mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{fp[:16]}-", dir=cache_root / "unimodal"))
-    try:
-        record: dict[str, Any] = {"stage": "unimodal-init", "fingerprint": fp, "seed": request.seed,
-                                  "stage_version": STAGE_VERSION}
+
+    def build(tmp: Path) -> dict[str, Any]:
+        record: dict[str, Any] = {"stage": "unimodal-init", "seed": request.seed, "stage_version": STAGE_VERSION}
         if request.vision is not None:
             if request.preprocess is None:
                 raise ValueError("a vision request needs the method's preprocessing config")
@@ -265,11 +255,9 @@ def ensure_unimodal(request: UnimodalRequest, tokenizer: TextTokenizer, dataset_
             with quiet_hf_loading():  # no 'Writing model shards' bar in the harness log
                 bert.save_pretrained(str(tmp / TEXT_DIR), safe_serialization=True)
             tokenizer.save(tmp / TEXT_DIR)
-        (tmp / RECORD_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        return record
+
+    target, record, reused = cached_stage(cache_root, "unimodal", fp, RECORD_FILE, build)
+    if reused:
+        log(f"unimodal init reused from {target}")
     return UnimodalWeights(target, record)
