@@ -82,7 +82,8 @@ def test_kl_alignment_on_a_hand_built_queue_matches_a_direct_computation() -> No
 
 def test_cots_task_loss_is_the_kl_over_current_pair_and_queued_pairs(micro_cots: COTS, batch) -> None:  # type: ignore[no-untyped-def]
     model = micro_cots.eval()
-    model.config = model.config.model_copy(update={"instance": False, "cmlm": False, "cmvm": False})
+    model.config = model.config.model_copy(update={"instance": False, "cmlm": False, "cmvm": False,
+                                                   "instance_negatives": "queue"})
     q_i, q_t = model.queues.get("image"), model.queues.get("text")
     out = model.pretrain_step(batch, CTX)
     assert set(out.losses) == {"task_kl"}
@@ -104,7 +105,8 @@ def test_cots_task_loss_is_the_kl_over_current_pair_and_queued_pairs(micro_cots:
 # ---- instance level and queues ---------------------------------------------------------------------------
 def test_instance_loss_positive_is_the_momentum_pair_and_negatives_the_other_queue(micro_cots: COTS, batch) -> None:  # type: ignore[no-untyped-def]
     model = micro_cots.eval()
-    model.config = model.config.model_copy(update={"task": False, "cmlm": False, "cmvm": False})
+    model.config = model.config.model_copy(update={"task": False, "cmlm": False, "cmvm": False,
+                                                   "instance_negatives": "queue"})
     q_t = model.queues.get("text")
     out = model.pretrain_step(batch, CTX)
     with torch.no_grad():
@@ -116,6 +118,35 @@ def test_instance_loss_positive_is_the_momentum_pair_and_negatives_the_other_que
         z = [float(f_i[i] @ f_t_m[i]) / 0.07] + [float(f_i[i] @ q_t[k]) / 0.07 for k in range(8)]
         expect += -(z[0] - math.log(sum(math.exp(v) for v in z))) / 4
     assert out.losses["inst_i2t"].item() == pytest.approx(expect, rel=1e-4)
+
+
+def test_batch_and_queue_negatives_add_the_other_pairs_of_the_batch_to_both_levels(micro_cots: COTS, batch
+                                                                                    ) -> None:  # type: ignore[no-untyped-def]
+    model = micro_cots.eval()
+    model.config = model.config.model_copy(update={"instance_negatives": "batch_and_queue", "cmlm": False,
+                                                   "cmvm": False})
+    q_i, q_t = model.queues.get("image"), model.queues.get("text")
+    out = model.pretrain_step(batch, CTX)
+    with torch.no_grad():
+        f_i, f_t = model.encode_image(batch.images), model.encode_text(batch.text)
+        f_i_m = F.normalize(model.vision_proj_m(model.visual_m(batch.images).pooled), dim=-1)
+        f_t_m = F.normalize(model.text_proj_m(model.text_m(batch.text.input_ids, batch.text.attention_mask).pooled),
+                            dim=-1)
+    tau, inst_i2t, inst_t2i, kl = 0.07, 0.0, 0.0, 0.0
+    for i in range(4):
+        # Columns: the 4 pairs of the batch, then the 8 queued pairs; row i's positive is column i.
+        za = [float(f_i[i] @ f_t_m[j]) / tau for j in range(4)] + [float(f_i[i] @ q_t[k]) / tau for k in range(8)]
+        zb = [float(f_t[i] @ f_i_m[j]) / tau for j in range(4)] + [float(f_t[i] @ q_i[k]) / tau for k in range(8)]
+        inst_i2t += -math.log(_softmax(za)[i]) / 4
+        inst_t2i += -math.log(_softmax(zb)[i]) / 4
+        kl += (_kl(_softmax(za), _softmax(zb)) + _kl(_softmax(zb), _softmax(za))) / 4
+    assert out.losses["inst_i2t"].item() == pytest.approx(inst_i2t, rel=1e-4)
+    assert out.losses["inst_t2i"].item() == pytest.approx(inst_t2i, rel=1e-4)
+    assert out.losses["task_kl"].item() == pytest.approx(kl, rel=1e-4)
+    # A dropped row keeps the others' positives at their own columns.
+    logits_i2t, _, target = model._retrieval_logits(f_i, f_t, f_i_m, f_t_m, q_i, q_t,
+                                                    torch.tensor([True, False, True, True]))
+    assert target.tolist() == [0, 2, 3] and logits_i2t.shape == (3, 12)
 
 
 def test_both_queues_are_written_together_so_row_k_is_one_pair(micro_cots: COTS, batch) -> None:  # type: ignore[no-untyped-def]
@@ -181,9 +212,10 @@ def test_amf_drops_low_similarity_pairs_from_the_loss_but_enqueues_the_whole_bat
     assert 0 < int(dropped.sum()) < 4
     kept = (~dropped).nonzero().flatten().tolist()
     expect = 0.0
-    for i in kept:
-        z = [float(f_i[i] @ f_t_m[i]) / 0.07] + [float(f_i[i] @ q_t[k]) / 0.07 for k in range(8)]
-        expect += -(z[0] - math.log(sum(math.exp(v) for v in z))) / len(kept)
+    assert model.config.instance_negatives == "batch_and_queue"       # the tiny preset
+    for i in kept:     # dropped pairs leave the rows; they stay candidates (columns) for the kept ones
+        z = [float(f_i[i] @ f_t_m[j]) / 0.07 for j in range(4)] + [float(f_i[i] @ q_t[k]) / 0.07 for k in range(8)]
+        expect += -(z[i] - math.log(sum(math.exp(v) for v in z))) / len(kept)
     assert out.losses["inst_i2t"].item() == pytest.approx(expect, rel=1e-4)
     # ...and all four pairs were enqueued (ptr went 0 -> 4 after the 9th..12th rows).
     torch.testing.assert_close(model.queues.get("image")[:4], f_i_m)
