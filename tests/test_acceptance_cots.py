@@ -1,4 +1,5 @@
-"""The issue's bar for COTS on the real default configuration (heavy: ~14 min on 2 cores after TCL's).
+"""The issue's bar for COTS on the real default configuration (heavy: ~15 min on 2 cores + the shared
+unimodal stage when it runs first).
 
 Runs what `make run` runs for COTS — the unimodal-init stage (shared with TCL-tiny through the
 session cache), the dVAE stage, 250 × 256 pretraining steps with AMF on the built-in data (5 %
@@ -39,7 +40,8 @@ def test_default_cots_tiny_learns_and_its_filter_finds_the_mismatched_pairs(tmp_
     summary = json.loads((job / "pretrain.json").read_text())["summary"]
     amf = summary["filters"]["amf_dropped"]
     assert amf["noise_fraction"] == pytest.approx(0.05, abs=0.01)
-    # A random filter has precision = the noise rate; the measured default run reaches MEASURED_PRECISION.
+    # A random filter has precision = the noise rate. Measured at the default config (2-core CPU, seed 0):
+    # precision 0.472, recall 0.435 on 5.0 % mismatched pairs (4.6 % of pairs dropped).
     assert amf["precision"] >= 4 * amf["noise_fraction"], amf
     assert amf["recall"] >= 0.3, amf
 
@@ -52,6 +54,7 @@ def test_default_cots_tiny_learns_and_its_filter_finds_the_mismatched_pairs(tmp_
     base = evaluate_image_text(untrained, dataset.retrieval_split("test"), RetrievalProtocol(),
                                torch.device("cpu"), "fp32").metrics
     trained = itc.metrics
+    # Measured: untrained 3.55 (chance), trained ITC RSUM 179.0 (CLIP-tiny 240.2, TCL-tiny 74.6).
     assert base["rsum"] < 15.0, base                           # unimodal towers + random projections: chance
     assert trained["rsum"] >= base["rsum"] + 100.0, (trained, base)
     assert max(trained["i2t_R1"], trained["t2i_R1"]) <= 95.0, trained
