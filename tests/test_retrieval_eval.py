@@ -28,7 +28,12 @@ def test_itc_evaluation_equals_ranking_the_full_matrix(small_world: BuiltinDatas
     i2t, t2i = retrieval_ranks(img @ txt.t(), split.txt2img)
     np.testing.assert_array_equal(a.i2t_ranks, i2t)
     np.testing.assert_array_equal(a.t2i_ranks, t2i)
-    assert a.metrics == b.metrics
+    # Other batch sizes change float sums in the last bits, which may swap near-tied candidates:
+    # ranks may move by one place for a few queries, never more (a fresh-clone run saw meanr
+    # 103.45 vs 103.44, i.e. one query moved by one place).
+    for ra, rb in ((a.i2t_ranks, b.i2t_ranks), (a.t2i_ranks, b.t2i_ranks)):
+        assert np.abs(ra - rb).max() <= 1 and np.mean(ra != rb) <= 0.02
+    assert a.metrics == pytest.approx(b.metrics, abs=2.0)
     assert set(a.timings) == {"encode_images_s", "encode_texts_s", "rank_s"}
 
 
