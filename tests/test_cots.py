@@ -307,6 +307,16 @@ def test_each_loss_trains_its_parts_and_never_momentum_or_tokenizer(micro_cots: 
     assert not model.temp.requires_grad and model.image_tokenizer.training is False
 
 
+def test_base_keeps_the_papers_reading_and_every_tiny_departure_is_on_the_card() -> None:
+    from methods.cots import CARD
+    from methods.registry import method_config
+    base, tiny = method_config("cots", "base"), method_config("cots", "tiny")
+    assert (base.instance_negatives, base.momentum, base.queue_size) == ("queue", 0.995, 65536)
+    assert (tiny.instance_negatives, tiny.momentum, tiny.queue_size) == ("batch_and_queue", 0.9, 256)
+    options = " ".join(d.option for d in CARD.deviations)
+    assert "instance_negatives (tiny)" in options and "queue_size (tiny)" in options
+
+
 def test_total_is_the_weighted_sum_and_switches_remove_terms(micro_cots: COTS, batch) -> None:  # type: ignore[no-untyped-def]
     model = micro_cots.eval()
     model.config = model.config.model_copy(update={"weight_task": 0.5, "weight_mvlm": 2.0})
