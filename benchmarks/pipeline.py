@@ -48,14 +48,28 @@ class Job:
     method: str
     size: str
     seed: int
+    variant: str | None = None   # a suite variant of `method` (its own overrides)
+
+    @property
+    def label(self) -> str:
+        return self.variant or self.method
 
     @property
     def name(self) -> str:
-        return f"{self.method}-{self.size}-s{self.seed}"
+        return f"{self.label}-{self.size}-s{self.seed}"
+
+    @property
+    def method_overrides(self) -> dict[str, Any]:
+        return self.suite.overrides_for(self.label, "method")
+
+    @property
+    def recipe_overrides(self) -> dict[str, Any]:
+        return self.suite.overrides_for(self.label, "recipe")
 
 
 def expand_jobs(suite: Suite) -> list[Job]:
-    return [Job(suite, m, s, seed) for m in suite.method_names() for s in suite.sizes for seed in suite.seeds]
+    return [Job(suite, suite.method_of(m), s, seed, m if m in suite.variants else None)
+            for m in suite.method_names() for s in suite.sizes for seed in suite.seeds]
 
 
 @dataclass
@@ -79,7 +93,7 @@ def build_tokenizer(suite: Suite, dataset: BuiltinDataset) -> TextTokenizer:
 def unimodal_request(job: Job, mcfg: StrictModel) -> UnimodalRequest | None:
     """The unimodal stage a job needs: None for recipes that start from scratch. A tower whose weights
     the method config already names (vision.weights, text.pretrained_dir) is not trained."""
-    recipe = train_recipe(job.method, job.size, job.suite.recipe_overrides.get(job.method))
+    recipe = train_recipe(job.method, job.size, job.recipe_overrides)
     if recipe.init != "unimodal":
         return None
     vision, text = getattr(mcfg, "vision", None), getattr(mcfg, "text", None)
@@ -137,8 +151,8 @@ def _init_config(request: UnimodalRequest | None, mcfg: StrictModel, tokenizer: 
 
 def resolved_config(job: Job, dataset: BuiltinDataset, tokenizer: TextTokenizer) -> dict[str, Any]:
     suite = job.suite
-    mcfg = method_config(job.method, job.size, suite.method_overrides.get(job.method))
-    recipe = train_recipe(job.method, job.size, suite.recipe_overrides.get(job.method))
+    mcfg = method_config(job.method, job.size, job.method_overrides)
+    recipe = train_recipe(job.method, job.size, job.recipe_overrides)
     budget = suite.budget(job.size)
     init = _init_config(unimodal_request(job, mcfg), mcfg, tokenizer, dataset)
     visual_tokenizer = _tokenizer_init(job, mcfg, dataset)
@@ -146,7 +160,8 @@ def resolved_config(job: Job, dataset: BuiltinDataset, tokenizer: TextTokenizer)
         init["visual_tokenizer"] = visual_tokenizer
     return {
         "init": init,
-        "method": {"name": job.method, "size": job.size, **mcfg.model_dump(mode="json")},
+        "method": {"name": job.method, "size": job.size, **mcfg.model_dump(mode="json"),
+                   **({"variant": _variant_entry(job)} if job.variant else {})},
         "train": {**budget.model_dump(mode="json"), "seed": job.seed, "precision": suite.precision,
                   "device": suite.device, "recipe": recipe.model_dump(mode="json")},
         "dataset": {"name": dataset.name, "fingerprint": dataset.fingerprint,
@@ -155,6 +170,12 @@ def resolved_config(job: Job, dataset: BuiltinDataset, tokenizer: TextTokenizer)
                       "vocab_size": tokenizer.vocab_size},
         "retrieval": suite.retrieval.model_dump(mode="json"),
     }
+
+
+def _variant_entry(job: Job) -> dict[str, Any]:
+    v = job.suite.variants[job.label]
+    return {"name": job.label, "description": v.description, "method_overrides": v.method_overrides,
+            "recipe_overrides": v.recipe_overrides}
 
 
 def job_fingerprint(config: dict[str, Any]) -> str:
@@ -166,7 +187,7 @@ def job_fingerprint(config: dict[str, Any]) -> str:
 def prepare_init(job: Job, dataset: BuiltinDataset, tokenizer: TextTokenizer, cache_root: Path | None,
                  log: Callable[[str], None]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(method-config overrides that load the initial weights, lineage entries describing them)."""
-    mcfg = method_config(job.method, job.size, job.suite.method_overrides.get(job.method))
+    mcfg = method_config(job.method, job.size, job.method_overrides)
     overrides, lineage = _prepare_towers(job, mcfg, dataset, tokenizer, cache_root, log)
     tok_request = dvae_request(job, mcfg)
     if tok_request is not None:
@@ -212,7 +233,7 @@ def _train(job: Job, job_dir: Path, model: VLPModel, dataset: BuiltinDataset, co
     tcfg = TrainConfig(steps=budget.steps, batch_size=budget.batch_size, seed=job.seed,
                        precision=suite.precision, device=suite.device, log_every=budget.log_every,
                        checkpoint_every=budget.checkpoint_every,
-                       recipe=train_recipe(job.method, job.size, suite.recipe_overrides.get(job.method)))
+                       recipe=train_recipe(job.method, job.size, job.recipe_overrides))
     corpus = dataset.pretrain_corpus()
     data = PretrainBatches(corpus, model, tcfg.batch_size, job.seed)
     if resume is None and (job_dir / "checkpoints").exists():
@@ -224,7 +245,8 @@ def _train(job: Job, job_dir: Path, model: VLPModel, dataset: BuiltinDataset, co
                                "job_fingerprint": fp}]
     save_pretrained(model, job_dir / "model", job.method, job.size, lineage)
     record = PretrainRecord(
-        suite=suite.name, job=job.name, method=job.method, size=job.size, seed=job.seed, config=config,
+        suite=suite.name, job=job.name, method=job.method, variant=job.variant, size=job.size, seed=job.seed,
+        config=config,
         environment=fingerprint(resolve_device(suite.device)), job_fingerprint=fp, dataset=corpus.ref.to_json(),
         summary=summary.to_json(), model_dir="model", card=get_spec(job.method).card.to_json())
     write_record(job_dir / PRETRAIN_FILE, record)
@@ -289,7 +311,8 @@ def _evaluate_zeroshot(job: Job, job_dir: Path, model: VLPModel, dataset: Builti
         out_dir = job_dir / "eval" / name
         save_ranks(out_dir / RANKS_FILE, i2t=outcome.i2t_ranks, t2i=outcome.t2i_ranks)
         record = EvaluationRecord(
-            suite=suite.name, job=job.name, method=job.method, size=job.size, seed=job.seed, config=config,
+            suite=suite.name, job=job.name, method=job.method, variant=job.variant, size=job.size, seed=job.seed,
+        config=config,
             environment=fingerprint(device), benchmark=name, dataset=split.ref.to_json(),
             protocol=protocol, metrics=outcome.metrics, lineage=lineage, timings=outcome.timings,
             card=get_spec(job.method).card.to_json())
@@ -329,7 +352,7 @@ def run_job(job: Job, suite_dir: Path, *, resume: str | None = None, progress: b
         init_overrides, init_lineage = prepare_init(job, dataset, tokenizer, cache_root, log)
         seed_everything(job.seed)  # model initialisation is seeded too
         model = create_method(job.method, job.size, tokenizer=tokenizer,
-                              overrides=deep_merge(suite.method_overrides.get(job.method) or {}, init_overrides))
+                              overrides=deep_merge(job.method_overrides, init_overrides))
         log(f"[{job.name}] pretraining: {suite.budget(job.size).steps} steps × batch "
             f"{suite.budget(job.size).batch_size} on {dataset.name}/pretrain")
         pre = _train(job, job_dir, model, dataset, config, fp, resume, progress, init_lineage)

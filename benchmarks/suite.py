@@ -14,6 +14,8 @@ Example::
     benchmarks: [zeroshot_retrieval]
     train: {tiny: {steps: 200, batch_size: 256}}
     method_overrides: {clip: {embed_dim: 256}}
+    variants:                     # extra jobs: a method with its own overrides (ablations, options)
+      clip-wide: {method: clip, method_overrides: {embed_dim: 512}, description: "512-d space"}
     tracking_uri: http://mlflow.mylab:5000
 """
 
@@ -24,14 +26,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from benchmarks.evaluation.retrieval import RetrievalProtocol
 from benchmarks.runtime import Precision
 from benchmarks.training.dvae import DVAEBudget
 from benchmarks.training.unimodal import UnimodalBudget
 from methods import SIZES, default_suite_methods, list_methods
-from methods.config import ConfigError, StrictModel, validate
+from methods.config import ConfigError, StrictModel, deep_merge, validate
 
 BENCHMARKS: tuple[str, ...] = ("zeroshot_retrieval",)
 
@@ -91,8 +93,30 @@ DEFAULT_DVAE: dict[str, dict[str, int]] = {
 }
 
 
+class Variant(StrictModel):
+    """A method run under its own name with its own overrides, beside the plain method (an ablation row)."""
+
+    method: str
+    method_overrides: dict[str, Any] = Field(default_factory=dict,
+                                             description="Merged over the suite's method_overrides of `method`.")
+    recipe_overrides: dict[str, Any] = Field(default_factory=dict,
+                                             description="Merged over the suite's recipe_overrides of `method`.")
+    description: str = ""
+
+    @field_validator("method")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v not in list_methods():
+            raise ValueError(f"unknown method {v!r}; registered: {list_methods()}")
+        return v
+
+
 class Suite(StrictModel):
     name: str = Field("default", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    # Declared before `methods`, whose check reads it.
+    variants: dict[str, Variant] = Field(
+        default_factory=dict, description="Named variants of methods (own overrides), run as extra jobs; 'methods' "
+                                          "may list them by name, and 'all' includes every one.")
     methods: list[str] | Literal["all"] = "all"
     sizes: list[str] = Field(default_factory=lambda: ["tiny"], min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
@@ -113,15 +137,27 @@ class Suite(StrictModel):
     retrieval: RetrievalSpec = Field(default_factory=RetrievalSpec)
     tracking_uri: str | None = None
 
+    @field_validator("variants")
+    @classmethod
+    def _variant_names(cls, v: dict[str, Variant]) -> dict[str, Variant]:
+        for name in v:
+            if name in list_methods():
+                raise ValueError(f"variant {name!r} has a method's name: give it its own (e.g. {name}-ablation)")
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+                raise ValueError(f"variant name {name!r}: use letters, digits, '_', '.', '-'")
+        return v
+
     @field_validator("methods")
     @classmethod
-    def _known_methods(cls, v: list[str] | str) -> list[str] | str:
+    def _known_methods(cls, v: list[str] | str, info: ValidationInfo) -> list[str] | str:
         if isinstance(v, list):
             if not v:
                 raise ValueError("list at least one method, or 'all'")
-            unknown = [m for m in v if m not in list_methods()]
+            variants = info.data.get("variants") or {}
+            unknown = [m for m in v if m not in list_methods() and m not in variants]
             if unknown:
-                raise ValueError(f"unknown method(s) {unknown}; registered: {list_methods()}")
+                extra = f", variants: {sorted(variants)}" if variants else ""
+                raise ValueError(f"unknown method(s) {unknown}; registered: {list_methods()}{extra}")
         return v
 
     @field_validator("sizes")
@@ -144,8 +180,22 @@ class Suite(StrictModel):
         return v
 
     def method_names(self) -> list[str]:
-        """'all' = every method calibrated for the default suite (see MethodSpec.in_default_suite)."""
-        return default_suite_methods() if self.methods == "all" else list(self.methods)
+        """Methods and variants to run: 'all' = every method calibrated for the default suite (see
+        MethodSpec.in_default_suite) and then every variant."""
+        return default_suite_methods() + list(self.variants) if self.methods == "all" else list(self.methods)
+
+    def method_of(self, name: str) -> str:
+        """The registered method behind a method or variant name."""
+        return self.variants[name].method if name in self.variants else name
+
+    def overrides_for(self, name: str, kind: Literal["method", "recipe"]) -> dict[str, Any]:
+        """Method-config (or recipe) overrides of a method or variant: the suite's for the method, then the variant's."""
+        method = self.method_of(name)
+        base = (self.method_overrides if kind == "method" else self.recipe_overrides).get(method) or {}
+        if name not in self.variants:
+            return dict(base)
+        v = self.variants[name]
+        return deep_merge(base, v.method_overrides if kind == "method" else v.recipe_overrides)
 
     def budget(self, size: str) -> Budget:
         if size in self.train:

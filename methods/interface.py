@@ -14,7 +14,7 @@ scores a model returns.
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -65,6 +65,8 @@ class VLPModel(nn.Module, abc.ABC):
     card: ClassVar[MethodCard]
     # Inputs the pretraining step needs beyond image + text (e.g. "image_view2", "tags").
     data_fields: ClassVar[frozenset[str]] = frozenset()
+    # What to tell a user whose corpus lacks one of the data_fields (e.g. the fallback option to set).
+    field_hints: ClassVar[dict[str, str]] = {}
 
     def __init__(self, config: StrictModel, tokenizer: TextTokenizer, preprocess: ImagePreprocess) -> None:
         super().__init__()
@@ -103,6 +105,12 @@ class VLPModel(nn.Module, abc.ABC):
     def similarity(self, image_emb: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
         """ITC scores (N_img, N_txt) between embeddings from encode_image / encode_text."""
         return image_emb @ text_emb.t()
+
+    def derive_field(self, name: str, texts: Sequence[str]) -> list[str] | None:
+        """A text field the model derives from the captions itself when the corpus lacks it (None: not derivable).
+
+        E.g. ERNIE-ViL 2.0's 'caption_words' (the caption's content words as a tag sequence)."""
+        return None
 
     def tokenize(self, texts: list[str], *, training: bool = False) -> TokenBatch:
         length = self.train_text_max_length if training else self.text_max_length

@@ -2,13 +2,16 @@
 
 `info_nce` is the one cross-entropy over similarity logits: hard targets (an index per row) or
 soft targets (a distribution per row, e.g. momentum-distilled or multi-positive). `clip_loss`
-is CLIP's symmetric in-batch form on top of it.
+is CLIP's symmetric in-batch form on top of it; its negatives are the global batch (features of
+every process, gathered with gradients, see methods/distributed.py).
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from methods.distributed import gather_with_grad, world
 
 
 def info_nce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -26,15 +29,34 @@ def info_nce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 def clip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor
               ) -> tuple[torch.Tensor, torch.Tensor]:
-    """CLIP's symmetric InfoNCE over the in-batch similarity matrix.
+    """CLIP's symmetric InfoNCE with the global batch as negatives.
 
-    image_emb, text_emb: (N, D) L2-normalised; logit_scale: the *exponentiated* scale s.
-    Returns (loss, logits_per_image) with loss = ½[CE(s·I·Tᵀ, diag) + CE(s·T·Iᵀ, diag)].
+    image_emb, text_emb: (N, D) L2-normalised local rows (any two views: image-text, image-image,
+    text-text); logit_scale: the *exponentiated* scale s. Single process:
+    loss = ½[CE(s·I·Tᵀ, diag) + CE(s·T·Iᵀ, diag)]. Several processes: each local row is scored
+    against the gathered rows of the other side (its positive at its global index), so the mean of
+    the per-process losses equals the single-process loss on the whole global batch, with the same
+    gradients. Returns (loss, this process's logits_per_image, (N, N_global)).
     """
-    logits = logit_scale * image_emb @ text_emb.t()
-    labels = torch.arange(logits.shape[0], device=logits.device)
-    loss = 0.5 * (info_nce(logits, labels) + info_nce(logits.t(), labels))
-    return loss, logits
+    all_text, offset = gather_with_grad(text_emb)
+    labels = torch.arange(image_emb.shape[0], device=image_emb.device) + offset
+    logits = logit_scale * image_emb @ all_text.t()
+    if all_text is text_emb:  # one process: the text->image logits are the transpose
+        return 0.5 * (info_nce(logits, labels) + info_nce(logits.t(), labels)), logits
+    all_image, _ = gather_with_grad(image_emb)
+    logits_t2i = logit_scale * text_emb @ all_image.t()
+    return 0.5 * (info_nce(logits, labels) + info_nce(logits_t2i, labels)), logits
+
+
+def contrastive_accuracy(logits: torch.Tensor) -> float:
+    """Top-1 accuracy of the local rows of `clip_loss` logits (N, N_global): mean of both directions on one
+    process (where the matrix is square), the image->text direction when the columns are global."""
+    n = logits.shape[0]
+    labels = torch.arange(n, device=logits.device) + world()[0] * n
+    i2t = (logits.argmax(1) == labels).float().mean()
+    if logits.shape[1] != n:
+        return float(i2t)
+    return float(0.5 * (i2t + (logits.argmax(0) == labels).float().mean()))
 
 
 def distilled_targets(teacher_logits: torch.Tensor, hard: torch.Tensor, alpha: float) -> torch.Tensor:

@@ -58,10 +58,10 @@ def _environment(records: Sequence[PretrainRecord | EvaluationRecord]) -> list[s
 
 def _pretraining(records: Sequence[PretrainRecord]) -> list[str]:
     rows = []
-    for r in sorted(records, key=lambda r: (r.method, r.size, r.seed)):
+    for r in sorted(records, key=lambda r: (r.label, r.size, r.seed)):
         s = r.summary
         loss = s.get("final", {}).get("loss/total")
-        rows.append([r.method, r.size, str(r.seed), f"{s['steps']} × {s['batch_size']}", f"{s['epochs']:.2f}",
+        rows.append([r.label, r.size, str(r.seed), f"{s['steps']} × {s['batch_size']}", f"{s['epochs']:.2f}",
                      f"{s['wall_s']:.0f}", f"{s['step_s_mean']:.3f}", _fmt(loss), s["precision"], s["device"],
                      r.dataset["fingerprint"][:12]])
     return _table(["method", "size", "seed", "steps × batch", "epochs", "wall (s)", "s/step", "final loss",
@@ -71,9 +71,9 @@ def _pretraining(records: Sequence[PretrainRecord]) -> list[str]:
 def _filters(records: Sequence[PretrainRecord]) -> list[str]:
     """Per-sample filters a method applied in pretraining (COTS's AMF), scored against the known noisy pairs."""
     rows = []
-    for r in sorted(records, key=lambda r: (r.method, r.size, r.seed)):
+    for r in sorted(records, key=lambda r: (r.label, r.size, r.seed)):
         for name, f in sorted(r.summary.get("filters", {}).items()):
-            rows.append([r.method, r.size, str(r.seed), name, str(f["steps"]), _fmt(100 * f["flagged_fraction"]),
+            rows.append([r.label, r.size, str(r.seed), name, str(f["steps"]), _fmt(100 * f["flagged_fraction"]),
                          _fmt(None if f.get("noise_fraction") is None else 100 * f["noise_fraction"]),
                          _fmt(None if f.get("precision") is None else 100 * f["precision"]),
                          _fmt(None if f.get("recall") is None else 100 * f["recall"])])
@@ -86,9 +86,9 @@ def _filters(records: Sequence[PretrainRecord]) -> list[str]:
 def _results_rows(records: Sequence[EvaluationRecord]) -> list[list[str]]:
     rows = []
     by_model: dict[tuple[str, str], list[EvaluationRecord]] = defaultdict(list)
-    for r in sorted(records, key=lambda r: (r.method, r.size, r.seed)):
-        by_model[(r.method, r.size)].append(r)
-        rows.append([r.method, r.size, str(r.seed)] + [_fmt(r.metrics.get(k)) for k, _ in RETRIEVAL_COLUMNS])
+    for r in sorted(records, key=lambda r: (r.label, r.size, r.seed)):
+        by_model[(r.label, r.size)].append(r)
+        rows.append([r.label, r.size, str(r.seed)] + [_fmt(r.metrics.get(k)) for k, _ in RETRIEVAL_COLUMNS])
     for (method, size), group in sorted(by_model.items()):
         if len(group) < 2:
             continue
@@ -129,11 +129,24 @@ def render(pretrain: Sequence[PretrainRecord], evaluations: Sequence[EvaluationR
             lines += ["### Noise filters (over the steps each was active; noisy = the corpus' known mismatched "
                       "pairs)", ""] + filters + [""]
     all_records: list[PretrainRecord | EvaluationRecord] = [*pretrain, *evaluations]
+    variants = _variants(all_records)
+    if variants:
+        lines += ["## Variants (a method under its own overrides)", ""] + variants + [""]
     if all_records:
         lines += ["## Environment", ""] + _environment(all_records) + [""]
         lines += ["## What the papers claim (different datasets: not comparable with the numbers above)", ""]
         lines += _claims(all_records) + [""]
     return "\n".join(lines)
+
+
+def _variants(records: Sequence[PretrainRecord | EvaluationRecord]) -> list[str]:
+    seen: dict[str, list[str]] = {}
+    for r in records:
+        v = r.config.get("method", {}).get("variant")
+        if r.variant and v and r.variant not in seen:
+            overrides = {k: v[k] for k in ("method_overrides", "recipe_overrides") if v.get(k)}
+            seen[r.variant] = [r.variant, r.method, json.dumps(overrides, sort_keys=True), v.get("description", "")]
+    return _table(["variant", "method", "overrides", "description"], [seen[k] for k in sorted(seen)]) if seen else []
 
 
 def _claims(records: Sequence[PretrainRecord | EvaluationRecord]) -> list[str]:

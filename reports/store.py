@@ -85,9 +85,16 @@ class _Record(BaseModel):
     method: str
     size: str
     seed: int
+    variant: str | None = None    # a suite variant of the method (its own overrides), e.g. "ernie_vil2-no-tags"
     config: dict[str, Any]        # resolved job configuration (method, recipe, budget, dataset, tokenizer)
     environment: dict[str, Any]   # hardware/software fingerprint incl. git commit and dirty flag
     created_utc: str = Field(default_factory=utc_now)
+
+
+    @property
+    def label(self) -> str:
+        """The name reports show: the variant's when there is one, else the method's."""
+        return self.variant or self.method
 
 
 class PretrainRecord(_Record):

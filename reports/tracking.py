@@ -91,6 +91,7 @@ def _common_tags(record: PretrainRecord | EvaluationRecord, suite_dir: Path) -> 
         "vlpbench.suite_dir": str(suite_dir.resolve()),
         "vlpbench.job": record.job,
         "vlpbench.method": record.method,
+        "vlpbench.variant": record.variant or "",
         "vlpbench.size": record.size,
         "vlpbench.seed": str(record.seed),
         "git_commit": str(env.get("git_commit")),

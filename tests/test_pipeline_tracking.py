@@ -163,3 +163,45 @@ def test_fusion_models_get_an_itc_and_a_reranked_record(tmp_path: Path, cache_ro
     runs = client.search_runs([client.get_experiment_by_name("vlpbench-fusion").experiment_id])
     assert sorted(r.data.tags.get("vlpbench.benchmark", "-") for r in runs) == [
         "-", "zeroshot_retrieval", "zeroshot_retrieval_rerank"]
+
+
+def test_a_variant_runs_beside_its_method_with_its_own_overrides(tmp_path: Path, cache_root: Path) -> None:
+    from tests.test_ernie_vil2 import MICRO_ERNIE
+
+    no_tags = {"pairs": {"image_tags": {"enabled": False}, "caption_tags": {"enabled": False}}}
+    suite = {**SUITE, "name": "views", "methods": ["ernie_vil2", "ernie-no-tags"],
+             "method_overrides": {"ernie_vil2": MICRO_ERNIE}, "recipe_overrides": {"ernie_vil2": {"init": "scratch"}},
+             "variants": {"ernie-no-tags": {"method": "ernie_vil2", "method_overrides": no_tags,
+                                            "description": "tag view off"}},
+             "train": {"tiny": {"steps": 2, "batch_size": 16, "log_every": 1}}}
+    out = _run(tmp_path, suite=suite)
+    jobs = out / "views" / "jobs"
+    assert sorted(p.name for p in jobs.iterdir()) == ["ernie-no-tags-tiny-s0", "ernie_vil2-tiny-s0"]
+    full, ablated = (read_pretrain(jobs / j / "pretrain.json") for j in ("ernie_vil2-tiny-s0", "ernie-no-tags-tiny-s0"))
+    assert (full.method, full.variant) == ("ernie_vil2", None)
+    assert (ablated.method, ablated.variant, ablated.label) == ("ernie_vil2", "ernie-no-tags", "ernie-no-tags")
+    # The variant gets the suite's overrides of its method, then its own.
+    assert ablated.config["method"]["vision"]["width"] == MICRO_ERNIE["vision"]["width"]
+    assert ablated.config["method"]["pairs"]["image_tags"]["enabled"] is False
+    assert full.config["method"]["pairs"]["image_tags"]["enabled"] is True and "variant" not in full.config["method"]
+    first = [json.loads(line) for line in (jobs / "ernie-no-tags-tiny-s0" / "history.jsonl").read_text().splitlines()]
+    assert "loss/image_caption" in first[0] and "loss/image_tags" not in first[0]
+    report = (out / "views" / "report.md").read_text()
+    assert "## Variants" in report and "| ernie-no-tags | ernie_vil2 |" in report and "tag view off" in report
+    assert report.count("| ernie-no-tags | tiny | 0 |") == 2           # a results row and a pretraining row
+    client = MlflowClient(tracking_uri=tracking.resolve_tracking_uri(None, out))
+    runs = client.search_runs([client.get_experiment_by_name("vlpbench-views").experiment_id])
+    assert {r.data.tags.get("vlpbench.variant") for r in runs} == {"", "ernie-no-tags"}
+
+
+def test_a_variant_needs_its_own_name_and_a_known_method(tmp_path: Path) -> None:
+    from benchmarks.suite import load_suite
+    from methods import ConfigError
+
+    with pytest.raises(ConfigError, match="variants: .*variant 'clip' has a method's name"):
+        load_suite(None, {"variants": {"clip": {"method": "clip"}}})
+    with pytest.raises(ConfigError, match=r"variants.x.method: .*unknown method 'clop'"):
+        load_suite(None, {"variants": {"x": {"method": "clop"}}})
+    suite = load_suite(None, {"variants": {"clip-wide": {"method": "clip", "method_overrides": {"embed_dim": 512}}}})
+    assert suite.method_names()[-1] == "clip-wide" and suite.method_of("clip-wide") == "clip"
+    assert suite.overrides_for("clip-wide", "method") == {"embed_dim": 512}

@@ -20,7 +20,7 @@ def _write(tmp_path: Path, text: str) -> Path:
 def test_default_suite_runs_every_method_tiny_on_builtin() -> None:
     suite = load_suite(None)
     assert suite.method_names() == default_suite_methods() and suite.sizes == ["tiny"] and suite.seeds == [0]
-    assert suite.method_names() == ["clip", "cots", "tcl"] and list_methods() == ["clip", "cots", "tcl"]
+    assert suite.method_names() == ["clip", "cots", "ernie_vil2", "tcl"] and list_methods() == ["clip", "cots", "ernie_vil2", "tcl"]
     assert suite.dataset.name == "builtin" and suite.benchmarks == ["zeroshot_retrieval"]
     assert suite.budget("tiny").steps > 0 and suite.retrieval.split == "test"
 
@@ -43,7 +43,7 @@ tracking_uri: http://127.0.0.1:5000
 
 
 @pytest.mark.parametrize(("text", "pattern"), [
-    ("methods: [clip, tcl9]\n", r"suite.yaml: methods: .*unknown method\(s\) \['tcl9'\]; registered: \['clip', 'cots', 'tcl'\]"),
+    ("methods: [clip, tcl9]\n", r"suite.yaml: methods: .*unknown method\(s\) \['tcl9'\]; registered: \['clip', 'cots', 'ernie_vil2', 'tcl'\]"),
     ("method: [clip]\n", r"suite.yaml: method: unknown option. Did you mean 'methods'\?"),
     ("sizes: [large]\n", r"suite.yaml: sizes: .*unknown size\(s\) \['large'\]"),
     ("train: {tiny: {steps: -3, batch_size: 8}}\n", r"suite.yaml: train.tiny.steps: Input should be greater than 0"),
@@ -106,3 +106,16 @@ def test_tracking_uri_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://lab:5000")
     assert resolve_tracking_uri(None, tmp_path) == "http://lab:5000"
     assert resolve_tracking_uri("http://flag:1", tmp_path) == "http://flag:1"
+
+
+def test_the_shipped_suite_files_load() -> None:
+    from benchmarks.pipeline import expand_jobs
+
+    files = sorted((Path(__file__).parents[1] / "benchmarks" / "suites").glob("*.yaml"))
+    assert files
+    for path in files:
+        jobs = expand_jobs(load_suite(path))
+        assert jobs, path
+    views = load_suite(Path(__file__).parents[1] / "benchmarks" / "suites" / "ernie-vil2-views.yaml")
+    assert [j.name for j in expand_jobs(views)][-1] == "ernie_vil2-no-tags-tiny-s0"
+    assert views.overrides_for("ernie_vil2-no-tags", "method")["pairs"]["image_tags"] == {"enabled": False}

@@ -47,15 +47,19 @@ class PretrainBatches:
         if name == "image_view2":  # a second, independently augmented view of each image
             return lambda idx, epoch: self.preprocess.train(
                 self.corpus.images.get(idx), sample_seeds(self.seed, epoch, idx, stream=1))
-        if name in self.corpus.extras:
-            values = self.corpus.extras[name]
-            if isinstance(values, np.ndarray):
-                return lambda idx, epoch: torch.from_numpy(values[idx])
-            if isinstance(values, list) and values and isinstance(values[0], str):
-                tokens = model.tokenize(values, training=True)
-                return lambda idx, epoch: tokens[torch.from_numpy(idx)].trimmed()
+        values = self.corpus.extras.get(name)
+        if values is None:
+            values = model.derive_field(name, list(self.corpus.texts))
+        if isinstance(values, np.ndarray):
+            array = values
+            return lambda idx, epoch: torch.from_numpy(array[idx])
+        if isinstance(values, list) and values and isinstance(values[0], str):
+            tokens = model.tokenize(values, training=True)
+            return lambda idx, epoch: tokens[torch.from_numpy(idx)].trimmed()
+        hint = model.field_hints.get(name)
         raise ValueError(f"method {type(model).__name__} needs {name!r}, which the {self.corpus.ref.dataset} "
-                         f"corpus does not provide (it has: {sorted(self.corpus.extras) + ['image_view2']})")
+                         f"corpus does not provide (it has: {sorted(self.corpus.extras) + ['image_view2']})"
+                         + (f"; {hint}" if hint else ""))
 
     @property
     def steps_per_epoch(self) -> int:

@@ -71,6 +71,8 @@ class BuiltinDataset:
             ref=self.ref("pretrain"), images=self.images("pretrain"), texts=[r["alt_text"] for r in recs],
             extras={"noisy": np.array([r["noisy"] for r in recs], dtype=bool),
                     "tags": [" ".join(r["tags"]) for r in recs],
+                    # another caption of the same image (ERNIE-ViL 2.0's text-view fallback): its first reference caption
+                    "other_caption": [r["captions"][0] for r in recs],
                     "category": [r["category"] for r in recs]})
 
     def retrieval_split(self, split: str = "test") -> RetrievalSplit:

@@ -1,0 +1,41 @@
+"""Feature gathering across processes for in-batch contrastive losses (the global batch).
+
+`gather_with_grad(x)` concatenates every process's `x` along dim 0 and keeps the graph: the
+backward pass returns to each process the gradient of its own rows, summed over every process
+that used them (torch.distributed.nn's differentiable all_gather: reduce-scatter on NCCL,
+all-to-all + sum on gloo). A loss computed on local rows against the gathered columns therefore
+back-propagates both through the local queries and through the local features that served as
+negatives elsewhere: the sum of the per-process losses has exactly the gradient of one process
+holding the whole global batch (open_clip's `gather_with_grad=True, local_loss=True`).
+
+This is what the ERNIE-ViL 2.0 release does not do: its `ContrastiveHead` overwrites the gathered
+tensors with the local features, so only local negatives are used (methods.md §4.2).
+
+With no process group (or one process) both functions are the identity: single-process runs
+need nothing initialised.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size) of the default process group; (0, 1) when none is initialised."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def gather_with_grad(x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """(all processes' rows concatenated in rank order, offset of this process's first row).
+
+    Every process must pass the same number of rows (the harness drops the last partial batch).
+    """
+    rank, size = world()
+    if size == 1:
+        return x, 0
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(x.contiguous()), dim=0), rank * x.shape[0]
