@@ -28,7 +28,7 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow and not heavy" $(PYTEST_ARGS)
 
-# Acceptance runs at the full default budget of methods that need the unimodal stage (~35 min).
+# Acceptance runs at the full default budget of methods that need the unimodal stage (~47 min).
 test-heavy: $(STAMP)
 	$(PY) -m pytest -m heavy $(PYTEST_ARGS)
 

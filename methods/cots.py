@@ -360,7 +360,7 @@ CARD = MethodCard(
         Assumption("amf (what it computes on)", "momentum similarity of the current pair vs the row-wise "
                    "similarities of the queued pairs; σ the population std",
                    "seed summary of Sec. 3.3", Confidence.SECONDARY),
-        Assumption("vision, text init", "ImageNet ViT-B/16 + bert-base (as ALBEF)", "methods.md §3.2",
+        Assumption("vision.weights, text.pretrained_dir", "ImageNet ViT-B/16 + bert-base (as ALBEF)", "methods.md §3.2",
                    Confidence.MEMORY_LOW),
         Assumption("train.recipe", "AdamW lr 1e-4, wd 0.02 (base)", "batch, lr and epochs not found; ALBEF's"),
     ),

@@ -77,6 +77,10 @@ class ERNIEViL2Config(StrictModel):
     tags_source: Literal["tags", "other_caption", "caption_words"] = Field(
         "tags", description="What fills the tags view: the corpus' object tags; another caption of the same image "
                             "(corpus field 'other_caption'); or the caption's content words (methods/text_views.py).")
+    negatives: Literal["global", "local"] = Field(
+        "global", description="global: each term's negatives are the whole global batch (every process's features, "
+                              "gathered with gradients); local: this process's batch only, which is what the released "
+                              "ContrastiveHead does in effect (it overwrites the gathered features with the local ones).")
     cross_modal_image_view: Literal["view1", "both"] = Field(
         "view1", description="Image view(s) in the cross-modal pairs: view 1 only, or the mean of the term over "
                              "both views (the paper does not say which; methods.md §4.2).")
@@ -194,7 +198,7 @@ class ERNIEViL2(VLPModel):
             else:
                 other = "caption" if name == "image_caption" else "tags"
                 pairs = [("caption", "tags")] if name == "caption_tags" else [(v, other) for v in cross_views]
-            terms = [clip_loss(views[a], views[b], scale) for a, b in pairs]
+            terms = [clip_loss(views[a], views[b], scale, gather=self.config.negatives == "global") for a, b in pairs]
             losses[name] = torch.stack([t[0] for t in terms]).mean()
             acc[f"acc_{name}"] = contrastive_accuracy(terms[0][1].detach())
         return losses, acc
@@ -245,7 +249,7 @@ CARD = MethodCard(
     title="ERNIE-ViL 2.0: Multi-view Contrastive Learning for Image-Text Pre-training",
     citation="Shan, Yin, Sun, Tian, Wu, Wang, arXiv 2209.15270 (2022)",
     paper_url="https://arxiv.org/abs/2209.15270",
-    official_code="https://github.com/PaddlePaddle/ERNIE/tree/ernie-kit-open-v1.0/Research/ERNIE-ViL2 (inference only)",
+    official_code="https://github.com/PaddlePaddle/ERNIE (Research/ERNIE-ViL2: inference only; no pretraining code)",
     architecture="Two towers with no fusion: ViT pooled at [CLS] and an ERNIE/BERT text encoder's pooled output, no "
                  "projection (as released), cosine similarity with a learnable logit scale (init ln(1/0.07)). "
                  "Multi-view contrastive loss: symmetric InfoNCE over image–caption, image–tags, image–image (two "
@@ -277,11 +281,12 @@ CARD = MethodCard(
                   reference="release: `temperature_b.clip(-100, 100)`, which is not in place in Paddle and so never "
                             "acts (and would bound the log-scale, not the scale)",
                   reason="the release clearly intends a bound; ln 100 is the CLIP convention. null = no clamp"),
-        Deviation(option="pairs / global negatives", ours="every term uses the global batch: features of all processes "
+        Deviation(option="negatives", ours="global: every term uses the global batch, features of all processes "
                   "gathered with gradients (methods/distributed.py)",
                   reference="release ContrastiveHead: gathered features overwritten by the local ones, so only local "
                             "in-batch negatives (methods.md §4.2)",
-                  reason="the paper's negatives are the global batch; the release's overwrite is a bug"),
+                  reason="the paper's negatives are the global batch; the release's overwrite is a bug. "
+                         "negatives: local reproduces the release"),
         Deviation(option="vision.activation, vision.pre_norm (tiny)", ours="tiny: GELU, no pre-LN (TCL/COTS-tiny's "
                   "towers, so the three methods share one unimodal-init stage)",
                   reference="release ViT: quick_gelu with CLIP's pre-LN (base preset keeps them)",
@@ -291,7 +296,8 @@ CARD = MethodCard(
                   reason="no hub access; a local vocabulary directory can be given"),
     ),
     assumptions=(
-        Assumption("pairs.*.weight", "1 for every pair", "methods.md §4.2: weights believed all 1", Confidence.MEMORY_LOW),
+        Assumption("pairs.image_caption.weight, pairs.image_tags.weight, pairs.image_image.weight, "
+                   "pairs.caption_tags.weight", "1 for every pair", "methods.md §4.2: weights believed all 1", Confidence.MEMORY_LOW),
         Assumption("cross_modal_image_view", "view1: image view 1 pairs with the caption and the tags",
                    "not stated; 'both' averages the cross-modal terms over the two views"),
         Assumption("tags_source", "the corpus' object tags (built-in: 'colour shape' per object, most salient first)",

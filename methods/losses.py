@@ -27,7 +27,7 @@ def info_nce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return -(targets * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
 
 
-def clip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor
+def clip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor, gather: bool = True
               ) -> tuple[torch.Tensor, torch.Tensor]:
     """CLIP's symmetric InfoNCE with the global batch as negatives.
 
@@ -36,9 +36,10 @@ def clip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torc
     loss = ½[CE(s·I·Tᵀ, diag) + CE(s·T·Iᵀ, diag)]. Several processes: each local row is scored
     against the gathered rows of the other side (its positive at its global index), so the mean of
     the per-process losses equals the single-process loss on the whole global batch, with the same
-    gradients. Returns (loss, this process's logits_per_image, (N, N_global)).
+    gradients. gather=False keeps each process's own batch as its only negatives.
+    Returns (loss, this process's logits_per_image, (N, N_global)).
     """
-    all_text, offset = gather_with_grad(text_emb)
+    all_text, offset = gather_with_grad(text_emb) if gather else (text_emb, 0)
     labels = torch.arange(image_emb.shape[0], device=image_emb.device) + offset
     logits = logit_scale * image_emb @ all_text.t()
     if all_text is text_emb:  # one process: the text->image logits are the transpose
@@ -49,14 +50,14 @@ def clip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torc
 
 
 def contrastive_accuracy(logits: torch.Tensor) -> float:
-    """Top-1 accuracy of the local rows of `clip_loss` logits (N, N_global): mean of both directions on one
-    process (where the matrix is square), the image->text direction when the columns are global."""
+    """Top-1 accuracy of `clip_loss` logits: the mean of both directions when the matrix is square (one
+    process, or local negatives), the image->text direction of the local rows when the columns are global."""
     n = logits.shape[0]
-    labels = torch.arange(n, device=logits.device) + world()[0] * n
-    i2t = (logits.argmax(1) == labels).float().mean()
     if logits.shape[1] != n:
-        return float(i2t)
-    return float(0.5 * (i2t + (logits.argmax(0) == labels).float().mean()))
+        labels = torch.arange(n, device=logits.device) + world()[0] * n
+        return float((logits.argmax(1) == labels).float().mean())
+    labels = torch.arange(n, device=logits.device)
+    return float(0.5 * ((logits.argmax(1) == labels).float().mean() + (logits.argmax(0) == labels).float().mean()))
 
 
 def distilled_targets(teacher_logits: torch.Tensor, hard: torch.Tensor, alpha: float) -> torch.Tensor:

@@ -97,7 +97,7 @@ def test_multi_view_loss_is_the_weighted_sum_of_the_single_pair_losses_computed_
                   "image_image": _direct(i1, i2, s), "caption_tags": _direct(cap, tag, s)}
     assert set(out.losses) == set(PAIR_NAMES)
     for name, value in direct.items():
-        assert float(out.losses[name]) == pytest.approx(float(value), rel=1e-5), name
+        assert float(out.losses[name].detach()) == pytest.approx(float(value), rel=1e-5), name
         assert float(value) > 0.1                    # not a trivially-zero term
     expected = sum(WEIGHTS[n] * float(v) for n, v in direct.items())
     assert float(out.total) == pytest.approx(expected, rel=1e-5)
@@ -209,7 +209,12 @@ def _worker(rank: int, world: int, workdir: str) -> None:
             local_only = sum(WEIGHTS[n] * _direct(*pair, s) for n, pair in (
                 ("image_caption", (views["image1"], views["caption"])), ("image_tags", (views["image1"], views["tags"])),
                 ("image_image", (views["image1"], views["image2"])), ("caption_tags", (views["caption"], views["tags"]))))
-        torch.save({"total": float(out.total), "local_only": float(local_only), "grads": grads},
+        release = _micro(tok, **_weighted(), negatives="local")      # the option that reproduces the release
+        release.load_state_dict(model.state_dict())
+        with torch.no_grad():
+            release_total = float(release.pretrain_step(local, CTX).total)
+        torch.save({"total": float(out.total), "local_only": float(local_only), "release": release_total,
+                    "grads": grads},
                    Path(workdir) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -231,6 +236,8 @@ def test_a_two_process_gloo_run_uses_the_negatives_of_both_processes(model: ERNI
     assert 0.5 * (ranks[0]["total"] + ranks[1]["total"]) == pytest.approx(float(reference.total), rel=1e-5)
     # ...which local negatives alone (the release's head) do not give: 3 negatives per row instead of 7.
     assert 0.5 * (ranks[0]["local_only"] + ranks[1]["local_only"]) < float(reference.total) - 0.3
+    for r in ranks:
+        assert r["release"] == pytest.approx(r["local_only"], rel=1e-5)      # negatives: local = the release's head
     # Gradients flow through the gathered features: DDP's mean gradient equals the global-batch gradient.
     for name, p in model.named_parameters():
         if p.grad is None:

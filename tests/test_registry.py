@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from pathlib import Path
 
 import pytest
@@ -51,17 +53,24 @@ def test_dotted_and_nested_overrides(tokenizer: TextTokenizer) -> None:
     assert len(model.visual.vit.blocks) == 2
 
 
-def test_card_deviations_name_real_options() -> None:
-    card = get_spec("clip").card
+@pytest.mark.parametrize("method", list_methods())
+def test_card_deviations_and_assumptions_name_real_options(method: str) -> None:
+    """Every deviation/assumption names config fields ("a.b, c (note)"), or a suite/recipe field."""
+    spec = get_spec(method)
+    card = spec.card
     assert card.claimed and all(c.source and c.metrics for c in card.claimed)
-    for dev in card.deviations:
-        if dev.option.startswith("suite."):
-            continue
-        node: object = CLIPConfig
-        for part in dev.option.split("."):
-            fields = node.model_fields  # type: ignore[attr-defined]
-            assert part in fields, f"deviation option {dev.option!r} is not a config field"
-            node = fields[part].annotation
+    for entry in [*card.deviations, *card.assumptions]:
+        for option in re.sub(r"\s*\([^)]*\)", "", entry.option).split(","):
+            option = option.strip()
+            if option.startswith(("suite.", "train.recipe", "recipe")):
+                continue
+            node: object = spec.config_cls
+            for part in option.split("."):
+                fields = getattr(node, "model_fields", {})
+                assert part in fields, f"{method}: card option {entry.option!r}: {option!r} is not a config field"
+                node = fields[part].annotation
+                if getattr(node, "__args__", None):          # Optional[Model] / Model | None
+                    node = next((a for a in node.__args__ if hasattr(a, "model_fields")), node)
 
 
 def test_save_and_load_pretrained_round_trip(tmp_path: Path, tokenizer: TextTokenizer) -> None:
