@@ -1,5 +1,5 @@
 """Token masking, shared by every masked objective: BERT-style text masking (TCL's MLM, COTS's CMLM,
-SCALE's MLM) and BEiT-style blockwise patch masking (COTS's CMVM).
+SCALE's MLM), entity-level table masking (SCALE's MEM) and BEiT-style blockwise patch masking (COTS's CMVM).
 
 Text (ALBEF/TCL `mask()`): each position is chosen with probability p (never the positions
 holding `never_mask` ids, e.g. [PAD] and [CLS]; [SEP] can be chosen, as in the official code);
@@ -96,3 +96,34 @@ def block_masks(batch: int, grid: int, ratio: float, *, min_block: int = 16,
     """(batch, grid²) independent blockwise masks covering about `ratio` of the patches each."""
     n = int(round(ratio * grid * grid))
     return torch.stack([block_mask(grid, n, min_block=min_block, generator=generator) for _ in range(batch)])
+
+
+def mask_entities(input_ids: torch.Tensor, entity_index: torch.Tensor, is_value: torch.Tensor, *, mask_id: int,
+                  probability: float = 0.15, generator: torch.Generator | None = None) -> MaskedTokens:
+    """SCALE's masked entity modelling on a property–value table ([CLS] p1 v1 p2 v2 … [SEP]).
+
+    entity_index: (B, L) the pair each token belongs to (0, 1, …; -1 for [CLS]/[SEP]/[PAD]);
+    is_value: (B, L) True on value tokens, False on property tokens. Each pair is chosen with
+    probability p; a chosen pair has either all of its property tokens or all of its value tokens
+    (a fair coin per pair) replaced by [MASK] — a pair is never split within a side, and the other
+    side stays visible as context (the M5Product toolkit's entity-level masking, methods.md §5.3).
+    """
+    if not 0.0 <= probability <= 1.0:
+        raise ValueError(f"masking probability {probability} out of [0, 1]")
+    if entity_index.shape != input_ids.shape or is_value.shape != input_ids.shape:
+        raise ValueError("entity_index and is_value must have the shape of input_ids")
+    batch = input_ids.shape[0]
+    n_pairs = int(entity_index.max()) + 1 if entity_index.numel() else 0
+    device = input_ids.device
+    if n_pairs == 0:
+        chosen = torch.zeros_like(input_ids, dtype=torch.bool)
+    else:
+        pick = torch.rand(batch, n_pairs, generator=generator).to(device) < probability      # (B, P)
+        side = torch.rand(batch, n_pairs, generator=generator).to(device) < 0.5              # True: mask values
+        idx = entity_index.clamp_min(0)
+        pair_chosen = torch.gather(pick, 1, idx) & (entity_index >= 0)
+        mask_values = torch.gather(side, 1, idx)
+        chosen = pair_chosen & (is_value == mask_values)
+    labels = torch.where(chosen, input_ids, torch.full_like(input_ids, IGNORE_INDEX))
+    masked = input_ids.masked_fill(chosen, mask_id)
+    return MaskedTokens(masked, labels, chosen)

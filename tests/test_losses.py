@@ -73,3 +73,24 @@ def test_gradients_reach_features_and_scale() -> None:
     loss.backward()
     for g in (raw_i.grad, raw_t.grad, t.grad):
         assert g is not None and torch.isfinite(g).all() and g.abs().sum() > 0
+
+
+def test_self_harmonized_weights_on_a_hand_made_score_matrix() -> None:
+    from methods.losses import self_harmonized_weights
+
+    s = torch.tensor([[1.0, 0.5, 0.0], [0.5, 1.0, 0.2], [0.0, 0.2, 1.0]], dtype=torch.float64)
+    # Row 0 over the other modalities: softmax([0.5, 0.0]) = [e^.5, 1] / (e^.5 + 1).
+    e = math.exp(0.5)
+    w = self_harmonized_weights(s)
+    assert w[0, 1].item() == pytest.approx(0.5 * e / (e + 1)) and w[0, 2].item() == 0.0
+    assert w[1, 0].item() == pytest.approx(0.5 * e / (e + math.exp(0.2)))
+    assert w[1, 2].item() == pytest.approx(0.2 * math.exp(0.2) / (e + math.exp(0.2)))
+    assert torch.equal(torch.diagonal(w), torch.zeros(3, dtype=torch.float64))
+    full = self_harmonized_weights(s, include_diagonal=True)
+    row = torch.softmax(s[0], dim=0)
+    assert torch.allclose(full[0], s[0] * row)
+    # Gradient: constant weights by default, differentiable on request.
+    g = s.clone().requires_grad_(True)
+    assert not self_harmonized_weights(g).requires_grad
+    self_harmonized_weights(g, stop_gradient=False).sum().backward()
+    assert g.grad is not None and float(g.grad.abs().sum()) > 0

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from methods.losses import distilled_targets, global_local_infonce, info_nce, masked_lm_loss, positives_from_ids
-from methods.masking import IGNORE_INDEX, mask_tokens
+from methods.masking import IGNORE_INDEX, mask_entities, mask_tokens
 from methods.momentum import FeatureQueues, MomentumPairs, frozen_copy
 
 
@@ -137,3 +137,30 @@ def test_info_nce_against_queue_candidates_equals_loop() -> None:
     expected = sum(-math.log(math.exp(float(q[i] @ keys[i]) / temp)
                              / sum(math.exp(float(q[i] @ k) / temp) for k in keys)) for i in range(2)) / 2
     assert info_nce(q @ keys.t() / temp, torch.arange(2)).item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_entity_masking_never_splits_a_pair_and_masks_one_whole_side() -> None:
+    # [CLS] colour: dark red | shape: star | brand: umbra [SEP] [PAD]  -> three pairs with multi-token sides.
+    ids = torch.tensor([[101, 11, 12, 13, 21, 22, 31, 32, 33, 102, 0]] * 400)
+    entity = torch.tensor([[-1, 0, 0, 0, 1, 1, 2, 2, 2, -1, -1]] * 400)
+    is_value = torch.tensor([[False, False, True, True, False, True, False, True, True, False, False]] * 400)
+    g = torch.Generator().manual_seed(0)
+    out = mask_entities(ids, entity, is_value, mask_id=103, probability=0.3, generator=g)
+    for row in range(ids.shape[0]):
+        for pair in range(3):
+            here = entity[row] == pair
+            prop, val = here & ~is_value[row], here & is_value[row]
+            c = out.chosen[row]
+            # Each side is masked entirely or not at all, and never both sides of one pair.
+            assert bool(c[prop].all()) or not bool(c[prop].any())
+            assert bool(c[val].all()) or not bool(c[val].any())
+            assert not (bool(c[prop].any()) and bool(c[val].any()))
+    assert not out.chosen[:, [0, 9, 10]].any()                                  # specials and padding
+    assert torch.equal(out.input_ids[out.chosen], torch.full_like(ids[out.chosen], 103))
+    assert torch.equal(out.labels[out.chosen], ids[out.chosen])
+    assert (out.labels[~out.chosen] == IGNORE_INDEX).all()
+    # Rates: a pair is chosen with p = 0.3, and then its value side half of the time.
+    chosen_pairs = torch.stack([out.chosen[:, entity[0] == p].any(1) for p in range(3)], 1).float()
+    assert float(chosen_pairs.mean()) == pytest.approx(0.3, abs=0.04)
+    value_side = torch.stack([out.chosen[:, (entity[0] == p) & is_value[0]].any(1) for p in range(3)], 1).float()
+    assert float(value_side.sum() / chosen_pairs.sum()) == pytest.approx(0.5, abs=0.08)
