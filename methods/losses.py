@@ -143,20 +143,24 @@ def kl_alignment(logits_a: torch.Tensor, logits_b: torch.Tensor, direction: str 
     raise ValueError(f"unknown KL direction {direction!r}: use a_to_b, b_to_a or symmetric")
 
 
-def self_harmonized_weights(scores: torch.Tensor, *, include_diagonal: bool = False,
+def self_harmonized_weights(scores: torch.Tensor, *, include_diagonal: bool = False, row_l2_normalise: bool = False,
                             stop_gradient: bool = True) -> torch.Tensor:
     """SCALE's modality re-weighting S' = S ⊙ softmax(S), the softmax taken along each row.
 
-    scores: (M, M) modality score matrix S (e.g. batch-mean cosine of modality globals). With
-    include_diagonal False the softmax runs over the other modalities only and S'_mm = 0 (the
-    pairwise losses exist only for m != n). stop_gradient: S' is a constant weight (no gradient
-    flows into the scores through it), the default we document for SCALE (methods.md §5.3: unverified).
+    scores: (..., M, M) modality score matrices S (one per sample, or a batch mean). include_diagonal
+    False: the softmax runs over the other modalities only and S'_mm = 0 (the paper's reading: pairwise
+    losses exist only for m != n); True with row_l2_normalise: what SCALE_code computes (per sample,
+    diagonal included, each row of S' L2-normalised; docs/research/scale_code.md). stop_gradient: S' is a
+    constant weight (no gradient flows into the scores through it); SCALE_code does not detach.
     """
-    if scores.ndim != 2 or scores.shape[0] != scores.shape[1]:
-        raise ValueError(f"S must be a square (M, M) matrix, got {tuple(scores.shape)}")
+    if scores.ndim < 2 or scores.shape[-1] != scores.shape[-2]:
+        raise ValueError(f"S must be (..., M, M) square, got {tuple(scores.shape)}")
     s = scores.detach() if stop_gradient else scores
-    logits = s if include_diagonal else s.masked_fill(torch.eye(s.shape[0], dtype=torch.bool, device=s.device),
-                                                      float("-inf"))
-    weights = s * torch.softmax(logits, dim=1)
-    return weights if include_diagonal else weights.masked_fill(torch.eye(s.shape[0], dtype=torch.bool,
-                                                                          device=s.device), 0.0)
+    eye = torch.eye(s.shape[-1], dtype=torch.bool, device=s.device)
+    logits = s if include_diagonal else s.masked_fill(eye, float("-inf"))
+    weights = s * torch.softmax(logits, dim=-1)
+    if not include_diagonal:
+        weights = weights.masked_fill(eye, 0.0)
+    if row_l2_normalise:
+        weights = F.normalize(weights, dim=-1)
+    return weights

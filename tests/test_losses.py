@@ -89,6 +89,13 @@ def test_self_harmonized_weights_on_a_hand_made_score_matrix() -> None:
     full = self_harmonized_weights(s, include_diagonal=True)
     row = torch.softmax(s[0], dim=0)
     assert torch.allclose(full[0], s[0] * row)
+    # SCALE_code's variant, per sample: diagonal included, rows L2-normalised.
+    batch = torch.stack([s, s.t() * 0.5])
+    code = self_harmonized_weights(batch, include_diagonal=True, row_l2_normalise=True)
+    assert code.shape == (2, 3, 3)
+    expected = s * torch.softmax(s, dim=1)
+    assert torch.allclose(code[0], expected / expected.norm(dim=1, keepdim=True))
+    assert torch.allclose(code.norm(dim=-1), torch.ones(2, 3, dtype=torch.float64))
     # Gradient: constant weights by default, differentiable on request.
     g = s.clone().requires_grad_(True)
     assert not self_harmonized_weights(g).requires_grad
