@@ -24,7 +24,7 @@ from methods.losses import clip_loss, contrastive_accuracy
 from methods.preprocess import ImagePreprocess, ImagePreprocessConfig
 from methods.registry import MethodSpec, register_method
 from methods.tokenizer import TextTokenizer, TokenBatch
-from methods.towers import TextTower, TextTowerConfig, VisionTower, VisionTowerConfig
+from methods.towers import TextTower, TextTowerConfig, VisionTower, VisionTowerConfig, check_tower_shapes
 
 INIT_LOGIT_SCALE = math.log(1 / 0.07)
 MAX_LOGIT_SCALE = math.log(100.0)
@@ -74,11 +74,7 @@ class CLIP(VLPModel):
 
     @classmethod
     def from_config(cls, config: CLIPConfig, tokenizer: TextTokenizer) -> "CLIP":
-        if config.text.arch != "clip":
-            raise ValueError("CLIP needs text.arch = 'clip' (causal transformer pooled at EOT)")
-        if config.vision.image_size != config.preprocess.resolution:
-            raise ValueError(f"vision.image_size {config.vision.image_size} != preprocess.resolution "
-                             f"{config.preprocess.resolution}")
+        check_tower_shapes("CLIP", config.vision, config.text, config.preprocess.resolution, "clip")
         vision = VisionTower(config.vision)
         text = TextTower(config.text, tokenizer.vocab_size, tokenizer.pad_id, tokenizer.cls_id, tokenizer.sep_id)
         if config.init == "clip":
@@ -87,10 +83,6 @@ class CLIP(VLPModel):
             if not config.text.pretrained_dir:
                 _clip_text_init(text)
         return cls(config, tokenizer, vision, text)
-
-    @property
-    def text_max_length(self) -> int:
-        return int(self.config.text.max_length)
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.image_proj(self.visual(images).pooled), dim=-1)

@@ -37,7 +37,7 @@ from methods.momentum import FeatureQueues, MomentumPairs, frozen_copy
 from methods.preprocess import ImagePreprocess, ImagePreprocessConfig
 from methods.registry import MethodSpec, register_method
 from methods.tokenizer import TextTokenizer, TokenBatch
-from methods.towers import VisionTower, VisionTowerConfig, TextTowerConfig
+from methods.towers import TextTowerConfig, VisionTower, VisionTowerConfig, check_tower_shapes
 from methods.visual_tokenizer import VisualTokenizer, VisualTokenizerConfig
 
 KL_DIRECTIONS = {"symmetric": "symmetric", "i2t_to_t2i": "a_to_b", "t2i_to_i2t": "b_to_a"}
@@ -86,10 +86,7 @@ class COTSConfig(StrictModel):
 
     @model_validator(mode="after")
     def _shapes(self) -> "COTSConfig":
-        if self.text.arch != "bert":
-            raise ValueError("COTS's text encoder is a BERT: text.arch must be 'bert'")
-        if self.vision.image_size != self.preprocess.resolution:
-            raise ValueError("vision.image_size must equal preprocess.resolution")
+        check_tower_shapes("COTS", self.vision, self.text, self.preprocess.resolution, "bert")
         if self.mvlm_combine == "sum" and self.vision.width != self.text.width:
             raise ValueError("mvlm_combine 'sum' adds a global feature of one stream to token features of the "
                              "other: vision.width must equal text.width (or use mvlm_combine 'concat')")
@@ -147,14 +144,6 @@ class COTS(VLPModel):
             image_tokenizer = VisualTokenizer(config.visual_tokenizer, vision.grid, config.preprocess.mean,
                                               config.preprocess.std)
         return cls(config, tokenizer, vision, text, image_tokenizer)
-
-    @property
-    def text_max_length(self) -> int:
-        return int(self.config.text.max_length)
-
-    @property
-    def train_text_max_length(self) -> int:
-        return int(self.config.train_text_max_length or self.config.text.max_length)
 
     def train(self, mode: bool = True) -> "COTS":
         super().train(mode)

@@ -35,7 +35,7 @@ from methods.preprocess import ImagePreprocess, ImagePreprocessConfig
 from methods.registry import MethodSpec, register_method
 from methods.text_views import caption_words
 from methods.tokenizer import TextTokenizer, TokenBatch
-from methods.towers import TextTower, TextTowerConfig, VisionTower, VisionTowerConfig
+from methods.towers import TextTower, TextTowerConfig, VisionTower, VisionTowerConfig, check_tower_shapes
 
 INIT_LOGIT_SCALE = math.log(1 / 0.07)
 
@@ -88,10 +88,7 @@ class ERNIEViL2Config(StrictModel):
 
     @model_validator(mode="after")
     def _shapes(self) -> "ERNIEViL2Config":
-        if self.text.arch != "bert":
-            raise ValueError("ERNIE-ViL 2.0's text tower is an ERNIE (BERT-style) encoder: text.arch must be 'bert'")
-        if self.vision.image_size != self.preprocess.resolution:
-            raise ValueError("vision.image_size must equal preprocess.resolution")
+        check_tower_shapes("ERNIE-ViL 2.0", self.vision, self.text, self.preprocess.resolution, "bert")
         if self.embed_dim is None and self.vision.width != self.text.width:
             raise ValueError(f"with no projection (embed_dim null) the towers' widths must match: vision.width "
                              f"{self.vision.width} != text.width {self.text.width}; set embed_dim to project both")
@@ -145,14 +142,6 @@ class ERNIEViL2(VLPModel):
         vision = VisionTower(config.vision)
         text = TextTower(config.text, tokenizer.vocab_size, tokenizer.pad_id, tokenizer.cls_id, tokenizer.sep_id)
         return cls(config, tokenizer, vision, text)
-
-    @property
-    def text_max_length(self) -> int:
-        return int(self.config.text.max_length)
-
-    @property
-    def train_text_max_length(self) -> int:
-        return int(self.config.train_text_max_length or self.config.text.max_length)
 
     def derive_field(self, name: str, texts: Sequence[str]) -> list[str] | None:
         if name == "caption_words":

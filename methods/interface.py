@@ -117,14 +117,16 @@ class VLPModel(nn.Module, abc.ABC):
         return self.tokenizer(texts, max_length=length)
 
     @property
-    @abc.abstractmethod
     def text_max_length(self) -> int:
-        """Context length used for tokenisation at test time (and in training unless overridden)."""
+        """Context length used for tokenisation at test time (and in training unless overridden): the
+        config's `text.max_length`."""
+        return int(self.config.text.max_length)  # type: ignore[attr-defined]
 
     @property
     def train_text_max_length(self) -> int:
-        """Context length in pretraining (TCL/ALBEF: 25, against 30 at test time)."""
-        return self.text_max_length
+        """Context length in pretraining: the config's `train_text_max_length` when it sets one (TCL/ALBEF:
+        25, against 30 at test time), else text_max_length."""
+        return int(getattr(self.config, "train_text_max_length", None) or self.text_max_length)
 
     # ---- pretraining ------------------------------------------------------------------------
     @abc.abstractmethod

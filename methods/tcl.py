@@ -34,7 +34,7 @@ from methods.preprocess import ImagePreprocess, ImagePreprocessConfig
 from methods.registry import MethodSpec, register_method
 from methods.tcl_checkpoint import load_bert_init
 from methods.tokenizer import TextTokenizer, TokenBatch
-from methods.towers import TextTower, TextTowerConfig, VisionTower, VisionTowerConfig
+from methods.towers import TextTower, TextTowerConfig, VisionTower, VisionTowerConfig, check_tower_shapes
 
 
 class TCLConfig(StrictModel):
@@ -64,14 +64,11 @@ class TCLConfig(StrictModel):
 
     @model_validator(mode="after")
     def _shapes(self) -> "TCLConfig":
-        if self.text.arch != "bert":
-            raise ValueError("TCL's text encoder is a BERT: text.arch must be 'bert'")
+        check_tower_shapes("TCL", self.vision, self.text, self.preprocess.resolution, "bert")
         if not 0 < self.fusion_layer < self.text.depth:
             raise ValueError(f"fusion_layer {self.fusion_layer} must split text.depth {self.text.depth} in two")
         if self.vision.width != self.text.width:
             raise ValueError("cross-attention reads image tokens at the BERT width: vision.width must equal text.width")
-        if self.vision.image_size != self.preprocess.resolution:
-            raise ValueError("vision.image_size must equal preprocess.resolution")
         return self
 
 
@@ -154,14 +151,6 @@ class TCL(VLPModel):
         vision = VisionTower(config.vision)
         text = TCLText(config, tokenizer.vocab_size, tokenizer.pad_id, tokenizer.cls_id, tokenizer.sep_id)
         return cls(config, tokenizer, vision, text)
-
-    @property
-    def text_max_length(self) -> int:
-        return int(self.config.text.max_length)
-
-    @property
-    def train_text_max_length(self) -> int:
-        return int(self.config.train_text_max_length)
 
     # ---- embeddings (ITC) ----------------------------------------------------------------------
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:

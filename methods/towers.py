@@ -239,3 +239,13 @@ class TextTower(nn.Module):
         else:
             pooled = hidden[:, 0]
         return TowerOutput(tokens=hidden, pooled=pooled, mask=attention_mask)
+
+
+def check_tower_shapes(method: str, vision: VisionTowerConfig, text: TextTowerConfig, resolution: int,
+                       text_arch: str) -> None:
+    """The checks every two-tower config repeats: the text tower's kind, and image size = preprocessing size."""
+    if text.arch != text_arch:
+        raise ValueError(f"{method}'s text tower is a {text_arch!r} encoder: text.arch must be {text_arch!r}, "
+                         f"not {text.arch!r}")
+    if vision.image_size != resolution:
+        raise ValueError(f"vision.image_size {vision.image_size} must equal preprocess.resolution {resolution}")
