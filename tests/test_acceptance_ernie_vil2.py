@@ -52,7 +52,9 @@ def test_default_ernie_vil2_tiny_learns_every_view_pair(tmp_path: Path, cache_ro
     base = evaluate_image_text(untrained, dataset.retrieval_split("test"), RetrievalProtocol(),
                                torch.device("cpu"), "fp32").metrics
     trained = itc.metrics
-    # Measured at the default config (2-core CPU, seed 0): see README / docs/ernie-vil2.md.
+    # Measured at the default config (2-core CPU, seed 0): untrained 3.50 (chance), trained ITC RSUM 183.2
+    # (CLIP-tiny 240.2, COTS-tiny 179.0 in the same run). Pair accuracies at step 250: image-caption 0.20,
+    # image-tags 0.31, image-image 0.56, caption-tags 0.60 (losses 5.66/5.63/3.41/5.57 -> 3.62/2.56/1.90/1.80).
     assert base["rsum"] < 15.0, base
     assert trained["rsum"] >= base["rsum"] + 150.0, (trained, base)
     assert max(trained["i2t_R1"], trained["t2i_R1"]) <= 95.0, trained
