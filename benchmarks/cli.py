@@ -33,6 +33,7 @@ from benchmarks.data import BuiltinConfig, DatasetError, open_dataset  # noqa: E
 from benchmarks.pipeline import expand_jobs, run_job  # noqa: E402
 from benchmarks.suite import Suite, load_suite  # noqa: E402
 from benchmarks.training.checkpoint import CheckpointError  # noqa: E402
+from benchmarks.runtime import code_version  # noqa: E402
 from methods import ConfigError, get_spec, list_methods, method_config  # noqa: E402
 from methods.registry import SIZES, param_count  # noqa: E402
 from methods.tokenizer import TokenizerError  # noqa: E402
@@ -74,6 +75,7 @@ def _render(suite: Suite, suite_dir: Path, output: Path, uri: str, source: str) 
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    code_version()  # the commit of the code this process loaded, before any long job (see runtime.code_version)
     suite = load_suite(Path(args.suite) if args.suite else None, _parse_sets(args.set))
     output = Path(args.output)
     suite_dir = _suite_dir(args, suite)

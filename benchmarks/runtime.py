@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import platform
 import random
@@ -90,13 +91,21 @@ def _git(args: list[str], cwd: Path) -> str | None:
 
 
 def code_version(repo: Path | None = None) -> dict[str, Any]:
-    """Git commit of the code that runs, and whether the tree had uncommitted changes."""
-    repo = repo or Path(__file__).resolve().parent.parent
+    """Git commit of the code that runs, and whether the tree had uncommitted changes.
+
+    Read once per process and repository, at the first call (`vlpbench run` makes it at start-up): the
+    code a process runs is what it loaded then, so a commit made while a long run is going must not
+    relabel that run's results."""
+    return dict(_code_version_once((repo or Path(__file__).resolve().parent.parent).resolve()))
+
+
+@functools.lru_cache(maxsize=None)
+def _code_version_once(repo: Path) -> tuple[tuple[str, Any], ...]:
     commit = _git(["rev-parse", "HEAD"], repo)
     if commit is None:
-        return {"git_commit": "unknown", "git_dirty": None}
+        return (("git_commit", "unknown"), ("git_dirty", None))
     status = _git(["status", "--porcelain", "--untracked-files=no"], repo)
-    return {"git_commit": commit, "git_dirty": bool(status)}
+    return (("git_commit", commit), ("git_dirty", bool(status)))
 
 
 def _cpu_name() -> str:

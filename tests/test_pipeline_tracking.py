@@ -205,3 +205,25 @@ def test_a_variant_needs_its_own_name_and_a_known_method(tmp_path: Path) -> None
     suite = load_suite(None, {"variants": {"clip-wide": {"method": "clip", "method_overrides": {"embed_dim": 512}}}})
     assert suite.method_names()[-1] == "clip-wide" and suite.method_of("clip-wide") == "clip"
     assert suite.overrides_for("clip-wide", "method") == {"embed_dim": 512}
+
+
+def test_the_code_version_is_read_once_so_a_commit_during_a_run_does_not_relabel_it(tmp_path: Path) -> None:
+    import subprocess
+
+    from benchmarks.runtime import code_version
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True, text=True,
+                              env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+                                   "GIT_COMMITTER_EMAIL": "t@t", "PATH": "/usr/bin:/bin"}).stdout.strip()
+
+    git("init", "-q")
+    (tmp_path / "f.py").write_text("a = 1\n")
+    git("add", "f.py")
+    git("commit", "-qm", "first")
+    first = git("rev-parse", "HEAD")
+    assert code_version(tmp_path) == {"git_commit": first, "git_dirty": False}
+    (tmp_path / "f.py").write_text("a = 2\n")
+    git("commit", "-qam", "second")
+    assert git("rev-parse", "HEAD") != first
+    assert code_version(tmp_path) == {"git_commit": first, "git_dirty": False}
