@@ -14,30 +14,19 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
-from benchmarks import cli
-from benchmarks.data import open_dataset
-from benchmarks.evaluation.retrieval import RetrievalProtocol, evaluate_image_text
-from benchmarks.pipeline import Job, build_tokenizer, prepare_init
-from benchmarks.suite import Suite
-from methods import create_method
-from reports.store import read_evaluation
+from tests.acceptance import run_default_job, untrained_metrics
 
 
 @pytest.mark.heavy
 @pytest.mark.timeout(3600)
 def test_default_cots_tiny_learns_and_its_filter_finds_the_mismatched_pairs(tmp_path: Path,
                                                                             cache_root: Path) -> None:
-    assert cli.main(["run", "--set", "methods=[cots]", "--output", str(tmp_path), "--no-progress"]) == 0
-    job = tmp_path / "default" / "jobs" / "cots-tiny-s0"
-    itc = read_evaluation(job / "eval" / "zeroshot_retrieval" / "results.json")
-    assert itc.protocol["n_images"] == 1000 and itc.protocol["scoring"] == "itc"
-    assert not (job / "eval" / "zeroshot_retrieval_rerank").exists()     # two streams: nothing to re-rank
-    lineage = json.loads((job / "model" / "model_config.json").read_text())["lineage"]
-    assert [e["stage"] for e in lineage] == ["unimodal-init", "visual-tokenizer", "pretrain"]
+    job = run_default_job("cots", tmp_path)
+    assert not (job.job_dir / "eval" / "zeroshot_retrieval_rerank").exists()     # two streams: nothing to re-rank
+    assert job.lineage_stages == ["unimodal-init", "visual-tokenizer", "pretrain"]
 
-    summary = json.loads((job / "pretrain.json").read_text())["summary"]
+    summary = json.loads((job.job_dir / "pretrain.json").read_text())["summary"]
     amf = summary["filters"]["amf_dropped"]
     assert amf["noise_fraction"] == pytest.approx(0.05, abs=0.01)
     # A random filter has precision = the noise rate. Measured at the default config (2-core CPU, seed 0):
@@ -45,15 +34,8 @@ def test_default_cots_tiny_learns_and_its_filter_finds_the_mismatched_pairs(tmp_
     assert amf["precision"] >= 4 * amf["noise_fraction"], amf
     assert amf["recall"] >= 0.3, amf
 
-    suite = Suite(methods=["cots"])
-    dataset = open_dataset("builtin", cache_root=cache_root)
-    tokenizer = build_tokenizer(suite, dataset)
-    overrides, _ = prepare_init(Job(suite, "cots", "tiny", 0), dataset, tokenizer, cache_root, log=lambda _: None)
-    torch.manual_seed(0)
-    untrained = create_method("cots", "tiny", tokenizer=tokenizer, overrides=overrides)
-    base = evaluate_image_text(untrained, dataset.retrieval_split("test"), RetrievalProtocol(),
-                               torch.device("cpu"), "fp32").metrics
-    trained = itc.metrics
+    base = untrained_metrics("cots", cache_root)
+    trained = job.itc.metrics
     # Measured: untrained 3.55 (chance), trained ITC RSUM 179.0 (CLIP-tiny 240.2, TCL-tiny 74.6).
     assert base["rsum"] < 15.0, base                           # unimodal towers + random projections: chance
     assert trained["rsum"] >= base["rsum"] + 100.0, (trained, base)
