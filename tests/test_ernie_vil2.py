@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from benchmarks.data import BuiltinDataset
 from benchmarks.data.types import PairCorpus
 from benchmarks.training.batches import PretrainBatches
-from methods import ConfigError, PretrainBatch, StepContext, TextTokenizer, create_method, load_pretrained, save_pretrained
+from methods import (ConfigError, PretrainBatch, StepContext, TextTokenizer, TokenBatch, create_method, load_pretrained,
+                     save_pretrained)
 from methods.ernie_vil2 import PAIR_NAMES, ERNIEViL2
 from methods.losses import clip_loss
 from methods.text_views import caption_words
@@ -183,6 +184,18 @@ def test_save_and_load_give_the_same_embeddings(model: ERNIEViL2, batch: Pretrai
 
 
 # ---- the global batch across processes ------------------------------------------------------------------
+def _batch_to_tensors(b: PretrainBatch) -> dict[str, torch.Tensor]:
+    """A plain tensor dict (loadable with weights_only=True) of a batch with image_view2 and tags."""
+    return {"images": b.images, "ids": b.text.input_ids, "mask": b.text.attention_mask, "index": b.index,
+            "view2": b.extras["image_view2"], "tag_ids": b.extras["tags"].input_ids,
+            "tag_mask": b.extras["tags"].attention_mask}
+
+
+def _batch_from_tensors(d: dict[str, torch.Tensor]) -> PretrainBatch:
+    return PretrainBatch(d["images"], TokenBatch(d["ids"], d["mask"]), d["index"],
+                         {"image_view2": d["view2"], "tags": TokenBatch(d["tag_ids"], d["tag_mask"])})
+
+
 def _worker(rank: int, world: int, workdir: str) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(1)
@@ -190,12 +203,12 @@ def _worker(rank: int, world: int, workdir: str) -> None:
     try:
         tok = TextTokenizer.from_dir(Path(workdir) / "tokenizer")
         model = _micro(tok, **_weighted())
-        model.load_state_dict(torch.load(Path(workdir) / "state.pt"))
-        full: PretrainBatch = torch.load(Path(workdir) / "batch.pt", weights_only=False)
+        model.load_state_dict(torch.load(Path(workdir) / "state.pt", weights_only=True))
+        full = _batch_from_tensors(torch.load(Path(workdir) / "batch.pt", weights_only=True))
         n = full.images.shape[0] // world
         rows = torch.arange(rank * n, (rank + 1) * n)
         local = PretrainBatch(full.images[rows], full.text[rows], full.index[rows],
-                              {k: (v[rows] if isinstance(v, torch.Tensor) else v[rows]) for k, v in full.extras.items()})
+                              {k: v[rows] for k, v in full.extras.items()})
         out = model.pretrain_step(local, CTX)
         out.total.backward()
         grads = {k: p.grad for k, p in model.named_parameters() if p.grad is not None}
@@ -226,9 +239,9 @@ def test_a_two_process_gloo_run_uses_the_negatives_of_both_processes(model: ERNI
     full = PretrainBatches(small_world.pretrain_corpus(), model, 8, seed=0).batch(0, 0)
     tokenizer.save(tmp_path / "tokenizer")
     torch.save(model.state_dict(), tmp_path / "state.pt")
-    torch.save(full, tmp_path / "batch.pt")
+    torch.save(_batch_to_tensors(full), tmp_path / "batch.pt")
     mp.spawn(_worker, args=(2, str(tmp_path)), nprocs=2, join=True)
-    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
 
     reference = model.pretrain_step(full, CTX)          # one process holding the whole global batch of 8
     reference.total.backward()
