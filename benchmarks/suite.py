@@ -36,6 +36,7 @@ from methods import SIZES, default_suite_methods, list_methods
 from methods.config import ConfigError, StrictModel, deep_merge, validate
 
 BENCHMARKS: tuple[str, ...] = ("zeroshot_retrieval",)
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"   # suite and variant names (they become folder names)
 
 
 def _members(values: list[str], allowed: tuple[str, ...], what: str) -> list[str]:
@@ -112,7 +113,7 @@ class Variant(StrictModel):
 
 
 class Suite(StrictModel):
-    name: str = Field("default", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str = Field("default", pattern=NAME_PATTERN)
     # Declared before `methods`, whose check reads it.
     variants: dict[str, Variant] = Field(
         default_factory=dict, description="Named variants of methods (own overrides), run as extra jobs; 'methods' "
@@ -143,7 +144,7 @@ class Suite(StrictModel):
         for name in v:
             if name in list_methods():
                 raise ValueError(f"variant {name!r} has a method's name: give it its own (e.g. {name}-ablation)")
-            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+            if not re.fullmatch(NAME_PATTERN, name):
                 raise ValueError(f"variant name {name!r}: use letters, digits, '_', '.', '-'")
         return v
 

@@ -56,9 +56,6 @@ class ViewPairs(StrictModel):
 
 PAIR_NAMES: tuple[str, ...] = tuple(ViewPairs.model_fields)
 
-# Corpus field that fills the tags slot, per `tags_source`.
-TAGS_FIELDS: dict[str, str] = {"tags": "tags", "other_caption": "other_caption", "caption_words": "caption_words"}
-
 
 class ERNIEViL2Config(StrictModel):
     vision: VisionTowerConfig
@@ -134,7 +131,7 @@ class ERNIEViL2(VLPModel):
                                                                                             "image_tags"}):
             needs.add("image_view2")
         if pairs & {"image_tags", "caption_tags"}:
-            needs.add(TAGS_FIELDS[config.tags_source])
+            needs.add(config.tags_source)   # the corpus (or derived) field of that name
         self.data_fields = frozenset(needs)
 
     @classmethod
@@ -172,7 +169,7 @@ class ERNIEViL2(VLPModel):
         if pairs & {"image_caption", "caption_tags"}:
             out["caption"] = self.encode_text(batch.text)
         if pairs & {"image_tags", "caption_tags"}:
-            out["tags"] = self.encode_text(batch.extras[TAGS_FIELDS[self.config.tags_source]])
+            out["tags"] = self.encode_text(batch.extras[self.config.tags_source])
         return out
 
     def pair_losses(self, views: dict[str, torch.Tensor], scale: torch.Tensor
