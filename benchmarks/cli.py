@@ -74,6 +74,15 @@ def _render(suite: Suite, suite_dir: Path, output: Path, uri: str, source: str) 
     return atomic_write_text(suite_dir / "report.md", text)
 
 
+def _headline(metrics: dict[str, float]) -> str:
+    """The one line a finished evaluation prints: recalls for image-text retrieval, mAP/Prec@1 per feature type
+    for product retrieval."""
+    if "rsum" in metrics:
+        return f"RSUM {metrics['rsum']:.1f}  i2t R@1 {metrics['i2t_R1']:.1f}  t2i R@1 {metrics['t2i_R1']:.1f}"
+    features = sorted({k.split("/")[0] for k in metrics if k.endswith("/mAP@1")})
+    return "mAP@1 " + "  ".join(f"{f} {metrics[f + '/mAP@1']:.1f}" for f in features)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     code_version()  # the commit of the code this process loaded, before any long job (see runtime.code_version)
     suite = load_suite(Path(args.suite) if args.suite else None, _parse_sets(args.set))
@@ -92,8 +101,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         runs = tracking.log_job(outcome.job_dir, suite_dir, uri, _experiment(suite), artifact_root)
         for bench, path in outcome.results.items():
             metrics = json.loads(path.read_text())["metrics"]
-            print(f"[{job.name}] {bench}: RSUM {metrics['rsum']:.1f}  i2t R@1 {metrics['i2t_R1']:.1f}  "
-                  f"t2i R@1 {metrics['t2i_R1']:.1f}  (mlflow run {runs.get(bench, '?')})", flush=True)
+            print(f"[{job.name}] {bench}: {_headline(metrics)}  (mlflow run {runs.get(bench, '?')})", flush=True)
     report = _render(suite, suite_dir, output, uri, "mlflow")
     print(f"done in {time.perf_counter() - t0:.0f} s")
     print(f"report: {report}")

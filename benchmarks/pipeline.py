@@ -28,6 +28,7 @@ import torch
 
 from benchmarks.data import BuiltinDataset, open_dataset
 from benchmarks.data.builtin.build import default_cache_root
+from benchmarks.evaluation.products import evaluate_products
 from benchmarks.evaluation.retrieval import RetrievalProtocol, evaluate_image_text
 from benchmarks.runtime import fingerprint, resolve_device, resolve_precision, seed_everything
 from benchmarks.suite import Suite
@@ -38,6 +39,7 @@ from benchmarks.training.unimodal import UnimodalRequest, ensure_unimodal
 from methods import (TextTokenizer, VLPModel, create_method, get_spec, load_pretrained, method_config,
                      save_pretrained, train_recipe)
 from methods.config import ConfigError, StrictModel, deep_merge
+from methods.media import PRODUCT_MODALITIES
 from reports.store import (PRETRAIN_FILE, RANKS_FILE, RESULTS_FILE, EvaluationRecord, PretrainRecord,
                            atomic_write_json, read_evaluation, read_pretrain, save_ranks, write_record)
 
@@ -169,6 +171,7 @@ def resolved_config(job: Job, dataset: BuiltinDataset, tokenizer: TextTokenizer)
         "tokenizer": {**suite.tokenizer.model_dump(mode="json"), "fingerprint": tokenizer.fingerprint(),
                       "vocab_size": tokenizer.vocab_size},
         "retrieval": suite.retrieval.model_dump(mode="json"),
+        "products": suite.products.model_dump(mode="json"),
     }
 
 
@@ -180,7 +183,7 @@ def _variant_entry(job: Job) -> dict[str, Any]:
 
 def job_fingerprint(config: dict[str, Any]) -> str:
     # Evaluation settings do not change the trained weights, so they stay out of the fingerprint.
-    keyed = {k: v for k, v in config.items() if k != "retrieval"}
+    keyed = {k: v for k, v in config.items() if k not in ("retrieval", "products")}
     return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()
 
 
@@ -320,10 +323,45 @@ def _evaluate_zeroshot(job: Job, job_dir: Path, model: VLPModel, dataset: Builti
     return written
 
 
-BENCHMARK_RUNNERS: dict[str, Callable[..., dict[str, Path]]] = {"zeroshot_retrieval": _evaluate_zeroshot}
+def _evaluate_products(job: Job, job_dir: Path, model: VLPModel, dataset: BuiltinDataset,
+                       config: dict[str, Any], pre: PretrainRecord) -> dict[str, Path]:
+    suite = job.suite
+    device = resolve_device(suite.device)
+    precision = resolve_precision(suite.precision, device)
+    corpus = dataset.product_corpus(suite.products.split)
+    proto = suite.products.protocol
+    model.to(device)
+    lineage = json.loads((job_dir / "model" / "model_config.json").read_text())["lineage"]
+    outcome = evaluate_products(model, corpus, proto, device, precision)
+    labels = corpus.extras["category"]
+    missing = corpus.extras.get("missing")
+    protocol = {
+        "task": "same-category product retrieval", "setting": "zero-shot (pretrain features)",
+        "lineage": describe_lineage(lineage) + " (no fine-tuning)",
+        "split": f"{corpus.ref.dataset}/{corpus.ref.split}", "n_items": len(corpus),
+        "n_categories": len(set(labels)), "queries": "every item; gallery: the same items (leave-one-out)",
+        "relevance": "same category label", "title": "alt_text", "similarity": "dot product",
+        "feature_types": outcome.feature_types, "ks": list(proto.ks), "max_topk": proto.max_topk,
+        "exclude_query": proto.exclude_query, "positives_include_query": proto.positives_include_query,
+        "cutoff": proto.cutoff, "missing_fraction": None if missing is None else
+        {m: round(float(v), 4) for m, v in zip(PRODUCT_MODALITIES, missing.mean(axis=0))},
+        "resolution": int(model.preprocess.config.resolution), "text_max_length": model.text_max_length,
+        "precision": precision, "metric_units": "percent", "tokenizer": config["tokenizer"]["fingerprint"][:16],
+    }
+    record = EvaluationRecord(
+        suite=suite.name, job=job.name, method=job.method, variant=job.variant, size=job.size, seed=job.seed,
+        config=config, environment=fingerprint(device), benchmark="product_retrieval", dataset=corpus.ref.to_json(),
+        protocol=protocol, metrics=outcome.metrics, lineage=lineage, timings=outcome.timings,
+        card=get_spec(job.method).card.to_json())
+    return {"product_retrieval": write_record(job_dir / "eval" / "product_retrieval" / RESULTS_FILE, record)}
+
+
+BENCHMARK_RUNNERS: dict[str, Callable[..., dict[str, Path]]] = {"zeroshot_retrieval": _evaluate_zeroshot,
+                                                                 "product_retrieval": _evaluate_products}
 # The records a benchmark writes for a model (used to tell whether finished work can be reused).
 BENCHMARK_RECORDS: dict[str, Callable[[Job, VLPModel], list[str]]] = {
-    "zeroshot_retrieval": lambda job, model: list(_zeroshot_protocols(job, model))}
+    "zeroshot_retrieval": lambda job, model: list(_zeroshot_protocols(job, model)),
+    "product_retrieval": lambda job, model: ["product_retrieval"]}
 
 
 def run_job(job: Job, suite_dir: Path, *, resume: str | None = None, progress: bool = True,
@@ -363,7 +401,8 @@ def run_job(job: Job, suite_dir: Path, *, resume: str | None = None, progress: b
             outcome.results.update(paths)
             outcome.reused.append(bench)
             continue
-        log(f"[{job.name}] {bench} on {dataset.name}/{suite.retrieval.split}")
+        split = suite.products.split if bench == "product_retrieval" else suite.retrieval.split
+        log(f"[{job.name}] {bench} on {dataset.name}/{split}")
         with torch.no_grad():
             outcome.results.update(BENCHMARK_RUNNERS[bench](job, job_dir, model, dataset, config, pre))
     return outcome

@@ -28,6 +28,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationInfo, field_validator
 
+from benchmarks.evaluation.products import ProductEvalProtocol
 from benchmarks.evaluation.retrieval import RetrievalProtocol
 from benchmarks.runtime import Precision
 from benchmarks.training.dvae import DVAEBudget
@@ -35,7 +36,7 @@ from benchmarks.training.unimodal import UnimodalBudget
 from methods import SIZES, default_suite_methods, list_methods
 from methods.config import ConfigError, StrictModel, deep_merge, validate
 
-BENCHMARKS: tuple[str, ...] = ("zeroshot_retrieval",)
+BENCHMARKS: tuple[str, ...] = ("zeroshot_retrieval", "product_retrieval")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"   # suite and variant names (they become folder names)
 
 
@@ -74,6 +75,12 @@ class RetrievalSpec(StrictModel):
         None, description="None = the method's own protocol (TCL/ALBEF: itm; LAVIS/BLIP: itm+itc).")
     rerank_k: int = Field(16, gt=0, description="k on the built-in 1K test split (Flickr30K: 128, COCO: 256); "
                                                "kept small so the CPU default suite stays minutes long.")
+
+
+class ProductSpec(StrictModel):
+    split: str = Field("test", description="The split whose items are queries and gallery (leave-one-out).")
+    protocol: ProductEvalProtocol = Field(default_factory=ProductEvalProtocol,
+                                          description="M5Product's evaluator: K list, top-10 cap, cut-off rule.")
 
 
 DEFAULT_BUDGETS: dict[str, dict[str, int]] = {
@@ -136,6 +143,8 @@ class Suite(StrictModel):
     method_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
     recipe_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
     retrieval: RetrievalSpec = Field(default_factory=RetrievalSpec)
+    products: ProductSpec = Field(default_factory=ProductSpec, description="Same-category product retrieval "
+                                                                          "(benchmark product_retrieval).")
     tracking_uri: str | None = None
 
     @field_validator("variants")

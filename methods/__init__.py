@@ -4,7 +4,7 @@ Importing `methods` registers every method. This package imports nothing from `b
 `reports` or `slurm`.
 """
 
-from methods import clip, cots, ernie_vil2, tcl  # noqa: F401  (registers "clip", "cots", "ernie_vil2", "tcl")
+from methods import clip, cots, ernie_vil2, scale, tcl  # noqa: F401  (registers each method)
 from methods.card import ClaimedResult, Confidence, Deviation, MethodCard
 from methods.config import ConfigError, TrainRecipe
 from methods.interface import PretrainBatch, StepContext, StepOutput, VLPModel

@@ -14,10 +14,11 @@ scores a model returns.
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -65,6 +66,8 @@ class VLPModel(nn.Module, abc.ABC):
     card: ClassVar[MethodCard]
     # Inputs the pretraining step needs beyond image + text (e.g. "image_view2", "tags").
     data_fields: ClassVar[frozenset[str]] = frozenset()
+    # Inputs `encode_product` needs beyond image + title (SCALE: table, video, audio, missing flags).
+    product_fields: ClassVar[frozenset[str]] = frozenset()
     # What to tell a user whose corpus lacks one of the data_fields (e.g. the fallback option to set).
     field_hints: ClassVar[dict[str, str]] = {}
 
@@ -111,6 +114,20 @@ class VLPModel(nn.Module, abc.ABC):
 
         E.g. ERNIE-ViL 2.0's 'caption_words' (the caption's content words as a tag sequence)."""
         return None
+
+    def field_builder(self, name: str, corpus: Any, training: bool) -> Callable[[np.ndarray], Any] | None:
+        """How the model makes extra input `name` from a corpus (e.g. SCALE renders each item's video and audio
+        once and tokenises its table): a function from batch indices to the batch's value, or None to let the
+        harness use the corpus' field as it is (arrays indexed, strings tokenised)."""
+        return None
+
+    def encode_product(self, batch: PretrainBatch) -> dict[str, torch.Tensor]:
+        """Product features by feature type, for M5Product-style same-category retrieval (ranked by dot
+        product). Default: the image and text embeddings and their sum; SCALE adds its other modalities and
+        the joint transformer's features."""
+        image = self.encode_image(batch.images)
+        text = self.encode_text(batch.text)
+        return {"image": image, "text": text, "image+text": image + text}
 
     def tokenize(self, texts: list[str], *, training: bool = False) -> TokenBatch:
         length = self.train_text_max_length if training else self.text_max_length

@@ -144,7 +144,7 @@ def kl_alignment(logits_a: torch.Tensor, logits_b: torch.Tensor, direction: str 
 
 
 def self_harmonized_weights(scores: torch.Tensor, *, include_diagonal: bool = False, row_l2_normalise: bool = False,
-                            stop_gradient: bool = True) -> torch.Tensor:
+                            stop_gradient: bool = True, valid: torch.Tensor | None = None) -> torch.Tensor:
     """SCALE's modality re-weighting S' = S ⊙ softmax(S), the softmax taken along each row.
 
     scores: (..., M, M) modality score matrices S (one per sample, or a batch mean). include_diagonal
@@ -152,15 +152,57 @@ def self_harmonized_weights(scores: torch.Tensor, *, include_diagonal: bool = Fa
     losses exist only for m != n); True with row_l2_normalise: what SCALE_code computes (per sample,
     diagonal included, each row of S' L2-normalised; docs/research/scale_code.md). stop_gradient: S' is a
     constant weight (no gradient flows into the scores through it); SCALE_code does not detach.
+    valid: (..., M) bool, modalities present; absent ones take no part in any softmax and get weight 0
+    (rows and columns).
     """
     if scores.ndim < 2 or scores.shape[-1] != scores.shape[-2]:
         raise ValueError(f"S must be (..., M, M) square, got {tuple(scores.shape)}")
     s = scores.detach() if stop_gradient else scores
     eye = torch.eye(s.shape[-1], dtype=torch.bool, device=s.device)
-    logits = s if include_diagonal else s.masked_fill(eye, float("-inf"))
-    weights = s * torch.softmax(logits, dim=-1)
-    if not include_diagonal:
-        weights = weights.masked_fill(eye, 0.0)
+    drop = torch.zeros(s.shape, dtype=torch.bool, device=s.device) if include_diagonal else eye.expand(s.shape)
+    if valid is not None:
+        pair_ok = valid.unsqueeze(-1) & valid.unsqueeze(-2)
+        drop = drop | ~pair_ok
+    # A row with nothing left (an absent modality, or one modality alone) gets zeros, not NaN.
+    logits = s.masked_fill(drop, float("-inf"))
+    empty = drop.all(dim=-1, keepdim=True)
+    weights = s * torch.softmax(logits.masked_fill(empty, 0.0), dim=-1)
+    weights = weights.masked_fill(drop, 0.0)
     if row_l2_normalise:
         weights = F.normalize(weights, dim=-1)
     return weights
+
+
+def pairwise_infonce(a: torch.Tensor, b: torch.Tensor, temperature: float, *, negatives: str = "simclr",
+                     row_scale: torch.Tensor | None = None, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """InfoNCE between two views a, b (B, D) of the same B samples (L2-normalised here), positives aligned.
+
+    negatives "simclr": SimCLR's NT-Xent over the 2B items [a; b] — each of the 2B anchors has its
+    other view as positive and the other 2B - 2 items, of both views, as negatives (what SCALE_code's
+    `info_nce_loss` does); "cross_modal": CLIP's ½[CE(a·bᵀ/τ) + CE(b·aᵀ/τ)], negatives from the other
+    view only. row_scale (B,): multiplies the logits of sample b's anchor rows (both views) — SCALE_code's
+    per-sample graph weight, an inverse temperature. valid (B,) bool: samples that take part (as anchors
+    and as negatives); a pair with fewer than two valid samples gives 0.
+    """
+    n = a.shape[0]
+    keep = torch.ones(n, dtype=torch.bool, device=a.device) if valid is None else valid
+    if int(keep.sum()) < 2:
+        return (a.sum() + b.sum()) * 0.0
+    a, b = F.normalize(a, dim=-1), F.normalize(b, dim=-1)
+    scale = torch.ones(n, device=a.device, dtype=a.dtype) if row_scale is None else row_scale.to(a.dtype)
+    if negatives == "simclr":
+        z = torch.cat([a, b])
+        logits = (z @ z.t() / temperature) * torch.cat([scale, scale])[:, None]
+        eye = torch.eye(2 * n, dtype=torch.bool, device=a.device)
+        cols = torch.cat([keep, keep])
+        logits = logits.masked_fill(eye | ~cols[None, :], float("-inf"))
+        targets = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(a.device)
+        return info_nce(logits[cols], targets[cols])
+    if negatives == "cross_modal":
+        idx = torch.arange(n, device=a.device)
+        a2b = (a @ b.t() / temperature) * scale[:, None]
+        b2a = (b @ a.t() / temperature) * scale[:, None]
+        a2b = a2b.masked_fill(~keep[None, :], float("-inf"))
+        b2a = b2a.masked_fill(~keep[None, :], float("-inf"))
+        return 0.5 * (info_nce(a2b[keep], idx[keep]) + info_nce(b2a[keep], idx[keep]))
+    raise ValueError(f"unknown negatives {negatives!r}: simclr or cross_modal")

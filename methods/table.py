@@ -51,6 +51,10 @@ class TableBatch:
     def __getitem__(self, idx: torch.Tensor | slice) -> "TableBatch":
         return TableBatch(self.tokens[idx], self.entity_index[idx], self.is_value[idx], self.n_pairs[idx])
 
+    def to(self, device: torch.device | str) -> "TableBatch":
+        return TableBatch(self.tokens.to(device), self.entity_index.to(device), self.is_value.to(device),
+                          self.n_pairs.to(device))
+
 
 def tokenize_tables(tokenizer: TextTokenizer, tables: Sequence[Sequence[tuple[str, str]]], max_length: int
                     ) -> TableBatch:

@@ -230,8 +230,13 @@ class TextTower(nn.Module):
     def width(self) -> int:
         return int(self.config.width)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TowerOutput:
-        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor | None = None) -> TowerOutput:
+        """token_type_ids (BERT only): the segment of each token (SCALE's table segment); None = all 0."""
+        if token_type_ids is not None and self.config.arch != "bert":
+            raise ValueError("token_type_ids need a BERT text tower (CLIP's has no segment embeddings)")
+        extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
         if self.config.arch == "clip":
             # EOT pooling: the last real token ([SEP]); the tokenizer right-pads and keeps [SEP].
             eot = attention_mask.sum(dim=1) - 1

@@ -21,7 +21,8 @@ RETRIEVAL_COLUMNS: tuple[tuple[str, str], ...] = (
     ("rsum", "RSUM"), ("i2t_medr", "I→T MdR"), ("t2i_medr", "T→I MdR"),
 )
 BENCHMARK_TITLES = {"zeroshot_retrieval": "Zero-shot image-text retrieval (ITC)",
-                    "zeroshot_retrieval_rerank": "Zero-shot image-text retrieval (top-k re-ranking)"}
+                    "zeroshot_retrieval_rerank": "Zero-shot image-text retrieval (top-k re-ranking)",
+                    "product_retrieval": "Same-category product retrieval (M5Product protocol)"}
 # Protocol fields that do not change what a number means (they only describe the split).
 _DESCRIPTIVE = {"n_images", "n_texts", "captions_per_image", "tokenizer"}
 
@@ -100,6 +101,31 @@ def _results_rows(records: Sequence[EvaluationRecord]) -> list[list[str]]:
     return rows
 
 
+def _product_columns(records: Sequence[EvaluationRecord]) -> list[str]:
+    ks = records[0].protocol.get("ks", [1, 5, 10])
+    return [f"mAP@{k}" for k in ks] + [f"Prec@{k}" for k in ks]
+
+
+def _product_rows(records: Sequence[EvaluationRecord]) -> list[list[str]]:
+    """One row per model and feature type (image, text, image+text; SCALE: its modalities and 'joint')."""
+    cols = _product_columns(records)
+    rows = []
+    groups: dict[tuple[str, str, str], list[EvaluationRecord]] = defaultdict(list)
+    for r in sorted(records, key=lambda r: (r.label, r.size, r.seed)):
+        for feature in r.protocol.get("feature_types", []):
+            groups[(r.label, r.size, feature)].append(r)
+            rows.append([r.label, r.size, str(r.seed), feature] + [_fmt(r.metrics.get(f"{feature}/{c}")) for c in cols])
+    for (method, size, feature), group in sorted(groups.items()):
+        if len(group) < 2:
+            continue
+        cells = []
+        for c in cols:
+            vals = [g.metrics[f"{feature}/{c}"] for g in group if f"{feature}/{c}" in g.metrics]
+            cells.append(f"{mean(vals):.2f} ± {stdev(vals):.2f}" if len(vals) > 1 else "—")
+        rows.append([f"**{method}**", size, f"mean ± std ({len(group)})", feature] + cells)
+    return rows
+
+
 def render(pretrain: Sequence[PretrainRecord], evaluations: Sequence[EvaluationRecord], *, suite: str,
            source: str) -> str:
     lines = [f"# vlpbench report — suite `{suite}`", "",
@@ -114,7 +140,11 @@ def render(pretrain: Sequence[PretrainRecord], evaluations: Sequence[EvaluationR
         first = recs[0]
         title = BENCHMARK_TITLES.get(first.benchmark, first.benchmark)
         lines += [f"## {title} — {first.dataset['dataset']}/{first.dataset['split']}", ""]
-        lines += _table(["method", "size", "seed"] + [label for _, label in RETRIEVAL_COLUMNS], _results_rows(recs))
+        if first.benchmark == "product_retrieval":
+            lines += _table(["method", "size", "seed", "features"] + _product_columns(recs), _product_rows(recs))
+        else:
+            lines += _table(["method", "size", "seed"] + [label for _, label in RETRIEVAL_COLUMNS],
+                            _results_rows(recs))
         lines += ["", "Protocol:", ""]
         proto_rows = [[k, _fmt(v)] for k, v in sorted(first.protocol.items())]
         proto_rows += [["split sha256", first.dataset["fingerprint"]],
@@ -151,15 +181,26 @@ def _variants(records: Sequence[PretrainRecord | EvaluationRecord]) -> list[str]
 
 def _claims(records: Sequence[PretrainRecord | EvaluationRecord]) -> list[str]:
     cards = {r.method: r.card for r in records}
-    rows = []
+    rows, product_rows = [], []
     for method in sorted(cards):
         for c in cards[method].get("claimed", []):
             m = c["metrics"]
+            if c["benchmark"] == "product_retrieval":
+                product_rows.append([method, c["dataset"], c["setting"], c["model"],
+                                     " / ".join(_fmt(m.get(f"mAP@{k}")) for k in (1, 5, 10)),
+                                     " / ".join(_fmt(m.get(f"Prec@{k}")) for k in (1, 5, 10)),
+                                     c["confidence"], c["source"]])
+                continue
             rows.append([method, c["dataset"], c["setting"], c["model"],
                          " / ".join(_fmt(m.get(k)) for k in ("i2t_R1", "i2t_R5", "i2t_R10")),
                          " / ".join(_fmt(m.get(k)) for k in ("t2i_R1", "t2i_R5", "t2i_R10")),
                          c["confidence"], c["source"]])
-    if not rows:
+    if not rows and not product_rows:
         return ["No claimed numbers on the method cards."]
-    return _table(["method", "dataset", "setting", "model", "I→T R@1/5/10", "T→I R@1/5/10", "confidence",
-                   "source"], rows)
+    out = _table(["method", "dataset", "setting", "model", "I→T R@1/5/10", "T→I R@1/5/10", "confidence",
+                  "source"], rows) if rows else []
+    if product_rows:
+        out += ["", "Same-category product retrieval (M5Product):", ""]
+        out += _table(["method", "dataset", "setting", "model", "mAP@1/5/10", "Prec@1/5/10", "confidence",
+                       "source"], product_rows)
+    return out

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -72,6 +73,12 @@ def _chunks(items: list[Any], n: int) -> Iterable[list[Any]]:
         yield items[i:i + n]
 
 
+def metric_name(key: str) -> str:
+    """A record's metric key as MLflow accepts it (letters, digits, _ - . / space): 'joint/mAP@10' ->
+    'joint/mAP_at_10'; every other character becomes '_'."""
+    return re.sub(r"[^\w\-./ ]", "_", key.replace("@", "_at_").replace("+", "_plus_"))
+
+
 def _log(client: Any, run_id: str, params: Mapping[str, str], metrics: list[tuple[str, float, int]]) -> None:
     import time
 
@@ -80,7 +87,7 @@ def _log(client: Any, run_id: str, params: Mapping[str, str], metrics: list[tupl
     for chunk in _chunks([Param(k, v) for k, v in sorted(params.items())], 100):
         client.log_batch(run_id, params=chunk)
     now = int(time.time() * 1000)
-    for chunk in _chunks([Metric(k, float(v), now, step) for k, v, step in metrics], 1000):
+    for chunk in _chunks([Metric(metric_name(k), float(v), now, step) for k, v, step in metrics], 1000):
         client.log_batch(run_id, metrics=chunk)
 
 

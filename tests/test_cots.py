@@ -407,7 +407,7 @@ def test_pipeline_job_trains_the_tokenizer_records_lineage_and_scores_the_filter
     assert pre.config["init"]["visual_tokenizer"]["kind"] == "stage"
     f = pre.summary["filters"]["amf_dropped"]
     assert f["steps"] == 2 and f["samples"] == 16 and 0 <= f["flagged"] <= 16   # queue full after 2 steps
-    assert set(out.results) == {"zeroshot_retrieval"}                             # two streams: no re-ranking
+    assert set(out.results) == {"zeroshot_retrieval", "product_retrieval"}        # two streams: no re-ranking
     ev = read_evaluation(out.results["zeroshot_retrieval"])
     assert [e["stage"] for e in ev.lineage] == ["unimodal-init", "visual-tokenizer", "pretrain"]
     assert "dVAE tokenizer (16 codes, 2 steps)" in describe_lineage(ev.lineage)

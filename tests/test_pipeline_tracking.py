@@ -64,8 +64,8 @@ def test_mlflow_holds_every_param_metric_and_artifact(micro_run: Path) -> None:
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name("vlpbench-micro")
     runs = client.search_runs([exp.experiment_id])
-    by_kind = {r.data.tags["vlpbench.kind"]: r for r in runs}
-    assert set(by_kind) == {"pretrain", "evaluation"} and len(runs) == 2
+    by_kind = {r.data.tags.get("vlpbench.benchmark", r.data.tags["vlpbench.kind"]): r for r in runs}
+    assert set(by_kind) == {"pretrain", "zeroshot_retrieval", "product_retrieval"} and len(runs) == 3
     job = micro_run / "micro" / "jobs" / "clip-tiny-s0"
     ev = read_evaluation(job / "eval" / "zeroshot_retrieval" / "results.json")
     pre = read_pretrain(job / "pretrain.json")
@@ -76,11 +76,18 @@ def test_mlflow_holds_every_param_metric_and_artifact(micro_run: Path) -> None:
         tags = run.data.tags
         for key in ("git_commit", "vlpbench.method", "vlpbench.size", "dataset_fingerprint", "torch", "device"):
             assert tags[key], key
-    e = by_kind["evaluation"]
+    e = by_kind["zeroshot_retrieval"]
     assert e.data.metrics == {**ev.metrics, **{f"time/{k}": v for k, v in ev.timings.items()}}
     assert e.data.tags["mlflow.parentRunId"] == by_kind["pretrain"].info.run_id
     assert e.data.tags["protocol.scoring"] == "itc" and e.data.tags["protocol.tie_policy"] == "pessimistic"
     assert {a.path for a in client.list_artifacts(e.info.run_id)} == {"results.json", "ranks.npz", "config.json"}
+    prod = by_kind["product_retrieval"]
+    pr = read_evaluation(job / "eval" / "product_retrieval" / "results.json")
+    # MLflow takes no '@' or '+' in metric names: "image+text/mAP@1" is logged as "image_plus_text/mAP_at_1".
+    assert prod.data.metrics == {**{tracking.metric_name(k): v for k, v in pr.metrics.items()},
+                                 **{f"time/{k}": v for k, v in pr.timings.items()}}
+    assert prod.data.metrics["image_plus_text/mAP_at_1"] == pr.metrics["image+text/mAP@1"]
+    assert prod.data.tags["protocol.cutoff"] == "toolkit" and prod.data.tags["protocol.max_topk"] == "10"
     p = by_kind["pretrain"]
     assert {a.path for a in client.list_artifacts(p.info.run_id)} == {
         "pretrain.json", "history.jsonl", "model_config.json", "config.json"}
@@ -99,7 +106,7 @@ def test_rerun_reuses_work_and_logs_nothing_twice(micro_run: Path, capsys: pytes
     assert before == after
     client = MlflowClient(tracking_uri=tracking.resolve_tracking_uri(None, micro_run))
     exp = client.get_experiment_by_name("vlpbench-micro")
-    assert len(client.search_runs([exp.experiment_id])) == 2
+    assert len(client.search_runs([exp.experiment_id])) == 3
 
 
 def test_same_seed_twice_gives_identical_metrics(micro_run: Path, tmp_path: Path) -> None:
@@ -162,7 +169,7 @@ def test_fusion_models_get_an_itc_and_a_reranked_record(tmp_path: Path, cache_ro
     client = MlflowClient(tracking_uri=tracking.resolve_tracking_uri(None, out))
     runs = client.search_runs([client.get_experiment_by_name("vlpbench-fusion").experiment_id])
     assert sorted(r.data.tags.get("vlpbench.benchmark", "-") for r in runs) == [
-        "-", "zeroshot_retrieval", "zeroshot_retrieval_rerank"]
+        "-", "product_retrieval", "zeroshot_retrieval", "zeroshot_retrieval_rerank"]
 
 
 def test_a_variant_runs_beside_its_method_with_its_own_overrides(tmp_path: Path, cache_root: Path) -> None:
@@ -188,7 +195,8 @@ def test_a_variant_runs_beside_its_method_with_its_own_overrides(tmp_path: Path,
     assert "loss/image_caption" in first[0] and "loss/image_tags" not in first[0]
     report = (out / "views" / "report.md").read_text()
     assert "## Variants" in report and "| ernie-no-tags | ernie_vil2 |" in report and "tag view off" in report
-    assert report.count("| ernie-no-tags | tiny | 0 |") == 2           # a results row and a pretraining row
+    # a retrieval row, three product-retrieval rows (image, text, image+text) and a pretraining row
+    assert report.count("| ernie-no-tags | tiny | 0 |") == 5
     client = MlflowClient(tracking_uri=tracking.resolve_tracking_uri(None, out))
     runs = client.search_runs([client.get_experiment_by_name("vlpbench-views").experiment_id])
     assert {r.data.tags.get("vlpbench.variant") for r in runs} == {"", "ernie-no-tags"}

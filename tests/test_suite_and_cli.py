@@ -20,8 +20,9 @@ def _write(tmp_path: Path, text: str) -> Path:
 def test_default_suite_runs_every_method_tiny_on_builtin() -> None:
     suite = load_suite(None)
     assert suite.method_names() == default_suite_methods() and suite.sizes == ["tiny"] and suite.seeds == [0]
-    assert suite.method_names() == ["clip", "cots", "ernie_vil2", "tcl"] and list_methods() == ["clip", "cots", "ernie_vil2", "tcl"]
-    assert suite.dataset.name == "builtin" and suite.benchmarks == ["zeroshot_retrieval"]
+    assert suite.method_names() == ["clip", "cots", "ernie_vil2", "tcl"]
+    assert list_methods() == ["clip", "cots", "ernie_vil2", "scale", "tcl"]
+    assert suite.dataset.name == "builtin" and suite.benchmarks == ["zeroshot_retrieval", "product_retrieval"]
     assert suite.budget("tiny").steps > 0 and suite.retrieval.split == "test"
 
 
@@ -43,7 +44,7 @@ tracking_uri: http://127.0.0.1:5000
 
 
 @pytest.mark.parametrize(("text", "pattern"), [
-    ("methods: [clip, tcl9]\n", r"suite.yaml: methods: .*unknown method\(s\) \['tcl9'\]; registered: \['clip', 'cots', 'ernie_vil2', 'tcl'\]"),
+    ("methods: [clip, tcl9]\n", r"suite.yaml: methods: .*unknown method\(s\) \['tcl9'\]; registered: \['clip', 'cots', 'ernie_vil2', 'scale', 'tcl'\]"),
     ("method: [clip]\n", r"suite.yaml: method: unknown option. Did you mean 'methods'\?"),
     ("sizes: [large]\n", r"suite.yaml: sizes: .*unknown size\(s\) \['large'\]"),
     ("train: {tiny: {steps: -3, batch_size: 8}}\n", r"suite.yaml: train.tiny.steps: Input should be greater than 0"),

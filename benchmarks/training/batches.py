@@ -13,6 +13,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from benchmarks.data.fields import field_builder
 from benchmarks.data.types import PairCorpus
 from methods import PretrainBatch, TokenBatch, VLPModel
 
@@ -47,19 +48,8 @@ class PretrainBatches:
         if name == "image_view2":  # a second, independently augmented view of each image
             return lambda idx, epoch: self.preprocess.train(
                 self.corpus.images.get(idx), sample_seeds(self.seed, epoch, idx, stream=1))
-        values = self.corpus.extras.get(name)
-        if values is None:
-            values = model.derive_field(name, list(self.corpus.texts))
-        if isinstance(values, np.ndarray):
-            array = values
-            return lambda idx, epoch: torch.from_numpy(array[idx])
-        if isinstance(values, list) and values and isinstance(values[0], str):
-            tokens = model.tokenize(values, training=True)
-            return lambda idx, epoch: tokens[torch.from_numpy(idx)].trimmed()
-        hint = model.field_hints.get(name)
-        raise ValueError(f"method {type(model).__name__} needs {name!r}, which the {self.corpus.ref.dataset} "
-                         f"corpus does not provide (it has: {sorted(self.corpus.extras) + ['image_view2']})"
-                         + (f"; {hint}" if hint else ""))
+        build = field_builder(name, model, self.corpus, training=True)
+        return lambda idx, epoch: build(idx)
 
     @property
     def steps_per_epoch(self) -> int:

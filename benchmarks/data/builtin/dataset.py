@@ -10,7 +10,9 @@ from typing import Any
 import numpy as np
 
 from benchmarks.data.builtin.build import SPLIT_ORDER, iter_records
+from benchmarks.data.builtin.media import BuiltinMedia
 from benchmarks.data.builtin.scene import Scene
+from methods.media import PRODUCT_MODALITIES
 from benchmarks.data.types import ArrayImages, DatasetRef, LabelledImages, PairCorpus, RetrievalSplit, TextCorpus
 
 IMAGE_SPLITS = ("train", "val", "test")
@@ -73,7 +75,24 @@ class BuiltinDataset:
                     "tags": [" ".join(r["tags"]) for r in recs],
                     # another caption of the same image (ERNIE-ViL 2.0's text-view fallback): its first reference caption
                     "other_caption": [r["captions"][0] for r in recs],
-                    "category": [r["category"] for r in recs]})
+                    **self._product_extras("pretrain", recs)})
+
+    def product_corpus(self, split: str = "test") -> PairCorpus:
+        """A split as products (M5Product's record shape): the alt-text as title, the image, the table, video
+        and audio (rendered from the scene), the missing flags and the category label (material-shape)."""
+        recs = self._pretrain_records if split == "pretrain" else self.records(split)
+        return PairCorpus(ref=self.ref(split), images=self.images(split), texts=[r["alt_text"] for r in recs],
+                          extras=self._product_extras(split, recs))
+
+    def _product_extras(self, split: str, recs: list[dict[str, Any]]) -> dict[str, Any]:
+        missing = np.zeros((len(recs), len(PRODUCT_MODALITIES)), dtype=bool)
+        for i, r in enumerate(recs):
+            for m in r["missing"]:
+                missing[i, PRODUCT_MODALITIES.index(m)] = True
+        media = BuiltinMedia([Scene.from_json(r["scene"]) for r in recs], self.root / "derived" / split,
+                             self.manifest["splits"][split]["fingerprint"])
+        return {"category": [r["category"] for r in recs], "table": [[tuple(pv) for pv in r["table"]] for r in recs],
+                "missing": missing, "media": media}
 
     def retrieval_split(self, split: str = "test") -> RetrievalSplit:
         if split not in IMAGE_SPLITS:
