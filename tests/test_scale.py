@@ -16,7 +16,8 @@ from benchmarks.data import BuiltinDataset
 from benchmarks.data.builtin.media import BuiltinMedia
 from benchmarks.data.fields import field_builder
 from benchmarks.training.batches import PretrainBatches
-from methods import ConfigError, PretrainBatch, StepContext, TextTokenizer, create_method, load_pretrained, save_pretrained
+from methods import (ConfigError, PretrainBatch, StepContext, TextTokenizer, create_method, load_pretrained,
+                     method_config, save_pretrained)
 from methods.losses import pairwise_infonce, self_harmonized_weights
 from methods.masking import IGNORE_INDEX
 from methods.media import frame_descriptors
@@ -31,7 +32,7 @@ MICRO_SCALE: dict[str, Any] = {
     "video_encoder": {"depth": 1, "heads": 2},
     "audio_encoder": {"depth": 1, "heads": 2},
     "joint": {"depth": 1, "heads": 2},
-    "simcl": {"proj_dim": 16},
+    "simcl": {"proj_dim": 16, "form": "code", "stop_gradient": False, "negatives": "simclr"},   # SCALE_code's
     "table_max_length": 16,
 }
 CTX = StepContext(step=0, total_steps=10, steps_per_epoch=10, epoch=0)
@@ -135,7 +136,7 @@ def test_simcl_code_form_is_the_mean_of_graph_scaled_pair_losses(model: SCALE) -
 
 
 def test_simcl_paper_form_weights_each_pair_loss_by_the_batch_graph(tokenizer: TextTokenizer) -> None:
-    model = _micro(tokenizer, simcl={"form": "paper", "negatives": "cross_modal", "proj_dim": 16})
+    model = _micro(tokenizer, simcl={"form": "paper", "negatives": "cross_modal"})
     g = torch.Generator().manual_seed(2)
     pooled = {m: torch.rand(4, 16, generator=g) for m in MODALITIES}
     loss, _ = model.simcl_loss(pooled, torch.ones(4, 5, dtype=torch.bool), mask_missing=False)
@@ -151,6 +152,8 @@ def test_simcl_paper_form_weights_each_pair_loss_by_the_batch_graph(tokenizer: T
 
 def test_every_loss_trains_every_parameter_and_the_graph_carries_gradients(model: SCALE,
                                                                            small_world: BuiltinDataset) -> None:
+    assert method_config("scale", "base", {}).simcl.stop_gradient is False     # base: SCALE_code's un-detached S'
+    assert method_config("scale", "tiny", {}).simcl.stop_gradient is True      # tiny: calibrated (docs/scale.md)
     out = model.pretrain_step(_batch(model, small_world), CTX)
     assert set(out.losses) == {"simcl", "mlm", "mem", "mrm", "mfm", "mam"}
     assert all(torch.isfinite(v) for v in out.losses.values())
@@ -389,3 +392,15 @@ def test_a_scale_job_pretrains_and_reports_product_retrieval_per_feature_type(
     assert all(0.0 <= v <= 100.0 for v in ev.metrics.values()) and len(ev.metrics) == 7 * 10
     # Media descriptors were computed once per split and kept beside it for the next job.
     assert list((small_world.root / "derived" / "pretrain").glob("video-*.npy"))
+
+
+def test_graph_scaled_logits_reward_a_smaller_weight_until_the_views_align() -> None:
+    """Why SCALE_code's un-detached graph can collapse (docs/scale.md): when a pair's features are not aligned yet,
+    the loss falls as S'_mn -> 0 (d loss / d w > 0), so gradient descent can shrink the weight instead of aligning
+    the features; once aligned, a larger weight (a sharper softmax) lowers the loss."""
+    g = torch.Generator().manual_seed(5)
+    a = torch.randn(64, 16, generator=g)
+    for b, sign in ((torch.randn(64, 16, generator=g), 1.0), (a + 0.1 * torch.randn(64, 16, generator=g), -1.0)):
+        w = torch.tensor(0.3, requires_grad=True)
+        pairwise_infonce(a, b, 0.07, row_scale=w.expand(64)).backward()
+        assert sign * float(w.grad) > 0
