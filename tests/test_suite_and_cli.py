@@ -120,3 +120,17 @@ def test_the_shipped_suite_files_load() -> None:
     views = load_suite(Path(__file__).parents[1] / "benchmarks" / "suites" / "ernie-vil2-views.yaml")
     assert [j.name for j in expand_jobs(views)][-1] == "ernie_vil2-no-tags-tiny-s0"
     assert views.overrides_for("ernie_vil2-no-tags", "method")["pairs"]["image_tags"] == {"enabled": False}
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "benchmarks" / "suites").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_shipped_suites_load_and_every_job_config_validates(path: Path) -> None:
+    from benchmarks.pipeline import expand_jobs
+    from methods import method_config, train_recipe
+
+    suite = load_suite(path)
+    jobs = expand_jobs(suite)
+    assert jobs and len({j.name for j in jobs}) == len(jobs)
+    for job in jobs:
+        method_config(job.method, job.size, job.method_overrides)      # raises ConfigError on a bad override
+        train_recipe(job.method, job.size, job.recipe_overrides)
