@@ -288,14 +288,19 @@ def _zeroshot_protocols(job: Job, model: VLPModel) -> dict[str, RetrievalProtoco
     return out
 
 
+def _eval_context(job: Job, job_dir: Path, model: VLPModel) -> tuple[torch.device, str, list[dict[str, Any]]]:
+    """(device, precision, the saved model's lineage) every evaluation of a job starts from; moves the model."""
+    device = resolve_device(job.suite.device)
+    model.to(device)
+    lineage = json.loads((job_dir / "model" / "model_config.json").read_text())["lineage"]
+    return device, resolve_precision(job.suite.precision, device), lineage
+
+
 def _evaluate_zeroshot(job: Job, job_dir: Path, model: VLPModel, dataset: BuiltinDataset,
                        config: dict[str, Any], pre: PretrainRecord) -> dict[str, Path]:
     suite = job.suite
-    device = resolve_device(suite.device)
-    precision = resolve_precision(suite.precision, device)
+    device, precision, lineage = _eval_context(job, job_dir, model)
     split = dataset.retrieval_split(suite.retrieval.split)
-    model.to(device)
-    lineage = json.loads((job_dir / "model" / "model_config.json").read_text())["lineage"]
     written = {}
     for name, proto in _zeroshot_protocols(job, model).items():
         outcome = evaluate_image_text(model, split, proto, device, precision)
@@ -326,12 +331,9 @@ def _evaluate_zeroshot(job: Job, job_dir: Path, model: VLPModel, dataset: Builti
 def _evaluate_products(job: Job, job_dir: Path, model: VLPModel, dataset: BuiltinDataset,
                        config: dict[str, Any], pre: PretrainRecord) -> dict[str, Path]:
     suite = job.suite
-    device = resolve_device(suite.device)
-    precision = resolve_precision(suite.precision, device)
+    device, precision, lineage = _eval_context(job, job_dir, model)
     corpus = dataset.product_corpus(suite.products.split)
     proto = suite.products.protocol
-    model.to(device)
-    lineage = json.loads((job_dir / "model" / "model_config.json").read_text())["lineage"]
     outcome = evaluate_products(model, corpus, proto, device, precision)
     labels = corpus.extras["category"]
     missing = corpus.extras.get("missing")

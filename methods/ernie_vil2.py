@@ -35,7 +35,8 @@ from methods.preprocess import ImagePreprocess, ImagePreprocessConfig
 from methods.registry import MethodSpec, register_method
 from methods.text_views import caption_words
 from methods.tokenizer import TextTokenizer, TokenBatch
-from methods.towers import TextTower, TextTowerConfig, VisionTower, VisionTowerConfig, check_tower_shapes
+from methods.towers import (TINY_BERT, TINY_VISION, TextTower, TextTowerConfig, VisionTower, VisionTowerConfig,
+                            check_tower_shapes)
 
 INIT_LOGIT_SCALE = math.log(1 / 0.07)
 
@@ -203,10 +204,6 @@ class ERNIEViL2(VLPModel):
 
 
 # tiny: TCL/COTS-tiny's towers and crop (so all three share one cached unimodal stage).
-_VIS_TINY: dict[str, Any] = dict(image_size=64, patch_size=8, width=128, depth=4, heads=4, pre_norm=False,
-                                 activation="gelu", layer_norm_eps=1e-6)
-_TXT_TINY: dict[str, Any] = dict(arch="bert", width=128, depth=4, heads=4, max_length=30, activation="gelu",
-                                 layer_norm_eps=1e-12, dropout=0.1)
 # base: the released ERNIE-ViL 2.0 Base (ViT): ViT-B/16 with quick_gelu and LN eps 1e-6, ERNIE 3.0 Base, length 48.
 _VIS_BASE: dict[str, Any] = dict(image_size=224, patch_size=16, width=768, depth=12, heads=12, pre_norm=True,
                                  activation="quick_gelu", layer_norm_eps=1e-6)
@@ -214,7 +211,7 @@ _TXT_BASE: dict[str, Any] = dict(arch="bert", width=768, depth=12, heads=12, max
                                  layer_norm_eps=1e-12, dropout=0.1)
 
 PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": dict(vision=_VIS_TINY, text=_TXT_TINY, preprocess=dict(resolution=64, train_crop_scale=(0.2, 1.0))),
+    "tiny": dict(vision=TINY_VISION, text=TINY_BERT, preprocess=dict(resolution=64, train_crop_scale=(0.2, 1.0))),
     "base": dict(vision=_VIS_BASE, text=_TXT_BASE, preprocess=dict(resolution=224, train_crop_scale=(0.2, 1.0))),
 }
 

@@ -43,7 +43,8 @@ from methods.scale_blocks import (EncoderConfig, FeatureSequenceEncoder, JointCo
                                   RegressionHead, SequenceFeatures, choose_positions, patchify, unpatchify)
 from methods.table import TableBatch, tokenize_tables
 from methods.tokenizer import TextTokenizer, TokenBatch
-from methods.towers import TextTower, TextTowerConfig, VisionTower, VisionTowerConfig, check_tower_shapes
+from methods.towers import (TINY_BERT, TINY_VISION, TextTower, TextTowerConfig, VisionTower, VisionTowerConfig,
+                            check_tower_shapes)
 
 # Index order of the modality graph, the `missing` flags and every per-modality option (SCALE_code's graph order).
 MODALITIES: tuple[str, ...] = PRODUCT_MODALITIES
@@ -407,14 +408,18 @@ class SCALE(VLPModel):
         total = torch.stack(terms).mean() if sc.form == "code" else torch.stack(terms).sum()
         return total, stats
 
-    def pretrain_step(self, batch: PretrainBatch, ctx: StepContext) -> StepOutput:
-        cfg: SCALEConfig = self.config  # type: ignore[assignment]
-        b = batch.images.shape[0]
+    def _presence(self, batch: PretrainBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(missing (B, 5) as the corpus flags it, used (5,) by this model's modalities, present = used and not
+        missing)."""
         missing = batch.extras.get("missing")
         if missing is None:
-            missing = torch.zeros(b, len(MODALITIES), dtype=torch.bool, device=batch.images.device)
+            missing = torch.zeros(batch.images.shape[0], len(MODALITIES), dtype=torch.bool, device=batch.images.device)
         used = torch.tensor([m in self.modalities for m in MODALITIES], device=missing.device)
-        present = ~missing & used[None, :]
+        return missing, used, ~missing & used[None, :]
+
+    def pretrain_step(self, batch: PretrainBatch, ctx: StepContext) -> StepOutput:
+        cfg: SCALEConfig = self.config  # type: ignore[assignment]
+        missing, used, present = self._presence(batch)
         mask_missing = cfg.missing == "mask"
         if mask_missing and not present.any(dim=1).all():
             raise ValueError("a sample has every modality missing; it cannot be encoded under missing='mask'")
@@ -484,12 +489,7 @@ class SCALE(VLPModel):
         """Feature types of unmasked products: each modality's SIMCL feature (L2-normalised), 'image+text', and
         'joint' — the sum of the joint transformer's first tokens over the modalities (SCALE_code's pretrain
         retrieval features, ranked by raw dot product)."""
-        b = batch.images.shape[0]
-        missing = batch.extras.get("missing")
-        if missing is None:
-            missing = torch.zeros(b, len(MODALITIES), dtype=torch.bool, device=batch.images.device)
-        used = torch.tensor([m in self.modalities for m in MODALITIES], device=missing.device)
-        present = ~missing & used[None, :]
+        missing, _, present = self._presence(batch)
         encoded = self.encode_modalities(self._impute(batch, missing))
         out = {m: F.normalize(self.poolers[m](t[:, 0]), dim=-1) for m, (t, _) in encoded.items()}
         out["image+text"] = out["image"] + out["text"]
@@ -502,10 +502,6 @@ class SCALE(VLPModel):
 # joint transformers without dropout and with PyTorch's GELU in the joint MLP (each a third of the CPU step time;
 # the towers keep theirs, being shared). Sequence: text 30 + table 24 + image 65 + video 5 + audio 33 = 157 tokens.
 _ENC_TINY: dict[str, Any] = dict(depth=2, heads=4, mlp_ratio=4.0, dropout=0.0)
-_VIS_TINY: dict[str, Any] = dict(image_size=64, patch_size=8, width=128, depth=4, heads=4, pre_norm=False,
-                                 activation="gelu", layer_norm_eps=1e-6)
-_TXT_TINY: dict[str, Any] = dict(arch="bert", width=128, depth=4, heads=4, max_length=30, activation="gelu",
-                                 layer_norm_eps=1e-12, dropout=0.1)
 # base: SCALE_code's sizes — 768 wide, 6-layer text/table encoder (BERT's first 6 layers), 6-layer video and
 # audio encoders (8 heads, FFN 1024), 6 pre-LN joint layers (8 heads), 1024-d SIMCL projections, title 36 and
 # table 64 tokens, 12 frames, 12 s of audio as 80 mel-bin tokens (SCALE_code's saved layout). The image tower is
@@ -513,7 +509,7 @@ _TXT_TINY: dict[str, Any] = dict(arch="bert", width=128, depth=4, heads=4, max_l
 _ENC_BASE: dict[str, Any] = dict(depth=6, heads=8, mlp_ratio=1024 / 768, dropout=0.1)
 
 PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": dict(vision=_VIS_TINY, text=_TXT_TINY, preprocess=dict(resolution=64, train_crop_scale=(0.2, 1.0)),
+    "tiny": dict(vision=TINY_VISION, text=TINY_BERT, preprocess=dict(resolution=64, train_crop_scale=(0.2, 1.0)),
                  video=dict(frames=4, frame_size=16), audio=dict(seconds=1.0, mel=dict(n_mels=32, hop_length=512)),
                  video_encoder=_ENC_TINY, audio_encoder=_ENC_TINY,
                  joint=dict(depth=2, heads=4, max_tokens=256, dropout=0.0, activation="gelu"),

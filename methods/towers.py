@@ -37,6 +37,13 @@ class TowerOutput:
     mask: torch.Tensor | None = None  # (B, N) 1 = real token (text); None = all valid (image)
 
 
+# The tiny towers TCL, COTS, ERNIE-ViL 2.0 and SCALE share (one cached unimodal-init stage for all of them).
+TINY_VISION: dict[str, Any] = dict(image_size=64, patch_size=8, width=128, depth=4, heads=4, pre_norm=False,
+                                   activation="gelu", layer_norm_eps=1e-6)
+TINY_BERT: dict[str, Any] = dict(arch="bert", width=128, depth=4, heads=4, max_length=30, activation="gelu",
+                                 layer_norm_eps=1e-12, dropout=0.1)
+
+
 class VisionTowerConfig(StrictModel):
     timm_model: str | None = Field(None, description="A timm architecture name; None = build from the fields below.")
     image_size: int = 224

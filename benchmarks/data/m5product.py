@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
+from benchmarks.data.builtin.build import _sha256 as sha256_file  # one file hash for benchmarks/data
 from benchmarks.data.types import DatasetRef, PairCorpus
 from methods.config import StrictModel
 from methods.media import PRODUCT_MODALITIES
@@ -46,14 +47,6 @@ class M5ProductLayout(StrictModel):
     ids: str | None = Field(None, description="A file of item ids (one per line) naming the split; None = all.")
     image_size: int = Field(256, ge=16, description="Images are resized to this square (aspect not kept, as the "
                                                     "ALBEF/TCL evaluation transform does).")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class FileImages:
@@ -171,7 +164,7 @@ class M5ProductDataset:
                                  "the file may be truncated") from None
         if not isinstance(annotations, dict) or not annotations:
             raise M5ProductError(f"{ann_path}: expected a non-empty JSON object keyed by item id")
-        fingerprint_parts = [_sha256(ann_path)]
+        fingerprint_parts = [sha256_file(ann_path)]
         if lay.ids is not None:
             ids_path = self.root / lay.ids
             if not ids_path.is_file():
@@ -180,7 +173,7 @@ class M5ProductDataset:
             unknown = [i for i in ids if i not in annotations]
             if unknown:
                 raise M5ProductError(f"{ids_path}: {len(unknown)} id(s) not in {ann_path.name}, e.g. {unknown[:3]}")
-            fingerprint_parts.append(_sha256(ids_path))
+            fingerprint_parts.append(sha256_file(ids_path))
             self.split = ids_path.stem
         else:
             ids = sorted(annotations)
