@@ -604,6 +604,10 @@ CARD = MethodCard(
                   reason="measured at tiny: SCALE_code's form drives every graph weight to 0 within 30 steps (the "
                          "ReLU features die) and SIMCL sits at chance; detached with cross-modal negatives RSUM 13.6 "
                          "after 120 steps, the paper's form 143.0 (docs/scale.md)"),
+        Deviation(option="joint.activation, joint.dropout, video_encoder.dropout, audio_encoder.dropout (tiny)",
+                  ours="tiny: PyTorch's GELU in the joint MLP, no dropout in the joint, video and audio transformers",
+                  reference="SCALE_code: QuickGELU (CLIP blocks), dropout 0.1 (base keeps both)",
+                  reason="each is about a third of the CPU step time at tiny (3.7 -> 3.0 s/step measured)"),
         Deviation(option="simcl.negatives", ours="simclr: NT-Xent within the local batch, as SCALE_code (DataParallel, "
                   "no gather)", reference="paper: pairwise InfoNCE with in-batch negatives (cross_modal: CLIP's form)",
                   reason="SCALE_code's loss; negatives gathered across processes are issue 8's"),
