@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from benchmarks.data.files import DatasetError
 from benchmarks.data.m5product import M5ProductDataset, M5ProductError, M5ProductLayout, read_wav
 from methods import TextTokenizer, create_method
 from methods.media import PRODUCT_MODALITIES
@@ -143,7 +144,7 @@ def test_unreadable_media_name_their_file(tmp_path: Path) -> None:
     (root / "images" / "p2.jpg").write_bytes(b"not a jpeg")
     (root / "audio" / "p4.wav").write_bytes(b"RIFF....garbage")
     corpus = M5ProductDataset(root).product_corpus()
-    with pytest.raises(M5ProductError, match=r"p2\.jpg: cannot decode the image"):
+    with pytest.raises(DatasetError, match=r"p2\.jpg: cannot decode the image"):
         corpus.images.get([1])
     with pytest.raises(M5ProductError, match=r"p4\.wav: not a readable PCM WAV file .*ffmpeg"):
         corpus.extras["media"].audio_waves(np.array([3]), 16000, 0.5)

@@ -28,14 +28,14 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
-from benchmarks.data.builtin.build import _sha256 as sha256_file  # one file hash for benchmarks/data
+from benchmarks.data.files import DatasetError, FileImages, sha256_file
 from benchmarks.data.types import DatasetRef, PairCorpus
 from methods.config import StrictModel
 from methods.media import PRODUCT_MODALITIES
 from methods.table import TableFormatError, parse_pv
 
 
-class M5ProductError(ValueError):
+class M5ProductError(DatasetError):
     pass
 
 
@@ -47,31 +47,6 @@ class M5ProductLayout(StrictModel):
     ids: str | None = Field(None, description="A file of item ids (one per line) naming the split; None = all.")
     image_size: int = Field(256, ge=16, description="Images are resized to this square (aspect not kept, as the "
                                                     "ALBEF/TCL evaluation transform does).")
-
-
-class FileImages:
-    """An ImageSource over image files, decoded with Pillow and resized to one square size."""
-
-    def __init__(self, paths: list[Path], size: int) -> None:
-        self.paths = paths
-        self.size = size
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def get(self, indices: Any) -> np.ndarray:
-        from PIL import Image, UnidentifiedImageError
-
-        out = np.empty((len(indices), self.size, self.size, 3), dtype=np.uint8)
-        for k, i in enumerate(np.asarray(indices, dtype=np.int64)):
-            path = self.paths[int(i)]
-            try:
-                with Image.open(path) as im:
-                    out[k] = np.asarray(im.convert("RGB").resize((self.size, self.size), Image.Resampling.BICUBIC))
-            except (OSError, UnidentifiedImageError) as err:
-                raise M5ProductError(f"{path}: cannot decode the image ({err}); replace or remove the file and its "
-                                     "annotation") from None
-        return out
 
 
 def read_wav(path: Path) -> tuple[np.ndarray, int]:

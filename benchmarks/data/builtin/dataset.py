@@ -12,15 +12,12 @@ import numpy as np
 from benchmarks.data.builtin.build import SPLIT_ORDER, iter_records
 from benchmarks.data.builtin.media import BuiltinMedia
 from benchmarks.data.builtin.scene import Scene
+from benchmarks.data.files import DatasetError
 from methods.media import PRODUCT_MODALITIES
 from benchmarks.data.types import ArrayImages, DatasetRef, LabelledImages, PairCorpus, RetrievalSplit, TextCorpus
 
 IMAGE_SPLITS = ("train", "val", "test")
 VIDEO_SPLITS = ("video_train", "video_test")
-
-
-class DatasetError(ValueError):
-    pass
 
 
 class BuiltinDataset:

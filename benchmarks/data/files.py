@@ -1,0 +1,96 @@
+"""What every loader of local files needs: one error type, one file hash, JSON/JSONL reading and image decoding
+that say which file is wrong and how to fix it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+class DatasetError(ValueError):
+    """Bad or missing dataset input; the message names the file (and field or item) and the fix."""
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def combined_fingerprint(parts: dict[str, str]) -> str:
+    """One sha256 over named file hashes (order-independent)."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def read_json(path: Path, what: str) -> Any:
+    """Parse a JSON file; a missing, truncated or malformed file raises DatasetError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path} is missing: {what}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise DatasetError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); re-export the file "
+                           "as UTF-8") from None
+    except json.JSONDecodeError as err:
+        raise DatasetError(f"{path}: not valid JSON (line {err.lineno}, column {err.colno}: {err.msg}); "
+                           "the file is truncated or corrupt — download or extract it again") from None
+
+
+def iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed object) for every non-empty line of a JSON-lines file."""
+    with Path(path).open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                yield lineno, json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DatasetError(f"{path}:{lineno}: not valid JSON ({err.msg}); each line must be one JSON "
+                                   "object") from None
+
+
+def decode_image(data: bytes | Path, size: int, where: str) -> np.ndarray:
+    """(size, size, 3) uint8 RGB: decoded with Pillow and resized bicubically to a square (aspect not kept, as
+    the ALBEF/TCL/LAVIS retrieval transform `Resize((size, size))` does)."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as im:
+            rgb = im.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
+            return np.asarray(rgb, dtype=np.uint8)
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
+        raise DatasetError(f"{where}: cannot decode the image ({err}); replace the file or remove its "
+                           "annotation") from None
+
+
+class FileImages:
+    """An ImageSource over image files, decoded on access and resized to one square size."""
+
+    def __init__(self, paths: Sequence[Path], size: int) -> None:
+        self.paths = list(paths)
+        self.size = int(size)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def get(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+        idx = np.asarray(indices, dtype=np.int64)
+        out = np.empty((len(idx), self.size, self.size, 3), dtype=np.uint8)
+        for k, i in enumerate(idx):
+            path = self.paths[int(i)]
+            if not path.is_file():
+                raise DatasetError(f"{path}: the image file is missing; restore it or remove its annotation "
+                                   "(`vlpbench data verify` lists every missing file)")
+            out[k] = decode_image(path, self.size, str(path))
+        return out
