@@ -4,6 +4,7 @@
     vlpbench list
     vlpbench card METHOD
     vlpbench data build [--set key=value ...]
+    vlpbench data verify NAME --root DIR [--decode] [--json FILE] [--manifest FILE]
     vlpbench dvae train [--suite FILE] [--method cots] [--size tiny] [--set key=value ...]
     vlpbench report [--suite FILE] [--output DIR] [--tracking-uri URI] [--source mlflow|files]
 """
@@ -147,6 +148,18 @@ def cmd_data_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_verify(args: argparse.Namespace) -> int:
+    """Compare a local copy of a real dataset with the shipped manifest; non-zero exit when anything is off."""
+    from benchmarks.data.verify import load_manifest, verify, write_report_json
+
+    manifest = load_manifest(args.name, Path(args.manifest) if args.manifest else None)
+    report = verify(args.name, Path(args.root), decode=args.decode, manifest=manifest)
+    print(report.render())
+    if args.json:
+        write_report_json(report, Path(args.json))
+    return 0 if report.ok else 1
+
+
 def cmd_dvae_train(args: argparse.Namespace) -> int:
     """Train (or find in the cache) the visual tokenizer a method's masked vision modelling needs."""
     from benchmarks.data.builtin.build import default_cache_root
@@ -208,6 +221,14 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="generator option")
     build.add_argument("--cache", help="cache root (default: $VLPBENCH_CACHE or ~/.cache/vlpbench)")
     build.set_defaults(fn=cmd_data_build)
+    ver = dsub.add_parser("verify", help="check a local copy of a real dataset (layout, file counts, sha256 of the "
+                                         "annotations) against the manifest shipped with vlpbench")
+    ver.add_argument("name", help="flickr30k, coco or msrvtt")
+    ver.add_argument("--root", required=True, help="the dataset folder")
+    ver.add_argument("--decode", action="store_true", help="also decode every referenced image/video (slow)")
+    ver.add_argument("--json", help="also write the report as JSON to this file")
+    ver.add_argument("--manifest", help="a manifest YAML to use instead of the shipped one")
+    ver.set_defaults(fn=cmd_data_verify)
 
     dvae = sub.add_parser("dvae", help="visual tokenizers for masked vision modelling (COTS's CMVM)")
     vsub = dvae.add_subparsers(dest="dvae_command", required=True)

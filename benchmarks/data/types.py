@@ -2,6 +2,7 @@
 
 - `PairCorpus`: image-text pairs for pretraining (plus optional per-item extras).
 - `RetrievalSplit`: a gallery of images and captions with ground truth, for retrieval.
+- `VideoRetrievalSplit`: the same for videos (frames reached through `VideoSource`).
 
 Images are reached through `ImageSource` (random access to uint8 HWC batches), so an in-memory
 array, a memory-mapped file and a folder of JPEGs look the same to the training loop and the
@@ -102,6 +103,39 @@ class RetrievalSplit:
     def captions_per_image(self) -> dict[str, float]:
         counts = np.bincount(np.asarray(self.txt2img), minlength=self.n_images)
         return {"min": int(counts.min()), "max": int(counts.max()), "mean": float(counts.mean())}
+
+
+class VideoSource(Protocol):
+    n_frames: int
+
+    def __len__(self) -> int: ...
+
+    def get(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+        """(len(indices), n_frames, H, W, 3) uint8 frames in the order given."""
+        ...
+
+
+@dataclass(frozen=True)
+class VideoRetrievalSplit:
+    """Videos and captions with ground truth (MSR-VTT 1k-A: one caption per video; others: several)."""
+
+    ref: DatasetRef
+    videos: VideoSource
+    texts: Sequence[str]
+    txt2vid: np.ndarray     # (N_txt,) int64: the one ground-truth video of each caption
+
+    def __post_init__(self) -> None:
+        t2v = np.asarray(self.txt2vid)
+        if t2v.shape != (len(self.texts),):
+            raise ValueError(f"txt2vid has shape {t2v.shape}, expected ({len(self.texts)},)")
+        if len(t2v) and (t2v.min() < 0 or t2v.max() >= len(self.videos)):
+            raise ValueError("txt2vid points outside the video gallery")
+        if (np.bincount(t2v, minlength=len(self.videos)) == 0).any():
+            raise ValueError(f"{self.ref.dataset}/{self.ref.split}: some videos have no caption")
+
+    @property
+    def n_videos(self) -> int:
+        return len(self.videos)
 
 
 @dataclass(frozen=True)
