@@ -94,6 +94,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     uri = tracking.resolve_tracking_uri(args.tracking_uri or suite.tracking_uri, output)
     artifact_root = output / "mlartifacts" if tracking.is_embedded(uri) else None
     jobs = expand_jobs(suite)
+    for real in suite.retrieval.datasets:  # a wrong root fails now, not after hours of pretraining
+        open_dataset(real.name, real.root, real.options).items(real.split)
     print(f"suite {suite.name!r}: {len(jobs)} job(s) → {suite_dir}; tracking {uri}", flush=True)
     executor = get_executor(args.executor)
     t0 = time.perf_counter()

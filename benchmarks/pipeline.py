@@ -31,7 +31,8 @@ from benchmarks.data.builtin.build import default_cache_root
 from benchmarks.evaluation.products import evaluate_products
 from benchmarks.evaluation.retrieval import RetrievalProtocol, evaluate_image_text
 from benchmarks.runtime import fingerprint, resolve_device, resolve_precision, seed_everything
-from benchmarks.suite import Suite
+from benchmarks.data.types import RetrievalSplit
+from benchmarks.suite import EvalDataset, Suite
 from benchmarks.training.batches import PretrainBatches
 from benchmarks.training.loop import TrainConfig, Trainer
 from benchmarks.training.dvae import DVAERequest, ensure_dvae, tokenizer_crop
@@ -277,15 +278,35 @@ def describe_lineage(lineage: list[dict[str, Any]]) -> str:
     return " -> ".join(parts) or "untrained"
 
 
-def _zeroshot_protocols(job: Job, model: VLPModel) -> dict[str, RetrievalProtocol]:
-    """{record name: protocol}: ITC for every model, plus top-k re-ranking for fusion models."""
+def _zeroshot_protocols(job: Job, model: VLPModel) -> dict[str, tuple[EvalDataset | None, RetrievalProtocol]]:
+    """{record name: (real dataset or None = the suite's split, protocol)}: ITC for every model, plus top-k
+    re-ranking for fusion models, on the suite's split and on every real set of retrieval.datasets."""
     spec = job.suite.retrieval
-    out = {"zeroshot_retrieval": spec.protocol}
-    if spec.rerank and model.supports_rerank:
-        scoring = spec.rerank_scoring or model.card.default_protocol.get("scoring", "itm")
-        out["zeroshot_retrieval_rerank"] = spec.protocol.model_copy(
-            update={"scoring": scoring, "rerank_k": spec.rerank_k})
+    rerank = spec.rerank and model.supports_rerank
+    scoring = spec.rerank_scoring or model.card.default_protocol.get("scoring", "itm")
+    out: dict[str, tuple[EvalDataset | None, RetrievalProtocol]] = {}
+    for real in [None, *spec.datasets]:
+        suffix = "" if real is None else f"@{real.key}"
+        out["zeroshot_retrieval" + suffix] = (real, spec.protocol)
+        if rerank:
+            k = spec.rerank_k if real is None or real.rerank_k is None else real.rerank_k
+            out["zeroshot_retrieval_rerank" + suffix] = (real, spec.protocol.model_copy(
+                update={"scoring": scoring, "rerank_k": k}))
     return out
+
+
+def _retrieval_split(job: Job, real: EvalDataset | None, dataset: BuiltinDataset, model: VLPModel
+                     ) -> tuple[RetrievalSplit, dict[str, Any]]:
+    """The split a zero-shot record is computed on, and the protocol fields saying how it was read."""
+    if real is None:
+        return dataset.retrieval_split(job.suite.retrieval.split), {}
+    options = dict(real.options)
+    options.setdefault("image_size", int(model.preprocess.config.resolution))  # decode once, at the model's size
+    source = open_dataset(real.name, real.root, options)
+    split = source.retrieval_split(real.split)
+    return split, {"image_decode": f"Resize(({options['image_size']}, {options['image_size']})) bicubic, aspect "
+                                   "not kept (ALBEF/TCL retrieval transform)",
+                   "annotation_format": source.format, "captions": "raw from the annotation file"}
 
 
 def _eval_context(job: Job, job_dir: Path, model: VLPModel) -> tuple[torch.device, str, list[dict[str, Any]]]:
@@ -300,9 +321,13 @@ def _evaluate_zeroshot(job: Job, job_dir: Path, model: VLPModel, dataset: Builti
                        config: dict[str, Any], pre: PretrainRecord) -> dict[str, Path]:
     suite = job.suite
     device, precision, lineage = _eval_context(job, job_dir, model)
-    split = dataset.retrieval_split(suite.retrieval.split)
     written = {}
-    for name, proto in _zeroshot_protocols(job, model).items():
+    splits: dict[str, tuple[RetrievalSplit, dict[str, Any]]] = {}
+    for name, (real, proto) in _zeroshot_protocols(job, model).items():
+        key = "" if real is None else real.key
+        if key not in splits:
+            splits[key] = _retrieval_split(job, real, dataset, model)
+        split, read_as = splits[key]
         outcome = evaluate_image_text(model, split, proto, device, precision)
         protocol = {
             "task": "image-text retrieval", "setting": "zero-shot",
@@ -312,7 +337,7 @@ def _evaluate_zeroshot(job: Job, job_dir: Path, model: VLPModel, dataset: Builti
             "resolution": int(model.preprocess.config.resolution), "text_max_length": model.text_max_length,
             "scoring": proto.scoring, "rerank_k": proto.rerank_k, "tie_policy": proto.tie_policy,
             "prompt": proto.prompt, "precision": precision, "metric_units": "percent", "rank_base": 1,
-            "tokenizer": config["tokenizer"]["fingerprint"][:16],
+            "tokenizer": config["tokenizer"]["fingerprint"][:16], **read_as,
         }
         if proto.rerank_k is not None:
             protocol["ranks_beyond_k"] = f"censored at {proto.rerank_k + 1}"

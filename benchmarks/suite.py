@@ -66,8 +66,37 @@ class TokenizerSpec(StrictModel):
     path: str | None = Field(None, description="Local directory with tokenizer.json or vocab.txt.")
 
 
+class EvalDataset(StrictModel):
+    """A real image-text retrieval set read from local files (nothing is downloaded), evaluated zero-shot beside
+    the suite's own split."""
+
+    name: Literal["flickr30k", "coco"]
+    root: str = Field(description="The dataset folder (annotations + images; `vlpbench data verify` checks it).")
+    split: Literal["train", "val", "test"] = "test"
+    options: dict[str, Any] = Field(default_factory=dict, description="Layout fields (KarpathyLayout); "
+                                                                      "image_size defaults to the model's resolution.")
+    rerank_k: int | None = Field(None, gt=0, description="k for re-ranking on this set (Flickr30K 128, COCO 256); "
+                                                         "None = retrieval.rerank_k.")
+    label: str | None = Field(None, pattern=NAME_PATTERN, description="Record name suffix; default: the name.")
+
+    @property
+    def key(self) -> str:
+        return self.label or self.name
+
+
 class RetrievalSpec(StrictModel):
     split: str = "test"
+    datasets: list[EvalDataset] = Field(default_factory=list,
+                                        description="Real retrieval sets (Karpathy Flickr30K/COCO) also evaluated "
+                                                    "zero-shot; records 'zeroshot_retrieval@<label>'.")
+
+    @field_validator("datasets")
+    @classmethod
+    def _unique_labels(cls, v: list[EvalDataset]) -> list[EvalDataset]:
+        keys = [d.key for d in v]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"retrieval.datasets: labels {keys} repeat; give each entry its own 'label'")
+        return v
     protocol: RetrievalProtocol = Field(default_factory=RetrievalProtocol,
                                         description="The ITC evaluation every method gets.")
     rerank: bool = Field(True, description="Also evaluate models with a re-ranking head with top-k re-ranking.")

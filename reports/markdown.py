@@ -138,7 +138,7 @@ def render(pretrain: Sequence[PretrainRecord], evaluations: Sequence[EvaluationR
     for key in sorted(groups, key=lambda k: (json.loads(k)["benchmark"], k)):
         recs = groups[key]
         first = recs[0]
-        title = BENCHMARK_TITLES.get(first.benchmark, first.benchmark)
+        title = BENCHMARK_TITLES.get(first.benchmark.split("@")[0], first.benchmark)
         lines += [f"## {title} — {first.dataset['dataset']}/{first.dataset['split']}", ""]
         if first.benchmark == "product_retrieval":
             lines += _table(["method", "size", "seed", "features"] + _product_columns(recs), _product_rows(recs))

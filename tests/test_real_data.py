@@ -392,3 +392,45 @@ def test_verify_checks_published_md5_where_no_sha256_is_known(tmp_path: Path) ->
     assert status["coco_karpathy_test.json"] == ("ok", "md5 matches, 1 records")
     assert status["coco_karpathy_val.json"][0] == "different" and status["coco_karpathy_val.json"][1].startswith("md5")
     assert status["coco_karpathy_train.json"][0] == "unpinned"
+
+
+# --- real sets in a suite -------------------------------------------------------------------------
+
+def test_suite_evaluates_a_real_karpathy_set_zero_shot(tmp_path: Path, cache_root: Path) -> None:
+    import torch
+
+    from benchmarks.evaluation.retrieval import RetrievalProtocol, evaluate_image_text
+    from methods import load_pretrained
+    from reports.store import read_evaluation
+    from tests.conftest import MICRO_CLIP, SMALL_WORLD
+
+    flickr = make_flickr_albef(tmp_path / "flickr")
+    suite = {"name": "real", "methods": ["clip"], "dataset": {"options": SMALL_WORLD},
+             "benchmarks": ["zeroshot_retrieval"],
+             "train": {"tiny": {"steps": 4, "batch_size": 16, "log_every": 2}},
+             "method_overrides": {"clip": MICRO_CLIP},
+             "retrieval": {"datasets": [{"name": "flickr30k", "root": str(flickr)}]}}
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    out = tmp_path / "out"
+    assert main(["run", "--suite", str(path), "--output", str(out), "--no-progress"]) == 0
+    job = out / "real" / "jobs" / "clip-tiny-s0"
+    ev = read_evaluation(job / "eval" / "zeroshot_retrieval@flickr30k" / "results.json")
+    ref = KarpathyDataset("flickr30k", flickr).ref("test")
+    assert ev.dataset == ref.to_json() and ev.dataset["split"] == "karpathy-test"
+    model, _ = load_pretrained(job / "model")
+    res = int(model.preprocess.config.resolution)
+    assert ev.protocol["split"] == "flickr30k/karpathy-test" and ev.protocol["n_texts"] == 9
+    assert ev.protocol["captions_per_image"] == {"min": 4, "max": 5, "mean": 4.5}
+    assert ev.protocol["image_decode"].startswith(f"Resize(({res}, {res}))")
+    assert ev.protocol["annotation_format"] == "albef"
+    split = KarpathyDataset("flickr30k", flickr, KarpathyLayout(image_size=res)).retrieval_split("test")
+    direct = evaluate_image_text(model, split, RetrievalProtocol(), torch.device("cpu"), "fp32")
+    assert ev.metrics == pytest.approx(direct.metrics)
+    assert (job / "eval" / "zeroshot_retrieval" / "results.json").is_file()   # the suite's own split as before
+    report = (out / "real" / "report.md").read_text()
+    assert "## Zero-shot image-text retrieval (ITC) — flickr30k/karpathy-test" in report
+
+    suite["retrieval"]["datasets"][0]["root"] = str(tmp_path / "nowhere")
+    path.write_text(yaml.safe_dump(suite))
+    assert main(["run", "--suite", str(path), "--output", str(tmp_path / "out2"), "--no-progress"]) == 2
