@@ -78,6 +78,9 @@ def _render(suite: Suite, suite_dir: Path, output: Path, uri: str, source: str) 
 def _headline(metrics: dict[str, float]) -> str:
     """The one line a finished evaluation prints: recalls for image-text retrieval, mAP/Prec@1 per feature type
     for product retrieval."""
+    if "t2v_R1" in metrics:
+        return (f"RSUM {metrics['rsum']:.1f}  t2v R@1 {metrics['t2v_R1']:.1f}  MdR {metrics['t2v_medr']:.0f}  "
+                f"v2t R@1 {metrics['v2t_R1']:.1f}")
     if "rsum" in metrics:
         return f"RSUM {metrics['rsum']:.1f}  i2t R@1 {metrics['i2t_R1']:.1f}  t2i R@1 {metrics['t2i_R1']:.1f}"
     features = sorted({k.split("/")[0] for k in metrics if k.endswith("/mAP@1")})

@@ -24,14 +24,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from benchmarks.data import BuiltinDataset, open_dataset
 from benchmarks.data.builtin.build import default_cache_root
 from benchmarks.evaluation.products import evaluate_products
 from benchmarks.evaluation.retrieval import RetrievalProtocol, evaluate_image_text
+from benchmarks.evaluation.video import evaluate_text_video
 from benchmarks.runtime import fingerprint, resolve_device, resolve_precision, seed_everything
-from benchmarks.data.types import RetrievalSplit
+from benchmarks.data.types import RetrievalSplit, VideoRetrievalSplit
 from benchmarks.suite import EvalDataset, Suite
 from benchmarks.training.batches import PretrainBatches
 from benchmarks.training.loop import TrainConfig, Trainer
@@ -172,6 +174,7 @@ def resolved_config(job: Job, dataset: BuiltinDataset, tokenizer: TextTokenizer)
         "tokenizer": {**suite.tokenizer.model_dump(mode="json"), "fingerprint": tokenizer.fingerprint(),
                       "vocab_size": tokenizer.vocab_size},
         "retrieval": suite.retrieval.model_dump(mode="json"),
+        "video": suite.video.model_dump(mode="json"),
         "products": suite.products.model_dump(mode="json"),
     }
 
@@ -184,7 +187,7 @@ def _variant_entry(job: Job) -> dict[str, Any]:
 
 def job_fingerprint(config: dict[str, Any]) -> str:
     # Evaluation settings do not change the trained weights, so they stay out of the fingerprint.
-    keyed = {k: v for k, v in config.items() if k not in ("retrieval", "products")}
+    keyed = {k: v for k, v in config.items() if k not in ("retrieval", "video", "products")}
     return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()
 
 
@@ -383,11 +386,65 @@ def _evaluate_products(job: Job, job_dir: Path, model: VLPModel, dataset: Builti
     return {"product_retrieval": write_record(job_dir / "eval" / "product_retrieval" / RESULTS_FILE, record)}
 
 
+def _video_splits(job: Job, dataset: BuiltinDataset, model: VLPModel
+                  ) -> dict[str, tuple[VideoRetrievalSplit, dict[str, Any]]]:
+    """{record name: (split, protocol fields saying how its frames were read)}: the built-in split, then MSR-VTT."""
+    spec = job.suite.video
+    res = int(model.preprocess.config.resolution)
+    split = dataset.video_split(spec.split, size=res, n_frames=spec.n_frames)
+    out = {"video_retrieval": (split, {"frames_per_video": split.videos.n_frames,
+                                       "frame_sampling": "every rendered frame (uniform over the clip)"})}
+    for real in spec.datasets:
+        options = dict(real.options)
+        options.setdefault("frame_size", res)
+        if spec.n_frames is not None:
+            options.setdefault("n_frames", spec.n_frames)
+        vs = open_dataset(real.name, real.root, options).video_split(real.split)
+        out[f"video_retrieval@{real.name}"] = (vs, {
+            "frames_per_video": vs.videos.n_frames, "frame_decode": "PyAV",
+            "frame_sampling": "middle frame of n equal segments (deterministic)"})
+    return out
+
+
+def _evaluate_video(job: Job, job_dir: Path, model: VLPModel, dataset: BuiltinDataset,
+                    config: dict[str, Any], pre: PretrainRecord) -> dict[str, Path]:
+    suite = job.suite
+    device, precision, lineage = _eval_context(job, job_dir, model)
+    proto = suite.video.protocol
+    pooled = "mean of frame embeddings (meanP)" if type(model).encode_video is VLPModel.encode_video \
+        else f"{type(model).__name__}.encode_video"
+    written = {}
+    for name, (split, read_as) in _video_splits(job, dataset, model).items():
+        outcome = evaluate_text_video(model, split, proto, device, precision)
+        counts = np.bincount(split.txt2vid, minlength=split.n_videos)
+        protocol = {
+            "task": "text-video retrieval", "setting": "zero-shot", "training_split": "none (no fine-tuning)",
+            "lineage": describe_lineage(lineage) + " (no fine-tuning)",
+            "split": f"{split.ref.dataset}/{split.ref.split}", "n_videos": split.n_videos, "n_texts": len(split.texts),
+            "captions_per_video": {"min": int(counts.min()), "max": int(counts.max()), "mean": float(counts.mean())},
+            **read_as, "video_embedding": pooled, "resolution": int(model.preprocess.config.resolution),
+            "text_max_length": model.text_max_length, "scoring": "itc", "tie_policy": proto.tie_policy,
+            "post_processing": "none", "precision": precision, "metric_units": "percent", "rank_base": 1,
+            "tokenizer": config["tokenizer"]["fingerprint"][:16]}
+        out_dir = job_dir / "eval" / name
+        save_ranks(out_dir / RANKS_FILE, v2t=outcome.v2t_ranks, t2v=outcome.t2v_ranks)
+        record = EvaluationRecord(
+            suite=suite.name, job=job.name, method=job.method, variant=job.variant, size=job.size, seed=job.seed,
+            config=config, environment=fingerprint(device), benchmark=name, dataset=split.ref.to_json(),
+            protocol=protocol, metrics=outcome.metrics, lineage=lineage, timings=outcome.timings,
+            card=get_spec(job.method).card.to_json())
+        written[name] = write_record(out_dir / RESULTS_FILE, record)
+    return written
+
+
 BENCHMARK_RUNNERS: dict[str, Callable[..., dict[str, Path]]] = {"zeroshot_retrieval": _evaluate_zeroshot,
+                                                                 "video_retrieval": _evaluate_video,
                                                                  "product_retrieval": _evaluate_products}
 # The records a benchmark writes for a model (used to tell whether finished work can be reused).
 BENCHMARK_RECORDS: dict[str, Callable[[Job, VLPModel], list[str]]] = {
     "zeroshot_retrieval": lambda job, model: list(_zeroshot_protocols(job, model)),
+    "video_retrieval": lambda job, model: ["video_retrieval"] + [f"video_retrieval@{d.name}"
+                                                                 for d in job.suite.video.datasets],
     "product_retrieval": lambda job, model: ["product_retrieval"]}
 
 
@@ -428,7 +485,8 @@ def run_job(job: Job, suite_dir: Path, *, resume: str | None = None, progress: b
             outcome.results.update(paths)
             outcome.reused.append(bench)
             continue
-        split = suite.products.split if bench == "product_retrieval" else suite.retrieval.split
+        split = {"product_retrieval": suite.products.split, "video_retrieval": suite.video.split}.get(
+            bench, suite.retrieval.split)
         log(f"[{job.name}] {bench} on {dataset.name}/{split}")
         with torch.no_grad():
             outcome.results.update(BENCHMARK_RUNNERS[bench](job, job_dir, model, dataset, config, pre))

@@ -30,13 +30,14 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from benchmarks.evaluation.products import ProductEvalProtocol
 from benchmarks.evaluation.retrieval import RetrievalProtocol
+from benchmarks.evaluation.video import VideoRetrievalProtocol
 from benchmarks.runtime import Precision
 from benchmarks.training.dvae import DVAEBudget
 from benchmarks.training.unimodal import UnimodalBudget
 from methods import SIZES, default_suite_methods, list_methods
 from methods.config import ConfigError, StrictModel, deep_merge, validate
 
-BENCHMARKS: tuple[str, ...] = ("zeroshot_retrieval", "product_retrieval")
+BENCHMARKS: tuple[str, ...] = ("zeroshot_retrieval", "video_retrieval", "product_retrieval")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"   # suite and variant names (they become folder names)
 
 
@@ -106,6 +107,26 @@ class RetrievalSpec(StrictModel):
                                                "kept small so the CPU default suite stays minutes long.")
 
 
+class VideoDataset(StrictModel):
+    """MSR-VTT from local files (CLIP4Clip layout), evaluated beside the built-in video split."""
+
+    name: Literal["msrvtt"] = "msrvtt"
+    root: str = Field(description="The MSR-VTT folder (`vlpbench data verify msrvtt --root DIR` checks it).")
+    split: str = Field("1k-A", description="1k-A (JSFusion test list; 'test' and 'val' are the same file).")
+    options: dict[str, Any] = Field(default_factory=dict, description="Layout fields (MSRVTTLayout); frame_size "
+                                                                      "defaults to the model's resolution.")
+
+
+class VideoSpec(StrictModel):
+    split: str = Field("video_test", description="The built-in video split (1,000 clips, 5 captions each).")
+    n_frames: int | None = Field(None, ge=1, description="Frames per video; None = the built-in dataset's "
+                                                         "video_frames (8) and MSR-VTT's layout (12).")
+    protocol: VideoRetrievalProtocol = Field(default_factory=VideoRetrievalProtocol)
+    datasets: list[VideoDataset] = Field(default_factory=list,
+                                         description="Real video sets also evaluated; records "
+                                                     "'video_retrieval@<name>'.")
+
+
 class ProductSpec(StrictModel):
     split: str = Field("test", description="The split whose items are queries and gallery (leave-one-out).")
     protocol: ProductEvalProtocol = Field(default_factory=ProductEvalProtocol,
@@ -172,6 +193,7 @@ class Suite(StrictModel):
     method_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
     recipe_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
     retrieval: RetrievalSpec = Field(default_factory=RetrievalSpec)
+    video: VideoSpec = Field(default_factory=VideoSpec, description="Text-to-video retrieval (MSR-VTT protocol).")
     products: ProductSpec = Field(default_factory=ProductSpec, description="Same-category product retrieval "
                                                                           "(benchmark product_retrieval).")
     tracking_uri: str | None = None

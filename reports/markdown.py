@@ -20,8 +20,14 @@ RETRIEVAL_COLUMNS: tuple[tuple[str, str], ...] = (
     ("t2i_R1", "T→I R@1"), ("t2i_R5", "R@5"), ("t2i_R10", "R@10"),
     ("rsum", "RSUM"), ("i2t_medr", "I→T MdR"), ("t2i_medr", "T→I MdR"),
 )
+VIDEO_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("t2v_R1", "T→V R@1"), ("t2v_R5", "R@5"), ("t2v_R10", "R@10"), ("t2v_medr", "MdR"), ("t2v_meanr", "MnR"),
+    ("v2t_R1", "V→T R@1"), ("v2t_R5", "R@5"), ("v2t_R10", "R@10"), ("v2t_medr", "MdR"), ("v2t_meanr", "MnR"),
+    ("rsum", "RSUM"),
+)
 BENCHMARK_TITLES = {"zeroshot_retrieval": "Zero-shot image-text retrieval (ITC)",
                     "zeroshot_retrieval_rerank": "Zero-shot image-text retrieval (top-k re-ranking)",
+                    "video_retrieval": "Zero-shot text-video retrieval (MSR-VTT protocol, ITC)",
                     "product_retrieval": "Same-category product retrieval (M5Product protocol)"}
 # Protocol fields that do not change what a number means (they only describe the split).
 _DESCRIPTIVE = {"n_images", "n_texts", "captions_per_image", "tokenizer"}
@@ -84,17 +90,18 @@ def _filters(records: Sequence[PretrainRecord]) -> list[str]:
                    "precision %", "recall %"], rows)
 
 
-def _results_rows(records: Sequence[EvaluationRecord]) -> list[list[str]]:
+def _results_rows(records: Sequence[EvaluationRecord],
+                  columns: Sequence[tuple[str, str]] = RETRIEVAL_COLUMNS) -> list[list[str]]:
     rows = []
     by_model: dict[tuple[str, str], list[EvaluationRecord]] = defaultdict(list)
     for r in sorted(records, key=lambda r: (r.label, r.size, r.seed)):
         by_model[(r.label, r.size)].append(r)
-        rows.append([r.label, r.size, str(r.seed)] + [_fmt(r.metrics.get(k)) for k, _ in RETRIEVAL_COLUMNS])
+        rows.append([r.label, r.size, str(r.seed)] + [_fmt(r.metrics.get(k)) for k, _ in columns])
     for (method, size), group in sorted(by_model.items()):
         if len(group) < 2:
             continue
         cells = []
-        for k, _ in RETRIEVAL_COLUMNS:
+        for k, _ in columns:
             vals = [g.metrics[k] for g in group if k in g.metrics]
             cells.append(f"{mean(vals):.2f} ± {stdev(vals):.2f}" if len(vals) > 1 else "—")
         rows.append([f"**{method}**", size, f"mean ± std ({len(group)})"] + cells)
@@ -131,7 +138,7 @@ def render(pretrain: Sequence[PretrainRecord], evaluations: Sequence[EvaluationR
     lines = [f"# vlpbench report — suite `{suite}`", "",
              f"Generated {utc_now()} from `{source}`. Recalls in percent (R@K: share of queries whose "
              "ground truth is in the top K; I→T counts a hit if any of the image's captions is there); "
-             "RSUM = sum of the six recalls; MdR = median rank (1-based).", ""]
+             "RSUM = sum of the six recalls; MdR / MnR = median / mean rank (1-based).", ""]
     groups: dict[str, list[EvaluationRecord]] = defaultdict(list)
     for r in evaluations:
         groups[_protocol_key(r)].append(r)
@@ -143,8 +150,8 @@ def render(pretrain: Sequence[PretrainRecord], evaluations: Sequence[EvaluationR
         if first.benchmark == "product_retrieval":
             lines += _table(["method", "size", "seed", "features"] + _product_columns(recs), _product_rows(recs))
         else:
-            lines += _table(["method", "size", "seed"] + [label for _, label in RETRIEVAL_COLUMNS],
-                            _results_rows(recs))
+            columns = VIDEO_COLUMNS if first.benchmark.startswith("video_retrieval") else RETRIEVAL_COLUMNS
+            lines += _table(["method", "size", "seed"] + [label for _, label in columns], _results_rows(recs, columns))
         lines += ["", "Protocol:", ""]
         proto_rows = [[k, _fmt(v)] for k, v in sorted(first.protocol.items())]
         proto_rows += [["split sha256", first.dataset["fingerprint"]],

@@ -10,11 +10,12 @@ from typing import Any
 import numpy as np
 
 from benchmarks.data.builtin.build import SPLIT_ORDER, iter_records
-from benchmarks.data.builtin.media import BuiltinMedia
+from benchmarks.data.builtin.media import BuiltinMedia, BuiltinVideos
 from benchmarks.data.builtin.scene import Scene
 from benchmarks.data.files import DatasetError
 from methods.media import PRODUCT_MODALITIES
-from benchmarks.data.types import ArrayImages, DatasetRef, LabelledImages, PairCorpus, RetrievalSplit, TextCorpus
+from benchmarks.data.types import (ArrayImages, DatasetRef, LabelledImages, PairCorpus, RetrievalSplit, TextCorpus,
+                                   VideoRetrievalSplit)
 
 IMAGE_SPLITS = ("train", "val", "test")
 VIDEO_SPLITS = ("video_train", "video_test")
@@ -98,6 +99,21 @@ class BuiltinDataset:
         texts = [c for r in recs for c in r["captions"]]
         txt2img = np.array([i for i, r in enumerate(recs) for _ in r["captions"]], dtype=np.int64)
         return RetrievalSplit(ref=self.ref(split), images=self.images(split), texts=texts, txt2img=txt2img)
+
+    def video_split(self, split: str = "video_test", size: int = 64, n_frames: int | None = None
+                    ) -> VideoRetrievalSplit:
+        """Clips with their video captions (several per clip: v2t counts the best-ranked), frames rendered at
+        `size` px; n_frames defaults to the dataset's `video_frames`."""
+        if split not in VIDEO_SPLITS:
+            raise DatasetError(f"video retrieval splits of the built-in dataset: {VIDEO_SPLITS}, not {split!r}")
+        recs = self.records(split)
+        media = BuiltinMedia([Scene.from_json(r["scene"]) for r in recs], None,
+                             self.manifest["splits"][split]["fingerprint"])
+        frames = int(n_frames or self.manifest["config"]["video_frames"])
+        texts = [c for r in recs for c in r["video_captions"]]
+        owner = np.array([i for i, r in enumerate(recs) for _ in r["video_captions"]], dtype=np.int64)
+        return VideoRetrievalSplit(ref=self.ref(split), videos=BuiltinVideos(media, frames, size), texts=texts,
+                                   txt2vid=owner)
 
     def tokenizer_corpus(self) -> list[str]:
         """Text a tokenizer may be trained on: the pretraining and training splits, never val/test."""

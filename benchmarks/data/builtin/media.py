@@ -57,3 +57,19 @@ class BuiltinMedia:
         except OSError:   # a read-only dataset folder: use the values without keeping them
             pass
         return values
+
+
+class BuiltinVideos:
+    """A VideoSource over a split's clips, rendered on access (frame 0 is the item's still image)."""
+
+    def __init__(self, media: BuiltinMedia, n_frames: int, size: int) -> None:
+        self.media = media
+        self.n_frames = int(n_frames)
+        self.size = int(size)
+
+    def __len__(self) -> int:
+        return len(self.media)
+
+    def get(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+        frames, _ = self.media.video_frames(np.asarray(indices, dtype=np.int64), self.n_frames, self.size)
+        return frames
