@@ -5,6 +5,7 @@
     vlpbench card METHOD
     vlpbench data build [--set key=value ...]
     vlpbench data verify NAME --root DIR [--decode] [--json FILE] [--manifest FILE]
+    vlpbench latency [--methods clip,tcl] [--size tiny] [--twice] [--output FILE]
     vlpbench dvae train [--suite FILE] [--method cots] [--size tiny] [--set key=value ...]
     vlpbench report [--suite FILE] [--output DIR] [--tracking-uri URI] [--source mlflow|files]
 """
@@ -35,7 +36,7 @@ from benchmarks.pipeline import expand_jobs, run_job  # noqa: E402
 from benchmarks.suite import Suite, load_suite  # noqa: E402
 from benchmarks.training.checkpoint import CheckpointError  # noqa: E402
 from benchmarks.runtime import code_version  # noqa: E402
-from methods import ConfigError, get_spec, list_methods, method_config  # noqa: E402
+from methods import ConfigError, create_method, get_spec, list_methods, method_config  # noqa: E402
 from methods.registry import SIZES, param_count  # noqa: E402
 from methods.tokenizer import TokenizerError  # noqa: E402
 from methods.towers import WeightsError  # noqa: E402
@@ -78,6 +79,14 @@ def _render(suite: Suite, suite_dir: Path, output: Path, uri: str, source: str) 
 def _headline(metrics: dict[str, float]) -> str:
     """The one line a finished evaluation prints: recalls for image-text retrieval, mAP/Prec@1 per feature type
     for product retrieval."""
+    if "encode_image/p50_ms" in metrics:
+        big = max(int(k.split("@")[1].split("/")[0]) for k in metrics if k.startswith("search@"))
+        line = (f"image batch p50 {metrics['encode_image/p50_ms']:.1f} ms ({metrics['encode_image/throughput_per_s']:.0f}"
+                f"/s)  text batch p50 {metrics['encode_text/p50_ms']:.1f} ms  search@{big} p50 "
+                f"{metrics[f'search@{big}/p50_ms']:.3f} ms")
+        if f"ratios/exhaustive_over_dual@{big}" in metrics:
+            line += f"  exhaustive/dual@{big} {metrics[f'ratios/exhaustive_over_dual@{big}']:.0f}x"
+        return line
     if "t2v_R1" in metrics:
         return (f"RSUM {metrics['rsum']:.1f}  t2v R@1 {metrics['t2v_R1']:.1f}  MdR {metrics['t2v_medr']:.0f}  "
                 f"v2t R@1 {metrics['v2t_R1']:.1f}")
@@ -165,6 +174,49 @@ def cmd_data_verify(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_latency(args: argparse.Namespace) -> int:
+    """Time every stage of untrained models (weights do not change timings) and write a JSON with the machine's
+    fingerprint; --twice runs everything twice back to back and reports how far the p50s moved."""
+    from benchmarks.evaluation.latency import LatencyProtocol, measure_latency
+    from benchmarks.pipeline import build_tokenizer, latency_metrics
+    from benchmarks.runtime import fingerprint, resolve_device, resolve_precision
+
+    suite = load_suite(Path(args.suite) if args.suite else None, _parse_sets(args.set))
+    dataset = open_dataset(suite.dataset.name, suite.dataset.root, suite.dataset.options)
+    tokenizer = build_tokenizer(suite, dataset)
+    texts = list(dataset.retrieval_split(suite.latency.text_split).texts)
+    device = resolve_device(suite.device)
+    precision = resolve_precision(suite.precision, device)
+    proto = suite.latency.protocol
+    if args.repeats:
+        proto = proto.model_copy(update={"repeats": args.repeats})
+    methods = args.methods.split(",") if args.methods else suite.method_names()
+    out: dict[str, Any] = {"environment": fingerprint(device), "precision": precision,
+                           "protocol": proto.model_dump(mode="json"), "methods": {}}
+    for name in methods:
+        spec_method = suite.variants[name].method if name in suite.variants else name
+        overrides = suite.variants[name].method_overrides if name in suite.variants else \
+            suite.method_overrides.get(name)
+        model = create_method(spec_method, args.size, tokenizer=tokenizer, overrides=overrides).to(device)
+        runs = [latency_metrics(measure_latency(model, texts, proto, device, precision))
+                for _ in range(2 if args.twice else 1)]
+        entry: dict[str, Any] = {"metrics": runs[0]}
+        print(f"{name}-{args.size}: {_headline(runs[0])}")
+        if args.twice:
+            moved = {k.split("/")[0]: abs(runs[1][k] / runs[0][k] - 1) for k in runs[0] if k.endswith("/p50_ms")
+                     and runs[0][k] > 0}
+            entry["second_run"] = runs[1]
+            entry["p50_relative_change"] = moved
+            worst = max(moved, key=lambda k: moved[k])
+            print(f"  second run: p50s moved by at most {100 * moved[worst]:.1f} % ({worst}); "
+                  f"{sum(v <= 0.10 for v in moved.values())}/{len(moved)} within 10 %")
+        out["methods"][name] = entry
+    if args.output:
+        atomic_write_text(Path(args.output), json.dumps(out, indent=2))
+        print(f"written: {args.output}")
+    return 0
+
+
 def cmd_dvae_train(args: argparse.Namespace) -> int:
     """Train (or find in the cache) the visual tokenizer a method's masked vision modelling needs."""
     from benchmarks.data.builtin.build import default_cache_root
@@ -234,6 +286,18 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("--json", help="also write the report as JSON to this file")
     ver.add_argument("--manifest", help="a manifest YAML to use instead of the shipped one")
     ver.set_defaults(fn=cmd_data_verify)
+
+    lat = sub.add_parser("latency", help="time each inference stage of every method (untrained weights: timings do "
+                                         "not depend on them); the suite's `latency` benchmark does the same for "
+                                         "trained models")
+    lat.add_argument("--suite", help="suite YAML (methods, latency protocol, device, precision); default suite")
+    lat.add_argument("--methods", help="comma-separated methods/variants (default: the suite's)")
+    lat.add_argument("--size", default="tiny", choices=SIZES)
+    lat.add_argument("--repeats", type=int, help="timed calls per operation (default: the suite's, 20)")
+    lat.add_argument("--twice", action="store_true", help="run everything twice back to back: repeatability")
+    lat.add_argument("--output", help="write the results (with the machine fingerprint) to this JSON file")
+    lat.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a suite field")
+    lat.set_defaults(fn=cmd_latency)
 
     dvae = sub.add_parser("dvae", help="visual tokenizers for masked vision modelling (COTS's CMVM)")
     vsub = dvae.add_subparsers(dest="dvae_command", required=True)

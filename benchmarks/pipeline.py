@@ -31,6 +31,7 @@ from benchmarks.data import BuiltinDataset, open_dataset
 from benchmarks.data.builtin.build import default_cache_root
 from benchmarks.evaluation.products import evaluate_products
 from benchmarks.evaluation.retrieval import RetrievalProtocol, evaluate_image_text
+from benchmarks.evaluation.latency import measure_latency
 from benchmarks.evaluation.video import evaluate_text_video
 from benchmarks.runtime import fingerprint, resolve_device, resolve_precision, seed_everything
 from benchmarks.data.types import RetrievalSplit, VideoRetrievalSplit
@@ -175,6 +176,7 @@ def resolved_config(job: Job, dataset: BuiltinDataset, tokenizer: TextTokenizer)
                       "vocab_size": tokenizer.vocab_size},
         "retrieval": suite.retrieval.model_dump(mode="json"),
         "video": suite.video.model_dump(mode="json"),
+        "latency": suite.latency.model_dump(mode="json"),
         "products": suite.products.model_dump(mode="json"),
     }
 
@@ -187,7 +189,7 @@ def _variant_entry(job: Job) -> dict[str, Any]:
 
 def job_fingerprint(config: dict[str, Any]) -> str:
     # Evaluation settings do not change the trained weights, so they stay out of the fingerprint.
-    keyed = {k: v for k, v in config.items() if k not in ("retrieval", "video", "products")}
+    keyed = {k: v for k, v in config.items() if k not in ("retrieval", "video", "products", "latency")}
     return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()
 
 
@@ -437,7 +439,46 @@ def _evaluate_video(job: Job, job_dir: Path, model: VLPModel, dataset: BuiltinDa
     return written
 
 
+def latency_metrics(result: dict[str, Any]) -> dict[str, float]:
+    """measure_latency's nested result as flat metric names: '<op>/p50_ms', 'per_query_ms/<design>@N', ..."""
+    out = {f"{op}/{k}": float(v) for op, t in result["timings"].items() for k, v in t.items()}
+    for group in ("per_query_ms", "ratios", "params", "flops"):
+        out.update({f"{group}/{k}": float(v) for k, v in result[group].items()})
+    return out
+
+
+def _evaluate_latency(job: Job, job_dir: Path, model: VLPModel, dataset: BuiltinDataset,
+                      config: dict[str, Any], pre: PretrainRecord) -> dict[str, Path]:
+    suite = job.suite
+    device, precision, lineage = _eval_context(job, job_dir, model)
+    proto = suite.latency.protocol
+    texts = list(dataset.retrieval_split(suite.latency.text_split).texts)
+    seed_everything(job.seed)
+    result = measure_latency(model, texts, proto, device, precision, seed=job.seed)
+    protocol = {
+        "task": "inference latency", "batch_size": proto.batch_size, "gallery_sizes": proto.gallery_sizes,
+        "top_k": proto.top_k, "rerank_k (re-ranking models)": proto.rerank_k,
+        "cross_batch (re-ranking models)": proto.cross_batch, "warmup": proto.warmup,
+        "repeats": proto.repeats, "timed": "model forward only; tokenisation timed apart; preprocessing and data "
+                                          "loading excluded; device synchronised around every call",
+        "gallery": "random unit vectors of the embedding size (scoring cost does not depend on content)",
+        "exhaustive": "extrapolated: text encoding + N x (cross-encoder time per pair at cross_batch)",
+        "texts": f"the first {proto.batch_size} captions of {dataset.name}/{suite.latency.text_split}",
+        "precision": precision, "device": str(device), "torch_threads": torch.get_num_threads(),
+        "model inputs": "each model at its own resolution and text length (metrics model/*); weights do not "
+                        "change timings, so lineage is not part of this protocol"}
+    record = EvaluationRecord(
+        suite=suite.name, job=job.name, method=job.method, variant=job.variant, size=job.size, seed=job.seed,
+        config=config, environment=fingerprint(device), benchmark="latency",
+        dataset=dataset.ref(suite.latency.text_split).to_json(), protocol=protocol,
+        metrics={**latency_metrics(result), "model/resolution": float(model.preprocess.config.resolution),
+                 "model/text_max_length": float(model.text_max_length)},
+        lineage=lineage, timings={}, card=get_spec(job.method).card.to_json())
+    return {"latency": write_record(job_dir / "eval" / "latency" / RESULTS_FILE, record)}
+
+
 BENCHMARK_RUNNERS: dict[str, Callable[..., dict[str, Path]]] = {"zeroshot_retrieval": _evaluate_zeroshot,
+                                                                 "latency": _evaluate_latency,
                                                                  "video_retrieval": _evaluate_video,
                                                                  "product_retrieval": _evaluate_products}
 # The records a benchmark writes for a model (used to tell whether finished work can be reused).
@@ -445,7 +486,8 @@ BENCHMARK_RECORDS: dict[str, Callable[[Job, VLPModel], list[str]]] = {
     "zeroshot_retrieval": lambda job, model: list(_zeroshot_protocols(job, model)),
     "video_retrieval": lambda job, model: ["video_retrieval"] + [f"video_retrieval@{d.name}"
                                                                  for d in job.suite.video.datasets],
-    "product_retrieval": lambda job, model: ["product_retrieval"]}
+    "product_retrieval": lambda job, model: ["product_retrieval"],
+    "latency": lambda job, model: ["latency"]}
 
 
 def run_job(job: Job, suite_dir: Path, *, resume: str | None = None, progress: bool = True,
@@ -485,8 +527,8 @@ def run_job(job: Job, suite_dir: Path, *, resume: str | None = None, progress: b
             outcome.results.update(paths)
             outcome.reused.append(bench)
             continue
-        split = {"product_retrieval": suite.products.split, "video_retrieval": suite.video.split}.get(
-            bench, suite.retrieval.split)
+        split = {"product_retrieval": suite.products.split, "video_retrieval": suite.video.split,
+                 "latency": suite.latency.text_split}.get(bench, suite.retrieval.split)
         log(f"[{job.name}] {bench} on {dataset.name}/{split}")
         with torch.no_grad():
             outcome.results.update(BENCHMARK_RUNNERS[bench](job, job_dir, model, dataset, config, pre))

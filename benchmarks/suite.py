@@ -28,6 +28,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationInfo, field_validator
 
+from benchmarks.evaluation.latency import LatencyProtocol
 from benchmarks.evaluation.products import ProductEvalProtocol
 from benchmarks.evaluation.retrieval import RetrievalProtocol
 from benchmarks.evaluation.video import VideoRetrievalProtocol
@@ -37,7 +38,7 @@ from benchmarks.training.unimodal import UnimodalBudget
 from methods import SIZES, default_suite_methods, list_methods
 from methods.config import ConfigError, StrictModel, deep_merge, validate
 
-BENCHMARKS: tuple[str, ...] = ("zeroshot_retrieval", "video_retrieval", "product_retrieval")
+BENCHMARKS: tuple[str, ...] = ("zeroshot_retrieval", "video_retrieval", "product_retrieval", "latency")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"   # suite and variant names (they become folder names)
 
 
@@ -127,6 +128,11 @@ class VideoSpec(StrictModel):
                                                      "'video_retrieval@<name>'.")
 
 
+class LatencySpec(StrictModel):
+    protocol: LatencyProtocol = Field(default_factory=LatencyProtocol)
+    text_split: str = Field("test", description="Captions timed for text encoding (their lengths matter).")
+
+
 class ProductSpec(StrictModel):
     split: str = Field("test", description="The split whose items are queries and gallery (leave-one-out).")
     protocol: ProductEvalProtocol = Field(default_factory=ProductEvalProtocol,
@@ -194,6 +200,7 @@ class Suite(StrictModel):
     recipe_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
     retrieval: RetrievalSpec = Field(default_factory=RetrievalSpec)
     video: VideoSpec = Field(default_factory=VideoSpec, description="Text-to-video retrieval (MSR-VTT protocol).")
+    latency: LatencySpec = Field(default_factory=LatencySpec, description="Inference latency per stage.")
     products: ProductSpec = Field(default_factory=ProductSpec, description="Same-category product retrieval "
                                                                           "(benchmark product_retrieval).")
     tracking_uri: str | None = None

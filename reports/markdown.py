@@ -28,7 +28,8 @@ VIDEO_COLUMNS: tuple[tuple[str, str], ...] = (
 BENCHMARK_TITLES = {"zeroshot_retrieval": "Zero-shot image-text retrieval (ITC)",
                     "zeroshot_retrieval_rerank": "Zero-shot image-text retrieval (top-k re-ranking)",
                     "video_retrieval": "Zero-shot text-video retrieval (MSR-VTT protocol, ITC)",
-                    "product_retrieval": "Same-category product retrieval (M5Product protocol)"}
+                    "product_retrieval": "Same-category product retrieval (M5Product protocol)",
+                    "latency": "Inference latency (per stage, p50 of repeated calls after warm-up)"}
 # Protocol fields that do not change what a number means (they only describe the split).
 _DESCRIPTIVE = {"n_images", "n_texts", "captions_per_image", "tokenizer"}
 
@@ -133,6 +134,43 @@ def _product_rows(records: Sequence[EvaluationRecord]) -> list[list[str]]:
     return rows
 
 
+def _latency_section(records: Sequence[EvaluationRecord]) -> list[str]:
+    """Per-stage p50 (ms per call) and throughput, then the per-query cost of each retrieval design."""
+    sizes = records[0].protocol.get("gallery_sizes", [])
+    head = (["method", "size", "seed", "res", "image batch p50 ms", "images/s", "text batch p50 ms", "texts/s",
+             "1 text p50 ms"] + [f"search@{n} p50 ms" for n in sizes]
+            + ["re-rank/query p50 ms", "cross pairs/s", "params image / text / cross", "GFLOPs image / text / pair"])
+    rows = []
+    for r in sorted(records, key=lambda r: (r.label, r.size, r.seed)):
+        m = r.metrics
+
+        def g(key: str, scale: float = 1.0, fmt: str = "{:.2f}") -> str:
+            return fmt.format(m[key] * scale) if key in m else "—"
+
+        rows.append([r.label, r.size, str(r.seed), g("model/resolution", fmt="{:.0f}"),
+                     g("encode_image/p50_ms"), g("encode_image/throughput_per_s", fmt="{:.0f}"),
+                     g("encode_text/p50_ms"), g("encode_text/throughput_per_s", fmt="{:.0f}"), g("encode_text_1/p50_ms")]
+                    + [g(f"search@{n}/p50_ms", fmt="{:.3f}") for n in sizes]
+                    + [g("rerank_query/p50_ms"), g("cross_pair/throughput_per_s", fmt="{:.0f}"),
+                       " / ".join(g(f"params/{t}", 1e-6, "{:.2f}M") for t in ("image_tower", "text_tower",
+                                                                              "cross_encoder")),
+                       " / ".join(g(f"flops/{t}", 1e-9, "{:.3f}") for t in ("image_per_item", "text_per_item",
+                                                                             "cross_per_pair"))])
+    lines = _table(head, rows)
+    design_rows = []
+    for r in sorted(records, key=lambda r: (r.label, r.size, r.seed)):
+        for key, v in sorted(r.metrics.items()):
+            if key.startswith("per_query_ms/"):
+                design, n = key.split("/", 1)[1].rsplit("@", 1)
+                ratio = r.metrics.get(f"ratios/exhaustive_over_dual@{n}") if design.startswith("exhaustive") else None
+                design_rows.append([r.label, r.size, str(r.seed), design, n, f"{v:.3f}", _fmt(ratio)])
+    lines += ["", "Per-query cost of retrieving from a gallery of N (gallery encoded offline; p50s; "
+                  "`exhaustive_extrapolated` = every gallery item through the cross-encoder, from measured pairs/s; "
+                  "COTS claims 10,800x between a single-stream model and its dual encoder):", ""]
+    lines += _table(["method", "size", "seed", "design", "N", "ms per query", "exhaustive / dual"], design_rows)
+    return lines
+
+
 def render(pretrain: Sequence[PretrainRecord], evaluations: Sequence[EvaluationRecord], *, suite: str,
            source: str) -> str:
     lines = [f"# vlpbench report — suite `{suite}`", "",
@@ -147,7 +185,9 @@ def render(pretrain: Sequence[PretrainRecord], evaluations: Sequence[EvaluationR
         first = recs[0]
         title = BENCHMARK_TITLES.get(first.benchmark.split("@")[0], first.benchmark)
         lines += [f"## {title} — {first.dataset['dataset']}/{first.dataset['split']}", ""]
-        if first.benchmark == "product_retrieval":
+        if first.benchmark == "latency":
+            lines += _latency_section(recs)
+        elif first.benchmark == "product_retrieval":
             lines += _table(["method", "size", "seed", "features"] + _product_columns(recs), _product_rows(recs))
         else:
             columns = VIDEO_COLUMNS if first.benchmark.startswith("video_retrieval") else RETRIEVAL_COLUMNS

@@ -65,7 +65,7 @@ def test_mlflow_holds_every_param_metric_and_artifact(micro_run: Path) -> None:
     exp = client.get_experiment_by_name("vlpbench-micro")
     runs = client.search_runs([exp.experiment_id])
     by_kind = {r.data.tags.get("vlpbench.benchmark", r.data.tags["vlpbench.kind"]): r for r in runs}
-    assert set(by_kind) == {"pretrain", "zeroshot_retrieval", "video_retrieval", "product_retrieval"} and len(runs) == 4
+    assert set(by_kind) == {"pretrain", "zeroshot_retrieval", "video_retrieval", "product_retrieval", "latency"} and len(runs) == 5
     job = micro_run / "micro" / "jobs" / "clip-tiny-s0"
     ev = read_evaluation(job / "eval" / "zeroshot_retrieval" / "results.json")
     pre = read_pretrain(job / "pretrain.json")
@@ -106,7 +106,7 @@ def test_rerun_reuses_work_and_logs_nothing_twice(micro_run: Path, capsys: pytes
     assert before == after
     client = MlflowClient(tracking_uri=tracking.resolve_tracking_uri(None, micro_run))
     exp = client.get_experiment_by_name("vlpbench-micro")
-    assert len(client.search_runs([exp.experiment_id])) == 4
+    assert len(client.search_runs([exp.experiment_id])) == 5
 
 
 def test_same_seed_twice_gives_identical_metrics(micro_run: Path, tmp_path: Path) -> None:
@@ -169,7 +169,7 @@ def test_fusion_models_get_an_itc_and_a_reranked_record(tmp_path: Path, cache_ro
     client = MlflowClient(tracking_uri=tracking.resolve_tracking_uri(None, out))
     runs = client.search_runs([client.get_experiment_by_name("vlpbench-fusion").experiment_id])
     assert sorted(r.data.tags.get("vlpbench.benchmark", "-") for r in runs) == [
-        "-", "product_retrieval", "video_retrieval", "zeroshot_retrieval", "zeroshot_retrieval_rerank"]
+        "-", "latency", "product_retrieval", "video_retrieval", "zeroshot_retrieval", "zeroshot_retrieval_rerank"]
 
 
 def test_a_variant_runs_beside_its_method_with_its_own_overrides(tmp_path: Path, cache_root: Path) -> None:
@@ -195,8 +195,9 @@ def test_a_variant_runs_beside_its_method_with_its_own_overrides(tmp_path: Path,
     assert "loss/image_caption" in first[0] and "loss/image_tags" not in first[0]
     report = (out / "views" / "report.md").read_text()
     assert "## Variants" in report and "| ernie-no-tags | ernie_vil2 |" in report and "tag view off" in report
-    # an image-text and a video retrieval row, three product-retrieval rows (image, text, image+text), a pretraining row
-    assert report.count("| ernie-no-tags | tiny | 0 |") == 6
+    # image-text and video retrieval rows, three product-retrieval rows (image, text, image+text), a latency row and its
+    # three per-query design rows (gallery sizes), a pretraining row
+    assert report.count("| ernie-no-tags | tiny | 0 |") == 10
     client = MlflowClient(tracking_uri=tracking.resolve_tracking_uri(None, out))
     runs = client.search_runs([client.get_experiment_by_name("vlpbench-views").experiment_id])
     assert {r.data.tags.get("vlpbench.variant") for r in runs} == {"", "ernie-no-tags"}
