@@ -37,7 +37,7 @@ from benchmarks.suite import Suite, load_suite  # noqa: E402
 from benchmarks.training.checkpoint import CheckpointError  # noqa: E402
 from benchmarks.runtime import code_version  # noqa: E402
 from methods import ConfigError, create_method, get_spec, list_methods, method_config  # noqa: E402
-from methods.registry import SIZES, param_count  # noqa: E402
+from methods.registry import SIZES  # noqa: E402
 from methods.tokenizer import TokenizerError  # noqa: E402
 from methods.towers import WeightsError  # noqa: E402
 from reports import markdown, tracking  # noqa: E402
@@ -177,8 +177,9 @@ def cmd_data_verify(args: argparse.Namespace) -> int:
 def cmd_latency(args: argparse.Namespace) -> int:
     """Time every stage of untrained models (weights do not change timings) and write a JSON with the machine's
     fingerprint; --twice runs everything twice back to back and reports how far the p50s moved."""
-    from benchmarks.evaluation.latency import LatencyProtocol, measure_latency
-    from benchmarks.pipeline import build_tokenizer, latency_metrics
+    from benchmarks.evaluation.latency import measure_latency
+    from benchmarks.pipeline import build_tokenizer
+    from benchmarks.runners import latency_metrics
     from benchmarks.runtime import fingerprint, resolve_device, resolve_precision
 
     suite = load_suite(Path(args.suite) if args.suite else None, _parse_sets(args.set))
