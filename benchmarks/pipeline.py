@@ -171,6 +171,7 @@ def resolved_config(job: Job, dataset: BuiltinDataset, tokenizer: TextTokenizer)
         "retrieval": suite.retrieval.model_dump(mode="json"),
         "video": suite.video.model_dump(mode="json"),
         "latency": suite.latency.model_dump(mode="json"),
+        "finetune": suite.finetune.model_dump(mode="json"),
         "products": suite.products.model_dump(mode="json"),
     }
 
@@ -183,7 +184,8 @@ def _variant_entry(job: Job) -> dict[str, Any]:
 
 def job_fingerprint(config: dict[str, Any]) -> str:
     # Evaluation settings do not change the trained weights, so they stay out of the fingerprint.
-    keyed = {k: v for k, v in config.items() if k not in ("retrieval", "video", "products", "latency")}
+    # (fine-tuning is a benchmark: its own fingerprint guards the fine-tuned model, finetune/finetune.json)
+    keyed = {k: v for k, v in config.items() if k not in ("retrieval", "video", "products", "latency", "finetune")}
     return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()
 
 
@@ -294,7 +296,9 @@ def run_job(job: Job, suite_dir: Path, *, resume: str | None = None, progress: b
             outcome.reused.append(bench)
             continue
         split = {"product_retrieval": suite.products.split, "video_retrieval": suite.video.split,
-                 "latency": suite.latency.text_split}.get(bench, suite.retrieval.split)
+                 "latency": suite.latency.text_split,
+                 "finetuned_retrieval": f"{suite.finetune.train_split} -> {suite.finetune.split}"}.get(
+            bench, suite.retrieval.split)
         log(f"[{job.name}] {bench} on {dataset.name}/{split}")
         with torch.no_grad():
             outcome.results.update(BENCHMARK_RUNNERS[bench](job, job_dir, model, dataset, config, pre))

@@ -3,6 +3,8 @@ atomically, with the protocol that says how every number was obtained.
 
     zeroshot_retrieval   image-text retrieval (ITC; top-k re-ranking for fusion models) on the suite's split and
                          on real Karpathy sets (`zeroshot_retrieval@<label>`)
+    finetuned_retrieval  the pretrained model fine-tuned with its method's recipe (finetune_step), then evaluated
+                         like zero-shot (its own model folder: jobs/<job>/finetune/)
     video_retrieval      text-video retrieval on the built-in video split and MSR-VTT (`video_retrieval@msrvtt`)
     product_retrieval    M5Product same-category retrieval per feature type
     latency              per-stage inference latency and the per-query cost model
@@ -12,7 +14,9 @@ atomically, with the protocol that says how every number was obtained.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,9 +32,12 @@ from benchmarks.evaluation.retrieval import RetrievalProtocol, evaluate_image_te
 from benchmarks.evaluation.video import evaluate_text_video
 from benchmarks.runtime import fingerprint, resolve_device, resolve_precision, seed_everything
 from benchmarks.suite import EvalDataset
-from methods import VLPModel, get_spec
+from benchmarks.training.batches import PretrainBatches
+from benchmarks.training.loop import TrainConfig, Trainer
+from methods import VLPModel, finetune_recipe, get_spec, load_pretrained, save_pretrained
 from methods.media import PRODUCT_MODALITIES
-from reports.store import RANKS_FILE, RESULTS_FILE, EvaluationRecord, PretrainRecord, save_ranks, write_record
+from reports.store import (RANKS_FILE, RESULTS_FILE, EvaluationRecord, PretrainRecord, atomic_write_json, save_ranks,
+                           write_record)
 
 if TYPE_CHECKING:
     from benchmarks.pipeline import Job
@@ -53,6 +60,9 @@ def describe_lineage(lineage: list[dict[str, Any]]) -> str:
             parts.append("init from " + ", ".join(f"{k}={v}" for k, v in e["supplied"].items()))
         elif e["stage"] == "pretrain":
             parts.append(f"pretrained on {e['dataset']['dataset']}/{e['dataset']['split']} "
+                         f"({e['steps']} x {e['batch_size']})")
+        elif e["stage"] == "finetune":
+            parts.append(f"fine-tuned on {e['dataset']['dataset']}/{e['dataset']['split']} "
                          f"({e['steps']} x {e['batch_size']})")
     return " -> ".join(parts) or "untrained"
 
@@ -96,9 +106,33 @@ def _eval_context(job: Job, job_dir: Path, model: VLPModel) -> tuple[torch.devic
     return device, resolve_precision(job.suite.precision, device), lineage
 
 
+def _image_text_record(job: Job, out_dir: Path, model: VLPModel, split: RetrievalSplit, proto: RetrievalProtocol,
+                       setting: str, lineage: list[dict[str, Any]], lineage_note: str, read_as: dict[str, Any],
+                       config: dict[str, Any], device: torch.device, precision: str) -> Path:
+    """Evaluate image-text retrieval on a split and write its record (ranks first, then results.json)."""
+    outcome = evaluate_image_text(model, split, proto, device, precision)
+    protocol = {
+        "task": "image-text retrieval", "setting": setting, "lineage": describe_lineage(lineage) + lineage_note,
+        "split": f"{split.ref.dataset}/{split.ref.split}", "n_images": split.n_images, "n_texts": split.n_texts,
+        "captions_per_image": split.captions_per_image(),
+        "resolution": int(model.preprocess.config.resolution), "text_max_length": model.text_max_length,
+        "scoring": proto.scoring, "rerank_k": proto.rerank_k, "tie_policy": proto.tie_policy,
+        "prompt": proto.prompt, "precision": precision, "metric_units": "percent", "rank_base": 1,
+        "tokenizer": config["tokenizer"]["fingerprint"][:16], **read_as,
+    }
+    if proto.rerank_k is not None:
+        protocol["ranks_beyond_k"] = f"censored at {proto.rerank_k + 1}"
+    save_ranks(out_dir / RANKS_FILE, i2t=outcome.i2t_ranks, t2i=outcome.t2i_ranks)
+    record = EvaluationRecord(
+        suite=job.suite.name, job=job.name, method=job.method, variant=job.variant, size=job.size, seed=job.seed,
+        config=config, environment=fingerprint(device), benchmark=out_dir.name, dataset=split.ref.to_json(),
+        protocol=protocol, metrics=outcome.metrics, lineage=lineage, timings=outcome.timings,
+        card=get_spec(job.method).card.to_json())
+    return write_record(out_dir / RESULTS_FILE, record)
+
+
 def _evaluate_zeroshot(job: Job, job_dir: Path, model: VLPModel, dataset: BuiltinDataset,
                        config: dict[str, Any], pre: PretrainRecord) -> dict[str, Path]:
-    suite = job.suite
     device, precision, lineage = _eval_context(job, job_dir, model)
     written = {}
     splits: dict[str, tuple[RetrievalSplit, dict[str, Any]]] = {}
@@ -107,29 +141,73 @@ def _evaluate_zeroshot(job: Job, job_dir: Path, model: VLPModel, dataset: Builti
         if key not in splits:
             splits[key] = _retrieval_split(job, real, dataset, model)
         split, read_as = splits[key]
-        outcome = evaluate_image_text(model, split, proto, device, precision)
-        protocol = {
-            "task": "image-text retrieval", "setting": "zero-shot",
-            "lineage": describe_lineage(lineage) + " (no fine-tuning)",
-            "split": f"{split.ref.dataset}/{split.ref.split}", "n_images": split.n_images, "n_texts": split.n_texts,
-            "captions_per_image": split.captions_per_image(),
-            "resolution": int(model.preprocess.config.resolution), "text_max_length": model.text_max_length,
-            "scoring": proto.scoring, "rerank_k": proto.rerank_k, "tie_policy": proto.tie_policy,
-            "prompt": proto.prompt, "precision": precision, "metric_units": "percent", "rank_base": 1,
-            "tokenizer": config["tokenizer"]["fingerprint"][:16], **read_as,
-        }
-        if proto.rerank_k is not None:
-            protocol["ranks_beyond_k"] = f"censored at {proto.rerank_k + 1}"
-        out_dir = job_dir / "eval" / name
-        save_ranks(out_dir / RANKS_FILE, i2t=outcome.i2t_ranks, t2i=outcome.t2i_ranks)
-        record = EvaluationRecord(
-            suite=suite.name, job=job.name, method=job.method, variant=job.variant, size=job.size, seed=job.seed,
-        config=config,
-            environment=fingerprint(device), benchmark=name, dataset=split.ref.to_json(),
-            protocol=protocol, metrics=outcome.metrics, lineage=lineage, timings=outcome.timings,
-            card=get_spec(job.method).card.to_json())
-        written[name] = write_record(out_dir / RESULTS_FILE, record)
+        written[name] = _image_text_record(job, job_dir / "eval" / name, model, split, proto, "zero-shot", lineage,
+                                           " (no fine-tuning)", read_as, config, device, precision)
     return written
+
+
+def _rerank_protocols(job: Job, model: VLPModel, prefix: str) -> dict[str, RetrievalProtocol]:
+    """{record name: protocol} on the suite's own split: ITC, plus top-k re-ranking for fusion models."""
+    spec = job.suite.retrieval
+    out = {prefix: spec.protocol}
+    if spec.rerank and model.supports_rerank:
+        scoring = spec.rerank_scoring or model.card.default_protocol.get("scoring", "itm")
+        out[prefix + "_rerank"] = spec.protocol.model_copy(update={"scoring": scoring, "rerank_k": spec.rerank_k})
+    return out
+
+
+def _finetune(job: Job, job_dir: Path, dataset: BuiltinDataset, pre: PretrainRecord, device: torch.device
+              ) -> tuple[VLPModel, list[dict[str, Any]]]:
+    """The job's model fine-tuned for retrieval (reused when finetune/finetune.json matches), and its lineage."""
+    suite, spec = job.suite, job.suite.finetune
+    budget = spec.budget_for(job.size)
+    recipe = finetune_recipe(job.method, job.size, spec.recipe_overrides.get(job.label))
+    corpus = dataset.finetune_corpus(spec.train_split)
+    plan = {"from_pretrain": pre.job_fingerprint, "dataset": corpus.ref.to_json(), "seed": job.seed,
+            "budget": budget.model_dump(mode="json"), "recipe": recipe.model_dump(mode="json"),
+            "objective": "the method's finetune_step",
+            "precision": suite.precision, "device": suite.device}
+    fp = sha256_json(plan)
+    ft_dir = job_dir / "finetune"
+    record_path = ft_dir / "finetune.json"
+    if record_path.is_file() and json.loads(record_path.read_text()).get("fingerprint") == fp:
+        model, _ = load_pretrained(ft_dir / "model")
+        return model.to(device), json.loads((ft_dir / "model" / "model_config.json").read_text())["lineage"]
+    shutil.rmtree(ft_dir, ignore_errors=True)
+    model, _ = load_pretrained(job_dir / "model")          # a fresh copy: the zero-shot model stays as it was
+    lineage = json.loads((job_dir / "model" / "model_config.json").read_text())["lineage"]
+    data = PretrainBatches(corpus, model, budget.batch_size, job.seed, fields=model.finetune_fields)
+    tcfg = TrainConfig(steps=budget.steps, batch_size=budget.batch_size, seed=job.seed, precision=suite.precision,
+                       device=suite.device, log_every=budget.log_every, checkpoint_every=budget.checkpoint_every,
+                       recipe=recipe)
+    with torch.enable_grad():
+        summary = Trainer(model, data, tcfg, ft_dir, progress=False, job_fingerprint=fp, stage="finetune").fit()
+    lineage = [*lineage, {"stage": "finetune", "dataset": corpus.ref.to_json(), "steps": summary.steps,
+                          "batch_size": budget.batch_size, "seed": job.seed, "from": "pretrain",
+                          "recipe_source": recipe.source, "fingerprint": fp}]
+    save_pretrained(model, ft_dir / "model", job.method, job.size, lineage)
+    atomic_write_json(record_path, {"fingerprint": fp, "plan": plan, "summary": summary.to_json()})
+    return model.to(device), lineage
+
+
+def _evaluate_finetuned(job: Job, job_dir: Path, model: VLPModel, dataset: BuiltinDataset,
+                        config: dict[str, Any], pre: PretrainRecord) -> dict[str, Path]:
+    device = resolve_device(job.suite.device)
+    precision = resolve_precision(job.suite.precision, device)
+    tuned, lineage = _finetune(job, job_dir, dataset, pre, device)
+    split = dataset.retrieval_split(job.suite.finetune.split)
+    read_as = {"finetune_recipe": tuned_recipe_source(lineage)}
+    return {name: _image_text_record(job, job_dir / "eval" / name, tuned, split, proto, "fine-tuned", lineage, "",
+                                     read_as, config, device, precision)
+            for name, proto in _rerank_protocols(job, tuned, "finetuned_retrieval").items()}
+
+
+def tuned_recipe_source(lineage: list[dict[str, Any]]) -> str:
+    return next((e.get("recipe_source", "") for e in reversed(lineage) if e["stage"] == "finetune"), "")
+
+
+def sha256_json(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
 
 
 def _evaluate_products(job: Job, job_dir: Path, model: VLPModel, dataset: BuiltinDataset,
@@ -252,6 +330,7 @@ def _evaluate_latency(job: Job, job_dir: Path, model: VLPModel, dataset: Builtin
 
 
 BENCHMARK_RUNNERS: dict[str, Callable[..., dict[str, Path]]] = {"zeroshot_retrieval": _evaluate_zeroshot,
+                                                                 "finetuned_retrieval": _evaluate_finetuned,
                                                                  "latency": _evaluate_latency,
                                                                  "video_retrieval": _evaluate_video,
                                                                  "product_retrieval": _evaluate_products}
@@ -261,4 +340,5 @@ BENCHMARK_RECORDS: dict[str, Callable[[Job, VLPModel], list[str]]] = {
     "video_retrieval": lambda job, model: ["video_retrieval"] + [f"video_retrieval@{d.name}"
                                                                  for d in job.suite.video.datasets],
     "product_retrieval": lambda job, model: ["product_retrieval"],
-    "latency": lambda job, model: ["latency"]}
+    "latency": lambda job, model: ["latency"],
+    "finetuned_retrieval": lambda job, model: list(_rerank_protocols(job, model, "finetuned_retrieval"))}

@@ -38,7 +38,8 @@ from benchmarks.training.unimodal import UnimodalBudget
 from methods import SIZES, default_suite_methods, list_methods
 from methods.config import ConfigError, StrictModel, deep_merge, validate
 
-BENCHMARKS: tuple[str, ...] = ("zeroshot_retrieval", "video_retrieval", "product_retrieval", "latency")
+BENCHMARKS: tuple[str, ...] = ("zeroshot_retrieval", "finetuned_retrieval", "video_retrieval", "product_retrieval",
+                               "latency")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"   # suite and variant names (they become folder names)
 
 
@@ -128,6 +129,26 @@ class VideoSpec(StrictModel):
                                                      "'video_retrieval@<name>'.")
 
 
+DEFAULT_FINETUNE: dict[str, dict[str, int]] = {
+    "tiny": {"steps": 100, "batch_size": 128, "log_every": 10},
+    "base": {"steps": 5000, "batch_size": 256, "log_every": 50, "checkpoint_every": 1000},
+}
+
+
+class FinetuneSpec(StrictModel):
+    """Retrieval fine-tuning: each pretrained model is fine-tuned on a training split with its method's recipe
+    (methods' FINETUNE_RECIPES) and evaluated on the test split; the lineage says so in every record."""
+
+    train_split: str = Field("train", description="Built-in split fine-tuned on (5,000 images, one row per caption).")
+    split: str = Field("test", description="Split evaluated after fine-tuning.")
+    budget: dict[str, Budget] = Field(default_factory=dict, description="Steps / batch per size (defaults per size).")
+    recipe_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict,
+                                                        description="Per method: merged over its fine-tuning recipe.")
+
+    def budget_for(self, size: str) -> Budget:
+        return self.budget[size] if size in self.budget else Budget(**DEFAULT_FINETUNE[size])
+
+
 class LatencySpec(StrictModel):
     protocol: LatencyProtocol = Field(default_factory=LatencyProtocol)
     text_split: str = Field("test", description="Captions timed for text encoding (their lengths matter).")
@@ -201,6 +222,7 @@ class Suite(StrictModel):
     retrieval: RetrievalSpec = Field(default_factory=RetrievalSpec)
     video: VideoSpec = Field(default_factory=VideoSpec, description="Text-to-video retrieval (MSR-VTT protocol).")
     latency: LatencySpec = Field(default_factory=LatencySpec, description="Inference latency per stage.")
+    finetune: FinetuneSpec = Field(default_factory=FinetuneSpec, description="Fine-tuned image-text retrieval.")
     products: ProductSpec = Field(default_factory=ProductSpec, description="Same-category product retrieval "
                                                                           "(benchmark product_retrieval).")
     tracking_uri: str | None = None

@@ -12,6 +12,7 @@ from methods.registry import (
     SIZES,
     create_method,
     default_suite_methods,
+    finetune_recipe,
     get_spec,
     list_methods,
     load_pretrained,
@@ -24,5 +25,5 @@ from methods.tokenizer import TextTokenizer, TokenBatch
 __all__ = [
     "SIZES", "ClaimedResult", "Confidence", "ConfigError", "Deviation", "MethodCard", "PretrainBatch",
     "StepContext", "StepOutput", "TextTokenizer", "TokenBatch", "TrainRecipe", "VLPModel", "create_method", "default_suite_methods",
-    "get_spec", "list_methods", "load_pretrained", "method_config", "save_pretrained", "train_recipe",
+    "finetune_recipe", "get_spec", "list_methods", "load_pretrained", "method_config", "save_pretrained", "train_recipe",
 ]

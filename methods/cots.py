@@ -158,6 +158,9 @@ class COTS(VLPModel):
     def encode_text(self, text: TokenBatch) -> torch.Tensor:
         return F.normalize(self.text_proj(self.text(text.input_ids, text.attention_mask).pooled), dim=-1)
 
+    def contrastive_logit_scale(self) -> torch.Tensor:
+        return 1.0 / self.temp
+
     # ---- pretraining ---------------------------------------------------------------------------
     def amf_ready(self, ctx: StepContext) -> bool:
         """The filter acts once its warm-up is over and the queues hold only real pairs."""
@@ -398,4 +401,14 @@ CARD = MethodCard(
 
 COTS.card = CARD
 
-register_method(MethodSpec(name="cots", model_cls=COTS, config_cls=COTSConfig, presets=PRESETS, recipes=RECIPES))
+
+# Retrieval fine-tuning (benchmark finetuned_retrieval): COTS' recipe is not published (methods.md §3.4).
+FINETUNE_RECIPES: dict[str, dict[str, Any]] = {
+    "tiny": dict(lr=2e-4, weight_decay=0.02, warmup_steps=0, min_lr_ratio=0.1, grad_clip_norm=1.0,
+                 source="CPU-scale, not calibrated: TCL-tiny's fine-tuning settings (same towers)"),
+    "base": dict(lr=1e-5, weight_decay=0.02, warmup_steps=0, min_lr_ratio=0.1,
+                 source="not published for COTS; ALBEF/TCL's retrieval fine-tuning (lr 1e-5, wd 0.02, cosine)"),
+}
+
+register_method(MethodSpec(name="cots", model_cls=COTS, config_cls=COTSConfig, presets=PRESETS, recipes=RECIPES,
+                           finetune_recipes=FINETUNE_RECIPES))

@@ -150,6 +150,34 @@ class VLPModel(nn.Module, abc.ABC):
     def pretrain_step(self, batch: PretrainBatch, ctx: StepContext) -> StepOutput:
         """Forward pass of one pretraining step: the named losses and their total."""
 
+    # ---- retrieval fine-tuning ------------------------------------------------------------------
+    def contrastive_logit_scale(self) -> torch.Tensor:
+        """The scale the model's image-text contrastive logits are multiplied by (1 / temperature)."""
+        raise NotImplementedError(f"{type(self).__name__} defines no contrastive logit scale; override "
+                                  "contrastive_logit_scale or finetune_step")
+
+    @property
+    def finetune_fields(self) -> frozenset[str]:
+        """Extra inputs a fine-tuning batch carries: the image ids of the id-based positives."""
+        return frozenset({"image_id"})
+
+    def finetune_step(self, batch: PretrainBatch, ctx: StepContext) -> StepOutput:
+        """One step of retrieval fine-tuning. Default — the contrastive fine-tuning of dual encoders: symmetric
+        InfoNCE between encode_image and encode_text at the model's own scale, every caption of the same image a
+        positive (batch.extras['image_id'], the id-based targets of ALBEF/TCL's fine-tuning; without ids each
+        pair is its own class). Fusion models override it with their paper's recipe (TCL: ITA + ITM)."""
+        from methods.losses import contrastive_accuracy, info_nce, positives_from_ids
+
+        img = self.encode_image(batch.images)
+        txt = self.encode_text(batch.text)
+        scale = self.contrastive_logit_scale()
+        logits = scale * img @ txt.t()
+        ids = batch.extras.get("image_id", batch.index)
+        targets = positives_from_ids(ids, ids)
+        i2t, t2i = info_nce(logits, targets), info_nce(logits.t(), targets)   # id-positives are symmetric
+        return StepOutput(losses={"itc_i2t": i2t, "itc_t2i": t2i}, total=(i2t + t2i) / 2,
+                          stats={"logit_scale": float(scale.detach()), "itc_acc": contrastive_accuracy(logits)})
+
     def after_optimizer_step(self, ctx: StepContext) -> None:
         """Called after each optimizer step (clamps, EMA updates...). Default: nothing."""
 

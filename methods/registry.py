@@ -33,6 +33,7 @@ class MethodSpec:
     config_cls: type[StrictModel]
     presets: Mapping[str, Mapping[str, Any]]        # size -> config dict
     recipes: Mapping[str, Mapping[str, Any]]        # size -> TrainRecipe dict
+    finetune_recipes: Mapping[str, Mapping[str, Any]]  # size -> TrainRecipe dict of retrieval fine-tuning
     # In the default suite (`vlpbench run` with no suite): only methods whose tiny preset is calibrated
     # to learn within the default CPU budget. Others run when a suite names them.
     in_default_suite: bool = True
@@ -48,7 +49,7 @@ _REGISTRY: dict[str, MethodSpec] = {}
 def register_method(spec: MethodSpec) -> MethodSpec:
     if spec.name in _REGISTRY:
         raise ValueError(f"method {spec.name!r} is registered twice")
-    missing = [s for s in SIZES if s not in spec.presets or s not in spec.recipes]
+    missing = [s for s in SIZES if s not in spec.presets or s not in spec.recipes or s not in spec.finetune_recipes]
     if missing:
         raise ValueError(f"method {spec.name!r} lacks presets/recipes for sizes {missing}")
     _REGISTRY[spec.name] = spec
@@ -88,6 +89,14 @@ def train_recipe(name: str, size: str = "tiny", overrides: Mapping[str, Any] | N
     _check_size(name, size)
     return validate(TrainRecipe, deep_merge(spec.recipes[size], overrides or {}),
                     where=f"{name}/{size} train recipe")
+
+
+def finetune_recipe(name: str, size: str = "tiny", overrides: Mapping[str, Any] | None = None) -> TrainRecipe:
+    """The optimiser settings of a method's retrieval fine-tuning (its paper's where published; `source` says)."""
+    spec = get_spec(name)
+    _check_size(name, size)
+    return validate(TrainRecipe, deep_merge(spec.finetune_recipes[size], overrides or {}),
+                    where=f"{name}/{size} fine-tuning recipe")
 
 
 def create_method(name: str, size: str = "tiny", *, tokenizer: TextTokenizer,

@@ -264,6 +264,10 @@ class SCALE(VLPModel):
     def encode_text(self, text: TokenBatch) -> torch.Tensor:
         return F.normalize(self.poolers["text"](self._text_tokens(text.input_ids, text.attention_mask)[:, 0]), dim=-1)
 
+    def contrastive_logit_scale(self) -> torch.Tensor:
+        """SCALE has no image-text fine-tuning recipe: the harness' contrastive fine-tuning uses SIMCL's τ."""
+        return torch.tensor(1.0 / self.config.simcl.temperature, device=next(self.parameters()).device)
+
     # ---- one forward pass over (masked) inputs --------------------------------------------------
     def _impute(self, batch: PretrainBatch, missing: torch.Tensor) -> dict[str, Any]:
         """Each modality's input with missing ones replaced as the M5Product loaders do (zeros, [CLS][SEP])."""
@@ -640,5 +644,14 @@ CARD = MethodCard(
 
 SCALE.card = CARD
 
+
+# Retrieval fine-tuning (benchmark finetuned_retrieval): SCALE publishes no image-text retrieval fine-tuning.
+FINETUNE_RECIPES: dict[str, dict[str, Any]] = {
+    "tiny": dict(lr=2e-4, weight_decay=0.02, warmup_fraction=0.1, min_lr_ratio=0.1, grad_clip_norm=1.0,
+                 source="CPU-scale, not calibrated: TCL-tiny's fine-tuning settings"),
+    "base": dict(lr=1e-5, weight_decay=0.01, warmup_fraction=0.1,
+                 source="not published for SCALE; ALBEF/TCL's retrieval fine-tuning lr 1e-5 with SCALE_code's wd"),
+}
+
 register_method(MethodSpec(name="scale", model_cls=SCALE, config_cls=SCALEConfig, presets=PRESETS,
-                           recipes=RECIPES))
+                           recipes=RECIPES, finetune_recipes=FINETUNE_RECIPES))

@@ -27,6 +27,8 @@ VIDEO_COLUMNS: tuple[tuple[str, str], ...] = (
 )
 BENCHMARK_TITLES = {"zeroshot_retrieval": "Zero-shot image-text retrieval (ITC)",
                     "zeroshot_retrieval_rerank": "Zero-shot image-text retrieval (top-k re-ranking)",
+                    "finetuned_retrieval": "Fine-tuned image-text retrieval (ITC)",
+                    "finetuned_retrieval_rerank": "Fine-tuned image-text retrieval (top-k re-ranking)",
                     "video_retrieval": "Zero-shot text-video retrieval (MSR-VTT protocol, ITC)",
                     "product_retrieval": "Same-category product retrieval (M5Product protocol)",
                     "latency": "Inference latency (per stage, p50 of repeated calls after warm-up)"}

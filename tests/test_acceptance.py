@@ -16,7 +16,8 @@ from reports.store import read_evaluation
 
 @pytest.mark.slow
 def test_default_clip_tiny_learns_real_retrieval_without_saturating(tmp_path: Path, cache_root: Path) -> None:
-    assert cli.main(["run", "--set", "methods=[clip]", "--output", str(tmp_path), "--no-progress"]) == 0
+    assert cli.main(["run", "--set", "methods=[clip]", "--set", "benchmarks=[zeroshot_retrieval]", "--output",
+                     str(tmp_path), "--no-progress"]) == 0
     ev = read_evaluation(tmp_path / "default" / "jobs" / "clip-tiny-s0" / "eval" / "zeroshot_retrieval" / "results.json")
     m = ev.metrics
     assert ev.protocol["n_images"] == 1000 and ev.protocol["captions_per_image"]["min"] >= 5

@@ -402,13 +402,15 @@ def test_pipeline_job_trains_the_tokenizer_records_lineage_and_scores_the_filter
                   method_overrides={"cots": {**MICRO_COTS, "queue_size": 16, "amf": {"lam": 0.5}}},
                   train={"tiny": {"steps": 4, "batch_size": 8, "log_every": 2}},
                   unimodal={"tiny": {"vision_steps": 2, "text_steps": 2, "batch_size": 8}},
-                  dvae={"tiny": {"steps": 2, "batch_size": 8}}, retrieval={"split": "val"})
+                  dvae={"tiny": {"steps": 2, "batch_size": 8}}, retrieval={"split": "val"},
+                  finetune={"budget": {"tiny": {"steps": 2, "batch_size": 8}}})
     out = run_job(Job(suite, "cots", "tiny", 0), tmp_path, progress=False, cache_root=cache_root, log=lambda m: None)
     pre = read_pretrain(out.pretrain)
     assert pre.config["init"]["visual_tokenizer"]["kind"] == "stage"
     f = pre.summary["filters"]["amf_dropped"]
     assert f["steps"] == 2 and f["samples"] == 16 and 0 <= f["flagged"] <= 16   # queue full after 2 steps
-    assert set(out.results) == {"zeroshot_retrieval", "product_retrieval"}        # two streams: no re-ranking
+    assert set(out.results) == {"zeroshot_retrieval", "finetuned_retrieval", "video_retrieval", "product_retrieval",
+                                "latency"}                                       # two streams: no re-ranking
     ev = read_evaluation(out.results["zeroshot_retrieval"])
     assert [e["stage"] for e in ev.lineage] == ["unimodal-init", "visual-tokenizer", "pretrain"]
     assert "dVAE tokenizer (16 codes, 2 steps)" in describe_lineage(ev.lineage)

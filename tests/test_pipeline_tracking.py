@@ -21,6 +21,7 @@ SUITE: dict[str, Any] = {
     "methods": ["clip"],
     "dataset": {"options": SMALL_WORLD},
     "train": {"tiny": {"steps": 8, "batch_size": 32, "log_every": 2}},
+    "finetune": {"budget": {"tiny": {"steps": 3, "batch_size": 16, "log_every": 1}}},
     "method_overrides": {"clip": MICRO_CLIP},
 }
 
@@ -65,7 +66,8 @@ def test_mlflow_holds_every_param_metric_and_artifact(micro_run: Path) -> None:
     exp = client.get_experiment_by_name("vlpbench-micro")
     runs = client.search_runs([exp.experiment_id])
     by_kind = {r.data.tags.get("vlpbench.benchmark", r.data.tags["vlpbench.kind"]): r for r in runs}
-    assert set(by_kind) == {"pretrain", "zeroshot_retrieval", "video_retrieval", "product_retrieval", "latency"} and len(runs) == 5
+    assert set(by_kind) == {"pretrain", "zeroshot_retrieval", "finetuned_retrieval", "video_retrieval", "product_retrieval",
+                            "latency"} and len(runs) == 6
     job = micro_run / "micro" / "jobs" / "clip-tiny-s0"
     ev = read_evaluation(job / "eval" / "zeroshot_retrieval" / "results.json")
     pre = read_pretrain(job / "pretrain.json")
@@ -106,7 +108,7 @@ def test_rerun_reuses_work_and_logs_nothing_twice(micro_run: Path, capsys: pytes
     assert before == after
     client = MlflowClient(tracking_uri=tracking.resolve_tracking_uri(None, micro_run))
     exp = client.get_experiment_by_name("vlpbench-micro")
-    assert len(client.search_runs([exp.experiment_id])) == 5
+    assert len(client.search_runs([exp.experiment_id])) == 6
 
 
 def test_same_seed_twice_gives_identical_metrics(micro_run: Path, tmp_path: Path) -> None:
@@ -169,7 +171,8 @@ def test_fusion_models_get_an_itc_and_a_reranked_record(tmp_path: Path, cache_ro
     client = MlflowClient(tracking_uri=tracking.resolve_tracking_uri(None, out))
     runs = client.search_runs([client.get_experiment_by_name("vlpbench-fusion").experiment_id])
     assert sorted(r.data.tags.get("vlpbench.benchmark", "-") for r in runs) == [
-        "-", "latency", "product_retrieval", "video_retrieval", "zeroshot_retrieval", "zeroshot_retrieval_rerank"]
+        "-", "finetuned_retrieval", "finetuned_retrieval_rerank", "latency", "product_retrieval", "video_retrieval",
+        "zeroshot_retrieval", "zeroshot_retrieval_rerank"]
 
 
 def test_a_variant_runs_beside_its_method_with_its_own_overrides(tmp_path: Path, cache_root: Path) -> None:
@@ -195,9 +198,9 @@ def test_a_variant_runs_beside_its_method_with_its_own_overrides(tmp_path: Path,
     assert "loss/image_caption" in first[0] and "loss/image_tags" not in first[0]
     report = (out / "views" / "report.md").read_text()
     assert "## Variants" in report and "| ernie-no-tags | ernie_vil2 |" in report and "tag view off" in report
-    # image-text and video retrieval rows, three product-retrieval rows (image, text, image+text), a latency row and its
-    # three per-query design rows (gallery sizes), a pretraining row
-    assert report.count("| ernie-no-tags | tiny | 0 |") == 10
+    # zero-shot, fine-tuned and video retrieval rows, three product-retrieval rows (image, text, image+text),
+    # a latency row and its three per-query design rows (gallery sizes), a pretraining row
+    assert report.count("| ernie-no-tags | tiny | 0 |") == 11
     client = MlflowClient(tracking_uri=tracking.resolve_tracking_uri(None, out))
     runs = client.search_runs([client.get_experiment_by_name("vlpbench-views").experiment_id])
     assert {r.data.tags.get("vlpbench.variant") for r in runs} == {"", "ernie-no-tags"}

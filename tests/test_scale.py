@@ -380,11 +380,12 @@ def test_a_scale_job_pretrains_and_reports_product_retrieval_per_feature_type(
     suite = Suite(name="scale-micro", methods=["scale"], dataset={"options": small_world.manifest["config"]},
                   method_overrides={"scale": MICRO_SCALE}, recipe_overrides={"scale": {"init": "scratch"}},
                   train={"tiny": {"steps": 3, "batch_size": 16, "log_every": 1}}, retrieval={"split": "val"},
-                  products={"split": "val"})
+                  products={"split": "val"}, finetune={"budget": {"tiny": {"steps": 2, "batch_size": 8}}})
     out = run_job(Job(suite, "scale", "tiny", 0), tmp_path, progress=False, cache_root=cache_root, log=lambda m: None)
     pre = read_pretrain(out.pretrain)
     assert pre.summary["steps"] == 3 and "loss/simcl" in pre.summary["final"]
-    assert set(out.results) == {"zeroshot_retrieval", "video_retrieval", "product_retrieval", "latency"}
+    assert set(out.results) == {"zeroshot_retrieval", "finetuned_retrieval", "video_retrieval", "product_retrieval",
+                                "latency"}
     ev = read_evaluation(out.results["product_retrieval"])
     assert ev.protocol["feature_types"] == ["text", "image", "table", "video", "audio", "image+text", "joint"]
     assert ev.protocol["cutoff"] == "toolkit" and ev.protocol["ks"] == [1, 5, 10, 50, 100]

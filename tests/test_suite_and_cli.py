@@ -22,7 +22,8 @@ def test_default_suite_runs_every_method_tiny_on_builtin() -> None:
     assert suite.method_names() == default_suite_methods() and suite.sizes == ["tiny"] and suite.seeds == [0]
     assert suite.method_names() == ["clip", "cots", "ernie_vil2", "scale", "tcl"]
     assert list_methods() == ["clip", "cots", "ernie_vil2", "scale", "tcl"]
-    assert suite.dataset.name == "builtin" and suite.benchmarks == ["zeroshot_retrieval", "video_retrieval", "product_retrieval", "latency"]
+    assert suite.dataset.name == "builtin" and suite.benchmarks == ["zeroshot_retrieval", "finetuned_retrieval", "video_retrieval",
+                                                       "product_retrieval", "latency"]
     assert suite.budget("tiny").steps > 0 and suite.retrieval.split == "test"
 
 

@@ -45,6 +45,20 @@ class ArrayImages:
 
 
 @dataclass(frozen=True)
+class IndexedImages:
+    """An ImageSource whose item i is item rows[i] of another source (one row per caption of an image)."""
+
+    source: ImageSource
+    rows: np.ndarray
+
+    def __len__(self) -> int:
+        return int(len(self.rows))
+
+    def get(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+        return self.source.get(self.rows[np.asarray(indices, dtype=np.int64)])
+
+
+@dataclass(frozen=True)
 class DatasetRef:
     """Identity of a split: what a result must record to be comparable."""
 

@@ -29,7 +29,10 @@ def sample_seeds(seed: int, epoch: int, indices: np.ndarray, stream: int = 0) ->
 
 
 class PretrainBatches:
-    def __init__(self, corpus: PairCorpus, model: VLPModel, batch_size: int, seed: int) -> None:
+    def __init__(self, corpus: PairCorpus, model: VLPModel, batch_size: int, seed: int,
+                 fields: frozenset[str] | None = None) -> None:
+        """fields: the extra inputs every batch carries; default the model's pretraining data_fields (fine-tuning
+        passes model.finetune_fields)."""
         if batch_size > len(corpus):
             raise ValueError(f"batch_size {batch_size} exceeds the corpus size {len(corpus)} ({corpus.ref.split})")
         self.corpus = corpus
@@ -39,7 +42,7 @@ class PretrainBatches:
         tokens = model.tokenize(list(corpus.texts), training=True)
         self.input_ids, self.attention_mask = tokens.input_ids, tokens.attention_mask
         self._extra_builders: dict[str, Callable[[np.ndarray, int], object]] = {}
-        for name in sorted(model.data_fields):
+        for name in sorted(model.data_fields if fields is None else fields):
             self._extra_builders[name] = self._builder(name, model)
         self._perm_epoch = -1
         self._perm = np.empty(0, dtype=np.int64)

@@ -108,7 +108,10 @@ def param_groups(model: VLPModel, weight_decay: float, lr: float | None = None,
 
 class Trainer:
     def __init__(self, model: VLPModel, data: PretrainBatches, config: TrainConfig, run_dir: Path,
-                 *, progress: bool = True, job_fingerprint: str | None = None) -> None:
+                 *, progress: bool = True, job_fingerprint: str | None = None, stage: str = "pretrain") -> None:
+        if stage not in ("pretrain", "finetune"):
+            raise ValueError(f"stage must be 'pretrain' or 'finetune', got {stage!r}")
+        self.stage = stage   # which objective: the model's pretrain_step or finetune_step
         self.model = model
         self.data = data
         self.config = config
@@ -219,7 +222,7 @@ class Trainer:
         t_window = t_start
         last: dict[str, float] = {}
         # disable=None: a bar on terminals only, so CI logs stay readable.
-        bar = tqdm(total=cfg.steps, initial=self.step, disable=None if self.progress else True, desc="pretrain",
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=None if self.progress else True, desc=self.stage,
                    dynamic_ncols=True, leave=False)
         with self.history_path.open("a", encoding="utf-8") as history:
             while self.step < cfg.steps:
@@ -227,7 +230,7 @@ class Trainer:
                 ctx = StepContext(step=self.step, total_steps=cfg.steps, steps_per_epoch=spe, epoch=epoch)
                 batch = self.data.batch(epoch, in_epoch).to(self.device)
                 with autocast(self.device, self.precision):
-                    out = self.model.pretrain_step(batch, ctx)
+                    out = (self.model.pretrain_step if self.stage == "pretrain" else self.model.finetune_step)(batch, ctx)
                 if not torch.isfinite(out.total):
                     raise TrainingDiverged(f"non-finite loss at step {self.step + 1}: "
                                            f"{ {k: float(v) for k, v in out.losses.items()} }")
@@ -261,7 +264,7 @@ class Trainer:
                     losses = {k.split("/")[-1]: f"{v:.3f}" for k, v in last.items() if k.startswith("loss/")}
                     bar.set_postfix(losses)
                     if self.progress and bar.disable:  # no terminal: a plain line per logged window
-                        print(f"pretrain step {self.step}/{cfg.steps} lr {lr:.2e} "
+                        print(f"{self.stage} step {self.step}/{cfg.steps} lr {lr:.2e} "
                               + " ".join(f"{k} {v}" for k, v in losses.items())
                               + f" ({record['samples_per_s']:.0f} samples/s)", flush=True)
                     sums.clear()

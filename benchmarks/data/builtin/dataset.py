@@ -14,8 +14,8 @@ from benchmarks.data.builtin.media import BuiltinMedia, BuiltinVideos
 from benchmarks.data.builtin.scene import Scene
 from benchmarks.data.files import DatasetError
 from methods.media import PRODUCT_MODALITIES
-from benchmarks.data.types import (ArrayImages, DatasetRef, LabelledImages, PairCorpus, RetrievalSplit, TextCorpus,
-                                   VideoRetrievalSplit)
+from benchmarks.data.types import (ArrayImages, DatasetRef, IndexedImages, LabelledImages, PairCorpus, RetrievalSplit,
+                                   TextCorpus, VideoRetrievalSplit)
 
 IMAGE_SPLITS = ("train", "val", "test")
 VIDEO_SPLITS = ("video_train", "video_test")
@@ -99,6 +99,16 @@ class BuiltinDataset:
         texts = [c for r in recs for c in r["captions"]]
         txt2img = np.array([i for i, r in enumerate(recs) for _ in r["captions"]], dtype=np.int64)
         return RetrievalSplit(ref=self.ref(split), images=self.images(split), texts=texts, txt2img=txt2img)
+
+    def finetune_corpus(self, split: str = "train") -> PairCorpus:
+        """Every (image, reference caption) pair of a retrieval split, one row per caption, with the image id
+        each caption belongs to (ALBEF/TCL's fine-tuning files have the same shape)."""
+        if split not in IMAGE_SPLITS:
+            raise DatasetError(f"fine-tuning splits of the built-in dataset: {IMAGE_SPLITS}, not {split!r}")
+        recs = self.records(split)
+        image_id = np.array([i for i, r in enumerate(recs) for _ in r["captions"]], dtype=np.int64)
+        return PairCorpus(ref=self.ref(split), images=IndexedImages(self.images(split), image_id),
+                          texts=[c for r in recs for c in r["captions"]], extras={"image_id": image_id})
 
     def video_split(self, split: str = "video_test", size: int = 64, n_frames: int | None = None
                     ) -> VideoRetrievalSplit:
