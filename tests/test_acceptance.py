@@ -16,11 +16,16 @@ from reports.store import read_evaluation
 
 @pytest.mark.slow
 def test_default_clip_tiny_learns_real_retrieval_without_saturating(tmp_path: Path, cache_root: Path) -> None:
-    assert cli.main(["run", "--set", "methods=[clip]", "--set", "benchmarks=[zeroshot_retrieval]", "--output",
-                     str(tmp_path), "--no-progress"]) == 0
-    ev = read_evaluation(tmp_path / "default" / "jobs" / "clip-tiny-s0" / "eval" / "zeroshot_retrieval" / "results.json")
+    assert cli.main(["run", "--set", "methods=[clip]", "--set", "benchmarks=[zeroshot_retrieval,finetuned_retrieval]",
+                     "--output", str(tmp_path), "--no-progress"]) == 0
+    evals = tmp_path / "default" / "jobs" / "clip-tiny-s0" / "eval"
+    ev = read_evaluation(evals / "zeroshot_retrieval" / "results.json")
     m = ev.metrics
     assert ev.protocol["n_images"] == 1000 and ev.protocol["captions_per_image"]["min"] >= 5
     assert m["rsum"] >= 200.0, m            # chance is about 3
     assert max(m["i2t_R1"], m["t2i_R1"]) <= 95.0, m
+    # Fine-tuning on the train split's reference captions (100 x 128) closes part of the alt-text -> caption shift:
+    # measured 240.2 -> 296.1 RSUM on this machine (code at the fine-tuning commit).
+    ft = read_evaluation(evals / "finetuned_retrieval" / "results.json").metrics
+    assert ft["rsum"] >= m["rsum"] + 25.0, (ft["rsum"], m["rsum"])
     assert (tmp_path / "default" / "report.md").is_file()
