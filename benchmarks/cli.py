@@ -108,6 +108,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     jobs = expand_jobs(suite)
     for real in suite.retrieval.datasets:  # a wrong root fails now, not after hours of pretraining
         open_dataset(real.name, real.root, real.options).items(real.split)
+    if suite.finetune.dataset is not None and "finetuned_retrieval" in suite.benchmarks:
+        real = suite.finetune.dataset
+        for split in (suite.finetune.train_split, suite.finetune.split):
+            open_dataset(real.name, real.root, real.options).items(split)
     print(f"suite {suite.name!r}: {len(jobs)} job(s) → {suite_dir}; tracking {uri}", flush=True)
     executor = get_executor(args.executor)
     t0 = time.perf_counter()

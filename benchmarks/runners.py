@@ -162,7 +162,8 @@ def _finetune(job: Job, job_dir: Path, dataset: BuiltinDataset, pre: PretrainRec
     suite, spec = job.suite, job.suite.finetune
     budget = spec.budget_for(job.size)
     recipe = finetune_recipe(job.method, job.size, spec.recipe_overrides.get(job.label))
-    corpus = dataset.finetune_corpus(spec.train_split)
+    corpus = _finetune_source(job, dataset, pre)[0].pretrain_corpus(spec.train_split) if spec.dataset \
+        else dataset.finetune_corpus(spec.train_split)
     plan = {"from_pretrain": pre.job_fingerprint, "dataset": corpus.ref.to_json(), "seed": job.seed,
             "budget": budget.model_dump(mode="json"), "recipe": recipe.model_dump(mode="json"),
             "objective": "the method's finetune_step",
@@ -190,13 +191,27 @@ def _finetune(job: Job, job_dir: Path, dataset: BuiltinDataset, pre: PretrainRec
     return model.to(device), lineage
 
 
+def _finetune_source(job: Job, dataset: BuiltinDataset, pre: PretrainRecord) -> tuple[Any, dict[str, Any]]:
+    """The dataset fine-tuned on and evaluated (built-in, or a real Karpathy set decoded at the model's
+    resolution), and the protocol fields saying how it was read."""
+    real = job.suite.finetune.dataset
+    if real is None:
+        return dataset, {}
+    res = int(pre.config["method"]["preprocess"]["resolution"])
+    options = {"image_size": res, **real.options}
+    source = open_dataset(real.name, real.root, options)
+    return source, {"image_decode": f"Resize(({options['image_size']}, {options['image_size']})) bicubic, aspect "
+                                    "not kept (ALBEF/TCL retrieval transform)", "annotation_format": source.format}
+
+
 def _evaluate_finetuned(job: Job, job_dir: Path, model: VLPModel, dataset: BuiltinDataset,
                         config: dict[str, Any], pre: PretrainRecord) -> dict[str, Path]:
     device = resolve_device(job.suite.device)
     precision = resolve_precision(job.suite.precision, device)
     tuned, lineage = _finetune(job, job_dir, dataset, pre, device)
-    split = dataset.retrieval_split(job.suite.finetune.split)
-    read_as = {"finetune_recipe": tuned_recipe_source(lineage)}
+    source, read_as = _finetune_source(job, dataset, pre)
+    split = source.retrieval_split(job.suite.finetune.split)
+    read_as = {**read_as, "finetune_recipe": tuned_recipe_source(lineage)}
     return {name: _image_text_record(job, job_dir / "eval" / name, tuned, split, proto, "fine-tuned", lineage, "",
                                      read_as, config, device, precision)
             for name, proto in _rerank_protocols(job, tuned, "finetuned_retrieval").items()}

@@ -139,8 +139,11 @@ class FinetuneSpec(StrictModel):
     """Retrieval fine-tuning: each pretrained model is fine-tuned on a training split with its method's recipe
     (methods' FINETUNE_RECIPES) and evaluated on the test split; the lineage says so in every record."""
 
-    train_split: str = Field("train", description="Built-in split fine-tuned on (5,000 images, one row per caption).")
+    train_split: str = Field("train", description="Split fine-tuned on (built-in: 5,000 images, one row per caption).")
     split: str = Field("test", description="Split evaluated after fine-tuning.")
+    dataset: EvalDataset | None = Field(None, description="A real Karpathy set (Flickr30K / COCO from local files) to "
+                                                          "fine-tune on (train_split) and evaluate (split) instead "
+                                                          "of the built-in one; its `split` field is not used.")
     budget: dict[str, Budget] = Field(default_factory=dict, description="Steps / batch per size (defaults per size).")
     recipe_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict,
                                                         description="Per method: merged over its fine-tuning recipe.")

@@ -114,3 +114,25 @@ def test_finetuned_retrieval_benchmark_records_its_lineage_and_reuses(tmp_path: 
     assert (job / "model" / "model.safetensors").read_bytes() == pre_model
     report = (out / "ft" / "report.md").read_text()
     assert "## Fine-tuned image-text retrieval (ITC) — builtin/test" in report
+
+
+def test_finetuning_on_a_real_karpathy_set(tmp_path: Path, cache_root: Path) -> None:
+    from tests.real_fixtures import make_flickr_albef
+
+    flickr = make_flickr_albef(tmp_path / "flickr")
+    suite = {"name": "ftreal", "methods": ["clip"], "dataset": {"options": SMALL_WORLD},
+             "benchmarks": ["finetuned_retrieval"], "train": {"tiny": {"steps": 2, "batch_size": 16, "log_every": 1}},
+             "finetune": {"budget": {"tiny": {"steps": 2, "batch_size": 4, "log_every": 1}},
+                          "dataset": {"name": "flickr30k", "root": str(flickr)}},
+             "method_overrides": {"clip": MICRO_CLIP}}
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    out = tmp_path / "out"
+    assert main(["run", "--suite", str(path), "--output", str(out), "--no-progress"]) == 0
+    ev = read_evaluation(out / "ftreal" / "jobs" / "clip-tiny-s0" / "eval" / "finetuned_retrieval" / "results.json")
+    assert ev.dataset["dataset"] == "flickr30k" and ev.dataset["split"] == "karpathy-test"
+    assert ev.lineage[-1]["stage"] == "finetune" and ev.lineage[-1]["dataset"]["split"] == "karpathy-train"
+    assert ev.protocol["lineage"].endswith("-> fine-tuned on flickr30k/karpathy-train (2 x 4)")
+    assert ev.protocol["annotation_format"] == "albef" and ev.protocol["n_texts"] == 9
+    (flickr / "flickr30k_train.json").unlink()
+    assert main(["run", "--suite", str(path), "--output", str(tmp_path / "out2"), "--no-progress"]) == 2
