@@ -36,6 +36,15 @@ def test_time_calls_warms_up_then_times_each_call() -> None:
     assert len(calls) == 10 and out.shape == (7,) and (out >= 0).all()
 
 
+def test_time_calls_keeps_timing_until_enough_time_is_covered() -> None:
+    import time
+
+    out = time_calls(lambda: time.sleep(0.001), torch.device("cpu"), warmup=1, repeats=3, min_time_s=0.03)
+    assert len(out) > 3 and out.sum() >= 0.03 and out[:-1].sum() < 0.03     # stops at the first call past it
+    capped = time_calls(lambda: None, torch.device("cpu"), warmup=1, repeats=3, min_time_s=10.0, max_calls=50)
+    assert len(capped) == 50
+
+
 def test_cost_model_on_hand_made_timings() -> None:
     proto = LatencyProtocol(gallery_sizes=[1000, 25000], rerank_k=16, cross_batch=64)
     t = {"encode_text_1": {"p50_ms": 2.0}, "search@1000": {"p50_ms": 0.5}, "search@25000": {"p50_ms": 3.0},
@@ -57,7 +66,7 @@ def test_flops_scale_with_batch(micro_clip) -> None:  # type: ignore[no-untyped-
 
 
 def test_measure_latency_dual_encoder_params_add_up(micro_clip) -> None:  # type: ignore[no-untyped-def]
-    proto = LatencyProtocol(batch_size=4, gallery_sizes=[100, 500], repeats=3, warmup=1)
+    proto = LatencyProtocol(batch_size=4, gallery_sizes=[100, 500], repeats=3, warmup=1, warmup_s=0, min_time_s=0)
     out = measure_latency(micro_clip, TEXTS, proto, torch.device("cpu"), "fp32")
     assert set(out["timings"]) == {"encode_image", "encode_text", "encode_text_1", "tokenize", "search@100",
                                    "search@500"}
@@ -73,7 +82,8 @@ def test_measure_latency_fusion_model_has_the_three_designs(tokenizer) -> None: 
     from methods import create_method
 
     tcl = create_method("tcl", "tiny", tokenizer=tokenizer, overrides=MICRO_TCL)
-    proto = LatencyProtocol(batch_size=4, gallery_sizes=[1000], rerank_k=8, cross_batch=16, repeats=3, warmup=1)
+    proto = LatencyProtocol(batch_size=4, gallery_sizes=[1000], rerank_k=8, cross_batch=16, repeats=3, warmup=1,
+                            warmup_s=0, min_time_s=0)
     out = measure_latency(tcl, TEXTS, proto, torch.device("cpu"), "fp32")
     assert out["timings"]["rerank_query"]["items_per_call"] == 8 and out["timings"]["cross_pair"]["items_per_call"] == 16
     assert set(out["per_query_ms"]) == {"dual_encoder@1000", "rerank_top8@1000", "exhaustive_extrapolated@1000"}
@@ -86,7 +96,8 @@ def test_latency_benchmark_and_cli(tmp_path: Path, cache_root: Path, capsys: pyt
     suite = {"name": "lat", "methods": ["clip"], "dataset": {"options": SMALL_WORLD}, "benchmarks": ["latency"],
              "train": {"tiny": {"steps": 2, "batch_size": 16, "log_every": 1}},
              "method_overrides": {"clip": MICRO_CLIP},
-             "latency": {"protocol": {"batch_size": 8, "gallery_sizes": [100, 1000], "repeats": 3, "warmup": 1}}}
+             "latency": {"protocol": {"batch_size": 8, "gallery_sizes": [100, 1000], "repeats": 3, "warmup": 1,
+                                      "warmup_s": 0, "min_time_s": 0}}}
     path = tmp_path / "suite.yaml"
     path.write_text(yaml.safe_dump(suite))
     out = tmp_path / "out"

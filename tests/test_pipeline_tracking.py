@@ -22,6 +22,7 @@ SUITE: dict[str, Any] = {
     "dataset": {"options": SMALL_WORLD},
     "train": {"tiny": {"steps": 8, "batch_size": 32, "log_every": 2}},
     "finetune": {"budget": {"tiny": {"steps": 3, "batch_size": 16, "log_every": 1}}},
+    "latency": {"protocol": {"warmup_s": 0, "min_time_s": 0, "repeats": 3}},
     "method_overrides": {"clip": MICRO_CLIP},
 }
 

@@ -43,8 +43,11 @@ class LatencyProtocol(StrictModel):
     top_k: int = Field(10, gt=0, description="Candidates a search returns.")
     rerank_k: int = Field(16, gt=0, description="Candidates re-ranked per query (Flickr30K 128, COCO 256).")
     cross_batch: int = Field(64, gt=0, description="Pairs per cross-encoder call when timing pairs/s.")
-    warmup: int = Field(3, ge=1)
-    repeats: int = Field(20, ge=3, description="Timed calls per operation (p99 of few calls is their maximum).")
+    warmup: int = Field(3, ge=1, description="Untimed calls per operation, at least.")
+    warmup_s: float = Field(0.3, ge=0, description="...and at least this long (caches, allocator, thread pool).")
+    repeats: int = Field(20, ge=3, description="Timed calls per operation, at least (p99 of few calls is their max).")
+    min_time_s: float = Field(0.5, ge=0, description="...and until this much time is timed, so sub-millisecond "
+                                                     "operations get enough calls for a stable p50.")
 
 
 def percentiles(seconds: np.ndarray, items: int) -> dict[str, float]:
@@ -61,19 +64,27 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_calls(fn: Callable[[], Any], device: torch.device, warmup: int, repeats: int) -> np.ndarray:
-    """Seconds per call of fn, after `warmup` untimed calls, synchronising the device around each."""
-    for _ in range(warmup):
+def time_calls(fn: Callable[[], Any], device: torch.device, warmup: int, repeats: int, warmup_s: float = 0.0,
+               min_time_s: float = 0.0, max_calls: int = 100_000) -> np.ndarray:
+    """Seconds per call of fn: after at least `warmup` untimed calls lasting at least `warmup_s`, at least
+    `repeats` timed calls covering at least `min_time_s` (capped at max_calls), the device synchronised around
+    each call."""
+    t_end = time.perf_counter() + warmup_s
+    done = 0
+    while done < warmup or (time.perf_counter() < t_end and done < max_calls):
         fn()
+        done += 1
     _sync(device)
-    out = np.empty(repeats)
-    for i in range(repeats):
+    out: list[float] = []
+    total = 0.0
+    while len(out) < repeats or (total < min_time_s and len(out) < max_calls):
         _sync(device)
         t0 = time.perf_counter()
         fn()
         _sync(device)
-        out[i] = time.perf_counter() - t0
-    return out
+        out.append(time.perf_counter() - t0)
+        total += out[-1]
+    return np.asarray(out)
 
 
 def _used_params(fn: Callable[[], torch.Tensor], model: torch.nn.Module) -> int:
@@ -108,7 +119,10 @@ def measure_latency(model: VLPModel, texts: list[str], protocol: LatencyProtocol
     batch_texts = texts[:protocol.batch_size]
     tokens = model.tokenize(batch_texts).trimmed().to(device)
     one_text = model.tokenize(batch_texts[:1]).trimmed().to(device)
-    w, r = protocol.warmup, protocol.repeats
+    def timed(fn: Callable[[], Any], items: int) -> dict[str, float]:
+        return percentiles(time_calls(fn, device, protocol.warmup, protocol.repeats, protocol.warmup_s,
+                                      protocol.min_time_s), items)
+
     timings: dict[str, dict[str, float]] = {}
     params: dict[str, int] = {}
     flops: dict[str, int] = {}
@@ -122,18 +136,16 @@ def measure_latency(model: VLPModel, texts: list[str], protocol: LatencyProtocol
                 return model.encode_text(t)
 
         with torch.inference_mode():
-            timings["encode_image"] = percentiles(time_calls(enc_img, device, w, r), protocol.batch_size)
-            timings["encode_text"] = percentiles(time_calls(enc_txt, device, w, r), protocol.batch_size)
-            timings["encode_text_1"] = percentiles(time_calls(lambda: enc_txt(one_text), device, w, r), 1)
-            timings["tokenize"] = percentiles(time_calls(lambda: model.tokenize(batch_texts), device, w, r),
-                                              protocol.batch_size)
+            timings["encode_image"] = timed(enc_img, protocol.batch_size)
+            timings["encode_text"] = timed(enc_txt, protocol.batch_size)
+            timings["encode_text_1"] = timed(lambda: enc_txt(one_text), 1)
+            timings["tokenize"] = timed(lambda: model.tokenize(batch_texts), protocol.batch_size)
             query = enc_txt(one_text).float()
             dim = query.shape[-1]
             for n in protocol.gallery_sizes:
                 gallery = F.normalize(torch.randn(n, dim, generator=gen), dim=-1).to(device)
                 k = min(protocol.top_k, n)
-                timings[f"search@{n}"] = percentiles(time_calls(
-                    lambda: model.similarity(gallery, query).squeeze(-1).topk(k), device, w, r), 1)
+                timings[f"search@{n}"] = timed(lambda: model.similarity(gallery, query).squeeze(-1).topk(k), 1)
             if model.supports_rerank:
                 feats = model.rerank_image_features(images[:1])
                 txt_feats = model.rerank_text_features(one_text)
@@ -146,10 +158,8 @@ def measure_latency(model: VLPModel, texts: list[str], protocol: LatencyProtocol
                     with autocast(device, precision):
                         return model.rerank_score(img, txt)
 
-                timings["cross_pair"] = percentiles(time_calls(lambda: cross(img_b, txt_b), device, w, r),
-                                                    protocol.cross_batch)
-                timings["rerank_query"] = percentiles(time_calls(lambda: cross(img_k, txt_k), device, w, r),
-                                                      protocol.rerank_k)
+                timings["cross_pair"] = timed(lambda: cross(img_b, txt_b), protocol.cross_batch)
+                timings["rerank_query"] = timed(lambda: cross(img_k, txt_k), protocol.rerank_k)
         params["image_tower"] = _used_params(lambda: model.encode_image(images[:1]), model)
         params["text_tower"] = _used_params(lambda: model.encode_text(one_text), model)
         flops["image_per_item"] = _flops(lambda: model.encode_image(images[:1]))
