@@ -135,3 +135,11 @@ def test_shipped_suites_load_and_every_job_config_validates(path: Path) -> None:
     for job in jobs:
         method_config(job.method, job.size, job.method_overrides)      # raises ConfigError on a bad override
         train_recipe(job.method, job.size, job.recipe_overrides)
+
+
+def test_rerank_k_below_the_largest_recall_k_is_refused() -> None:
+    # ranks beyond k are censored at k + 1, so R@10 would count unobserved ranks as hits (k = 4 gave RSUM 400)
+    from benchmarks.suite import load_suite
+
+    with pytest.raises(ConfigError, match=r"retrieval.rerank_k.*greater than or equal to 10"):
+        load_suite(None, {"retrieval": {"rerank_k": 4}})
