@@ -136,6 +136,21 @@ def _product_rows(records: Sequence[EvaluationRecord]) -> list[list[str]]:
     return rows
 
 
+SECTION_ORDER = ("zeroshot_retrieval", "zeroshot_retrieval_rerank", "finetuned_retrieval", "finetuned_retrieval_rerank",
+                 "video_retrieval", "product_retrieval", "latency")
+
+
+def _section_order(benchmark: str) -> tuple[int, str]:
+    """Report sections in reading order (zero-shot, fine-tuned, video, products, latency); unknown ones last."""
+    base = benchmark.split("@")[0]
+    return (SECTION_ORDER.index(base) if base in SECTION_ORDER else len(SECTION_ORDER), benchmark)
+
+
+def _design_rank(design: str) -> int:
+    """Retrieval designs cheapest first: dual encoder, top-k re-rank, exhaustive."""
+    return next((i for i, p in enumerate(("dual", "rerank", "exhaustive")) if design.startswith(p)), 3)
+
+
 def _latency_section(records: Sequence[EvaluationRecord]) -> list[str]:
     """Per-stage p50 (ms per call) and throughput, then the per-query cost of each retrieval design."""
     sizes = records[0].protocol.get("gallery_sizes", [])
@@ -161,11 +176,10 @@ def _latency_section(records: Sequence[EvaluationRecord]) -> list[str]:
     lines = _table(head, rows)
     design_rows = []
     for r in sorted(records, key=lambda r: (r.label, r.size, r.seed)):
-        for key, v in sorted(r.metrics.items()):
-            if key.startswith("per_query_ms/"):
-                design, n = key.split("/", 1)[1].rsplit("@", 1)
-                ratio = r.metrics.get(f"ratios/exhaustive_over_dual@{n}") if design.startswith("exhaustive") else None
-                design_rows.append([r.label, r.size, str(r.seed), design, n, f"{v:.3f}", _fmt(ratio)])
+        designs = [(k.split("/", 1)[1].rsplit("@", 1), v) for k, v in r.metrics.items() if k.startswith("per_query_ms/")]
+        for (design, n), v in sorted(designs, key=lambda d: (int(d[0][1]), _design_rank(d[0][0]))):
+            ratio = r.metrics.get(f"ratios/exhaustive_over_dual@{n}") if design.startswith("exhaustive") else None
+            design_rows.append([r.label, r.size, str(r.seed), design, n, f"{v:.3f}", _fmt(ratio)])
     lines += ["", "Per-query cost of retrieving from a gallery of N (gallery encoded offline; p50s; "
                   "`exhaustive_extrapolated` = every gallery item through the cross-encoder, from measured pairs/s; "
                   "COTS claims 10,800x between a single-stream model and its dual encoder):", ""]
@@ -182,7 +196,7 @@ def render(pretrain: Sequence[PretrainRecord], evaluations: Sequence[EvaluationR
     groups: dict[str, list[EvaluationRecord]] = defaultdict(list)
     for r in evaluations:
         groups[_protocol_key(r)].append(r)
-    for key in sorted(groups, key=lambda k: (json.loads(k)["benchmark"], k)):
+    for key in sorted(groups, key=lambda k: (_section_order(json.loads(k)["benchmark"]), k)):
         recs = groups[key]
         first = recs[0]
         title = BENCHMARK_TITLES.get(first.benchmark.split("@")[0], first.benchmark)
