@@ -331,7 +331,7 @@ def _evaluate_latency(job: Job, job_dir: Path, model: VLPModel, dataset: Builtin
         "gallery": "random unit vectors of the embedding size (scoring cost does not depend on content)",
         "exhaustive": "extrapolated: text encoding + N x (cross-encoder time per pair at cross_batch)",
         "texts": f"the first {proto.batch_size} captions of {dataset.name}/{suite.latency.text_split}",
-        "precision": precision, "device": str(device), "torch_threads": torch.get_num_threads(),
+        "precision": precision, "device": str(device), "torch_threads": proto.threads or torch.get_num_threads(),
         "model inputs": "each model at its own resolution and text length (metrics model/*); weights do not "
                         "change timings, so lineage is not part of this protocol"}
     record = EvaluationRecord(

@@ -65,6 +65,20 @@ def test_flops_scale_with_batch(micro_clip) -> None:  # type: ignore[no-untyped-
     assert one > 0 and two == 2 * one
 
 
+def test_threads_are_set_for_the_measurement_and_restored(micro_clip, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import benchmarks.evaluation.latency as lat
+
+    seen = []
+    monkeypatch.setattr(lat, "_measure", lambda *a: seen.append(torch.get_num_threads()) or {})
+    before = torch.get_num_threads()
+    lat.measure_latency(micro_clip, TEXTS, LatencyProtocol(threads=1), torch.device("cpu"), "fp32")
+    lat.measure_latency(micro_clip, TEXTS, LatencyProtocol(threads=None), torch.device("cpu"), "fp32")
+    assert seen == [1, before] and torch.get_num_threads() == before
+    g = lat._gallery(100, 8, torch.device("cpu"), 0)
+    assert g is lat._gallery(100, 8, torch.device("cpu"), 0)             # one allocation per process
+    assert torch.allclose(g.norm(dim=1), torch.ones(100))
+
+
 def test_measure_latency_dual_encoder_params_add_up(micro_clip) -> None:  # type: ignore[no-untyped-def]
     proto = LatencyProtocol(batch_size=4, gallery_sizes=[100, 500], repeats=3, warmup=1, warmup_s=0, min_time_s=0)
     out = measure_latency(micro_clip, TEXTS, proto, torch.device("cpu"), "fp32")

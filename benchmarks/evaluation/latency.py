@@ -48,6 +48,9 @@ class LatencyProtocol(StrictModel):
     repeats: int = Field(20, ge=3, description="Timed calls per operation, at least (p99 of few calls is their max).")
     min_time_s: float = Field(0.5, ge=0, description="...and until this much time is timed, so sub-millisecond "
                                                      "operations get enough calls for a stable p50.")
+    threads: int | None = Field(1, ge=1, description="torch intra-op threads while timing (single-stream latency); "
+                                                     "None = the process' setting. 1 repeated within 10 % on every "
+                                                     "stage on the 2-vCPU dev VM, the process' 2 threads did not.")
 
 
 def percentiles(seconds: np.ndarray, items: int) -> dict[str, float]:
@@ -107,9 +110,34 @@ def _flops(fn: Callable[[], Any]) -> int:
     return int(counter.get_total_flops())
 
 
+_GALLERIES: dict[tuple[int, int, str, int], torch.Tensor] = {}
+
+
+def _gallery(n: int, dim: int, device: torch.device, seed: int) -> torch.Tensor:
+    """A pre-encoded gallery of n random unit vectors, allocated once per process (as a deployed index is) so
+    repeated measurements search the same memory."""
+    key = (n, dim, str(device), seed)
+    if key not in _GALLERIES:
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + n)
+        _GALLERIES[key] = F.normalize(torch.randn(n, dim, generator=gen), dim=-1).to(device)
+    return _GALLERIES[key]
+
+
 def measure_latency(model: VLPModel, texts: list[str], protocol: LatencyProtocol, device: torch.device,
                     precision: str, seed: int = 0) -> dict[str, Any]:
-    """{"timings": {op: percentiles}, "per_query_ms": {...}, "ratios": {...}, "params": {...}, "flops": {...}}."""
+    """{"timings": {op: percentiles}, "per_query_ms": {...}, "ratios": {...}, "params": {...}, "flops": {...}}.
+    With protocol.threads, torch runs with that many intra-op threads during the measurement (then restored)."""
+    before = torch.get_num_threads()
+    if protocol.threads is not None:
+        torch.set_num_threads(protocol.threads)
+    try:
+        return _measure(model, texts, protocol, device, precision, seed)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _measure(model: VLPModel, texts: list[str], protocol: LatencyProtocol, device: torch.device,
+             precision: str, seed: int) -> dict[str, Any]:
     if len(texts) < protocol.batch_size:
         raise ValueError(f"need at least {protocol.batch_size} texts for a text batch, got {len(texts)}")
     gen = torch.Generator().manual_seed(seed)
@@ -143,7 +171,7 @@ def measure_latency(model: VLPModel, texts: list[str], protocol: LatencyProtocol
             query = enc_txt(one_text).float()
             dim = query.shape[-1]
             for n in protocol.gallery_sizes:
-                gallery = F.normalize(torch.randn(n, dim, generator=gen), dim=-1).to(device)
+                gallery = _gallery(n, dim, device, seed)
                 k = min(protocol.top_k, n)
                 timings[f"search@{n}"] = timed(lambda: model.similarity(gallery, query).squeeze(-1).topk(k), 1)
             if model.supports_rerank:
