@@ -67,7 +67,8 @@ def describe_lineage(lineage: list[dict[str, Any]]) -> str:
     return " -> ".join(parts) or "untrained"
 
 
-def _zeroshot_protocols(job: Job, model: VLPModel) -> dict[str, tuple[EvalDataset | None, RetrievalProtocol]]:
+def _zeroshot_protocols(job: Job, model: VLPModel, prefix: str = "zeroshot_retrieval"
+                        ) -> dict[str, tuple[EvalDataset | None, RetrievalProtocol]]:
     """{record name: (real dataset or None = the suite's split, protocol)}: ITC for every model, plus top-k
     re-ranking for fusion models, on the suite's split and on every real set of retrieval.datasets."""
     spec = job.suite.retrieval
@@ -76,10 +77,10 @@ def _zeroshot_protocols(job: Job, model: VLPModel) -> dict[str, tuple[EvalDatase
     out: dict[str, tuple[EvalDataset | None, RetrievalProtocol]] = {}
     for real in [None, *spec.datasets]:
         suffix = "" if real is None else f"@{real.key}"
-        out["zeroshot_retrieval" + suffix] = (real, spec.protocol)
+        out[prefix + suffix] = (real, spec.protocol)
         if rerank:
             k = spec.rerank_k if real is None or real.rerank_k is None else real.rerank_k
-            out["zeroshot_retrieval_rerank" + suffix] = (real, spec.protocol.model_copy(
+            out[prefix + "_rerank" + suffix] = (real, spec.protocol.model_copy(
                 update={"scoring": scoring, "rerank_k": k}))
     return out
 
@@ -146,16 +147,6 @@ def _evaluate_zeroshot(job: Job, job_dir: Path, model: VLPModel, dataset: Builti
     return written
 
 
-def _rerank_protocols(job: Job, model: VLPModel, prefix: str) -> dict[str, RetrievalProtocol]:
-    """{record name: protocol} on the suite's own split: ITC, plus top-k re-ranking for fusion models."""
-    spec = job.suite.retrieval
-    out = {prefix: spec.protocol}
-    if spec.rerank and model.supports_rerank:
-        scoring = spec.rerank_scoring or model.card.default_protocol.get("scoring", "itm")
-        out[prefix + "_rerank"] = spec.protocol.model_copy(update={"scoring": scoring, "rerank_k": spec.rerank_k})
-    return out
-
-
 def _finetune(job: Job, job_dir: Path, dataset: BuiltinDataset, pre: PretrainRecord, device: torch.device
               ) -> tuple[VLPModel, list[dict[str, Any]]]:
     """The job's model fine-tuned for retrieval (reused when finetune/finetune.json matches), and its lineage."""
@@ -210,11 +201,19 @@ def _evaluate_finetuned(job: Job, job_dir: Path, model: VLPModel, dataset: Built
     precision = resolve_precision(job.suite.precision, device)
     tuned, lineage = _finetune(job, job_dir, dataset, pre, device)
     source, read_as = _finetune_source(job, dataset, pre)
-    split = source.retrieval_split(job.suite.finetune.split)
-    read_as = {**read_as, "finetune_recipe": tuned_recipe_source(lineage)}
-    return {name: _image_text_record(job, job_dir / "eval" / name, tuned, split, proto, "fine-tuned", lineage, "",
-                                     read_as, config, device, precision)
-            for name, proto in _rerank_protocols(job, tuned, "finetuned_retrieval").items()}
+    tuned_on = lineage[-1]["dataset"]
+    recipe = {"finetune_recipe": tuned_recipe_source(lineage)}
+    own = (source.retrieval_split(job.suite.finetune.split), {**read_as, **recipe})
+    written = {}
+    for name, (real, proto) in _zeroshot_protocols(job, tuned, "finetuned_retrieval").items():
+        # the suite's real sets too: a model fine-tuned on one set evaluated on another is ALBEF/TCL's
+        # "zero-shot Flickr30K" (the COCO-fine-tuned model) — labelled as a transfer, never as zero-shot
+        split, how = own if real is None else _retrieval_split(job, real, dataset, tuned)
+        same = split.ref.dataset == tuned_on["dataset"]
+        setting = "fine-tuned" if same else f"transfer: fine-tuned on {tuned_on['dataset']}/{tuned_on['split']}"
+        written[name] = _image_text_record(job, job_dir / "eval" / name, tuned, split, proto, setting, lineage, "",
+                                           {**how, **recipe}, config, device, precision)
+    return written
 
 
 def tuned_recipe_source(lineage: list[dict[str, Any]]) -> str:
@@ -356,4 +355,4 @@ BENCHMARK_RECORDS: dict[str, Callable[[Job, VLPModel], list[str]]] = {
                                                                  for d in job.suite.video.datasets],
     "product_retrieval": lambda job, model: ["product_retrieval"],
     "latency": lambda job, model: ["latency"],
-    "finetuned_retrieval": lambda job, model: list(_rerank_protocols(job, model, "finetuned_retrieval"))}
+    "finetuned_retrieval": lambda job, model: list(_zeroshot_protocols(job, model, "finetuned_retrieval"))}

@@ -136,3 +136,28 @@ def test_finetuning_on_a_real_karpathy_set(tmp_path: Path, cache_root: Path) -> 
     assert ev.protocol["annotation_format"] == "albef" and ev.protocol["n_texts"] == 9
     (flickr / "flickr30k_train.json").unlink()
     assert main(["run", "--suite", str(path), "--output", str(tmp_path / "out2"), "--no-progress"]) == 2
+
+
+def test_a_fine_tuned_model_on_another_set_is_labelled_a_transfer(tmp_path: Path, cache_root: Path) -> None:
+    """TCL/ALBEF's "zero-shot Flickr30K" is the COCO-fine-tuned model: runnable, and never called zero-shot."""
+    from tests.real_fixtures import make_coco_karpathy, make_flickr_albef
+
+    flickr, coco = make_flickr_albef(tmp_path / "flickr"), make_coco_karpathy(tmp_path / "coco")
+    suite = {"name": "transfer", "methods": ["clip"], "dataset": {"options": SMALL_WORLD},
+             "benchmarks": ["finetuned_retrieval"], "train": {"tiny": {"steps": 2, "batch_size": 16, "log_every": 1}},
+             "finetune": {"budget": {"tiny": {"steps": 2, "batch_size": 2, "log_every": 1}},
+                          "dataset": {"name": "coco", "root": str(coco)}},
+             "retrieval": {"datasets": [{"name": "flickr30k", "root": str(flickr)}]},
+             "method_overrides": {"clip": MICRO_CLIP}}
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    out = tmp_path / "out"
+    assert main(["run", "--suite", str(path), "--output", str(out), "--no-progress"]) == 0
+    evals = out / "transfer" / "jobs" / "clip-tiny-s0" / "eval"
+    own = read_evaluation(evals / "finetuned_retrieval" / "results.json")
+    transfer = read_evaluation(evals / "finetuned_retrieval@flickr30k" / "results.json")
+    assert own.protocol["setting"] == "fine-tuned" and own.dataset["dataset"] == "coco"
+    assert transfer.protocol["setting"] == "transfer: fine-tuned on coco/karpathy-train"
+    assert transfer.dataset["dataset"] == "flickr30k" and transfer.protocol["split"] == "flickr30k/karpathy-test"
+    assert transfer.protocol["lineage"].endswith("-> fine-tuned on coco/karpathy-train (2 x 2)")
+    assert transfer.lineage == own.lineage
