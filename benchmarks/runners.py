@@ -21,7 +21,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 
 from benchmarks.data import BuiltinDataset, open_dataset
@@ -124,11 +123,16 @@ def _image_text_record(job: Job, out_dir: Path, model: VLPModel, split: Retrieva
     if proto.rerank_k is not None:
         protocol["ranks_beyond_k"] = f"censored at {proto.rerank_k + 1}"
     save_ranks(out_dir / RANKS_FILE, i2t=outcome.i2t_ranks, t2i=outcome.t2i_ranks)
+    return _write(job, out_dir, config, device, split.ref, protocol, outcome.metrics, lineage, outcome.timings)
+
+
+def _write(job: Job, out_dir: Path, config: dict[str, Any], device: torch.device, ref: Any, protocol: dict[str, Any],
+           metrics: dict[str, float], lineage: list[dict[str, Any]], timings: dict[str, float]) -> Path:
+    """One evaluation record (benchmark = the folder's name), written atomically under out_dir."""
     record = EvaluationRecord(
         suite=job.suite.name, job=job.name, method=job.method, variant=job.variant, size=job.size, seed=job.seed,
-        config=config, environment=fingerprint(device), benchmark=out_dir.name, dataset=split.ref.to_json(),
-        protocol=protocol, metrics=outcome.metrics, lineage=lineage, timings=outcome.timings,
-        card=get_spec(job.method).card.to_json())
+        config=config, environment=fingerprint(device), benchmark=out_dir.name, dataset=ref.to_json(),
+        protocol=protocol, metrics=metrics, lineage=lineage, timings=timings, card=get_spec(job.method).card.to_json())
     return write_record(out_dir / RESULTS_FILE, record)
 
 
@@ -246,12 +250,8 @@ def _evaluate_products(job: Job, job_dir: Path, model: VLPModel, dataset: Builti
         "resolution": int(model.preprocess.config.resolution), "text_max_length": model.text_max_length,
         "precision": precision, "metric_units": "percent", "tokenizer": config["tokenizer"]["fingerprint"][:16],
     }
-    record = EvaluationRecord(
-        suite=suite.name, job=job.name, method=job.method, variant=job.variant, size=job.size, seed=job.seed,
-        config=config, environment=fingerprint(device), benchmark="product_retrieval", dataset=corpus.ref.to_json(),
-        protocol=protocol, metrics=outcome.metrics, lineage=lineage, timings=outcome.timings,
-        card=get_spec(job.method).card.to_json())
-    return {"product_retrieval": write_record(job_dir / "eval" / "product_retrieval" / RESULTS_FILE, record)}
+    return {"product_retrieval": _write(job, job_dir / "eval" / "product_retrieval", config, device, corpus.ref,
+                                        protocol, outcome.metrics, lineage, outcome.timings)}
 
 
 def _video_splits(job: Job, dataset: BuiltinDataset, model: VLPModel
@@ -284,24 +284,19 @@ def _evaluate_video(job: Job, job_dir: Path, model: VLPModel, dataset: BuiltinDa
     written = {}
     for name, (split, read_as) in _video_splits(job, dataset, model).items():
         outcome = evaluate_text_video(model, split, proto, device, precision)
-        counts = np.bincount(split.txt2vid, minlength=split.n_videos)
         protocol = {
             "task": "text-video retrieval", "setting": "zero-shot", "training_split": "none (no fine-tuning)",
             "lineage": describe_lineage(lineage) + " (no fine-tuning)",
             "split": f"{split.ref.dataset}/{split.ref.split}", "n_videos": split.n_videos, "n_texts": len(split.texts),
-            "captions_per_video": {"min": int(counts.min()), "max": int(counts.max()), "mean": float(counts.mean())},
+            "captions_per_video": split.captions_per_video(),
             **read_as, "video_embedding": pooled, "resolution": int(model.preprocess.config.resolution),
             "text_max_length": model.text_max_length, "scoring": "itc", "tie_policy": proto.tie_policy,
             "post_processing": "none", "precision": precision, "metric_units": "percent", "rank_base": 1,
             "tokenizer": config["tokenizer"]["fingerprint"][:16]}
         out_dir = job_dir / "eval" / name
         save_ranks(out_dir / RANKS_FILE, v2t=outcome.v2t_ranks, t2v=outcome.t2v_ranks)
-        record = EvaluationRecord(
-            suite=suite.name, job=job.name, method=job.method, variant=job.variant, size=job.size, seed=job.seed,
-            config=config, environment=fingerprint(device), benchmark=name, dataset=split.ref.to_json(),
-            protocol=protocol, metrics=outcome.metrics, lineage=lineage, timings=outcome.timings,
-            card=get_spec(job.method).card.to_json())
-        written[name] = write_record(out_dir / RESULTS_FILE, record)
+        written[name] = _write(job, out_dir, config, device, split.ref, protocol, outcome.metrics, lineage,
+                               outcome.timings)
     return written
 
 
@@ -333,14 +328,10 @@ def _evaluate_latency(job: Job, job_dir: Path, model: VLPModel, dataset: Builtin
         "precision": precision, "device": str(device), "torch_threads": proto.threads or torch.get_num_threads(),
         "model inputs": "each model at its own resolution and text length (metrics model/*); weights do not "
                         "change timings, so lineage is not part of this protocol"}
-    record = EvaluationRecord(
-        suite=suite.name, job=job.name, method=job.method, variant=job.variant, size=job.size, seed=job.seed,
-        config=config, environment=fingerprint(device), benchmark="latency",
-        dataset=dataset.ref(suite.latency.text_split).to_json(), protocol=protocol,
-        metrics={**latency_metrics(result), "model/resolution": float(model.preprocess.config.resolution),
-                 "model/text_max_length": float(model.text_max_length)},
-        lineage=lineage, timings={}, card=get_spec(job.method).card.to_json())
-    return {"latency": write_record(job_dir / "eval" / "latency" / RESULTS_FILE, record)}
+    metrics = {**latency_metrics(result), "model/resolution": float(model.preprocess.config.resolution),
+               "model/text_max_length": float(model.text_max_length)}
+    return {"latency": _write(job, job_dir / "eval" / "latency", config, device, dataset.ref(suite.latency.text_split),
+                              protocol, metrics, lineage, {})}
 
 
 BENCHMARK_RUNNERS: dict[str, Callable[..., dict[str, Path]]] = {"zeroshot_retrieval": _evaluate_zeroshot,

@@ -44,6 +44,24 @@ class ArrayImages:
         return np.ascontiguousarray(self.array[idx])
 
 
+def check_ground_truth(ref: "DatasetRef", name: str, owner: np.ndarray, n_texts: int, n_gallery: int, item: str
+                       ) -> None:
+    """Every caption points at one gallery item, and every item has a caption."""
+    owner = np.asarray(owner)
+    if owner.shape != (n_texts,):
+        raise ValueError(f"{name} has shape {owner.shape}, expected ({n_texts},)")
+    if len(owner) and (owner.min() < 0 or owner.max() >= n_gallery):
+        raise ValueError(f"{name} points outside the {item} gallery")
+    missing = int((np.bincount(owner, minlength=n_gallery) == 0).sum())
+    if missing:
+        raise ValueError(f"{ref.dataset}/{ref.split}: {missing} {item}s have no caption")
+
+
+def caption_counts(owner: np.ndarray, n_gallery: int) -> dict[str, float]:
+    counts = np.bincount(np.asarray(owner), minlength=n_gallery)
+    return {"min": int(counts.min()), "max": int(counts.max()), "mean": float(counts.mean())}
+
+
 @dataclass(frozen=True)
 class IndexedImages:
     """An ImageSource whose item i is item rows[i] of another source (one row per caption of an image)."""
@@ -96,15 +114,7 @@ class RetrievalSplit:
     txt2img: np.ndarray     # (N_txt,) int64: the one ground-truth image of each caption
 
     def __post_init__(self) -> None:
-        t2i = np.asarray(self.txt2img)
-        if t2i.shape != (len(self.texts),):
-            raise ValueError(f"txt2img has shape {t2i.shape}, expected ({len(self.texts)},)")
-        if len(t2i) and (t2i.min() < 0 or t2i.max() >= len(self.images)):
-            raise ValueError("txt2img points outside the image gallery")
-        counts = np.bincount(t2i, minlength=len(self.images))
-        if (counts == 0).any():
-            raise ValueError(f"{self.ref.dataset}/{self.ref.split}: {int((counts == 0).sum())} images "
-                             "have no caption")
+        check_ground_truth(self.ref, "txt2img", self.txt2img, len(self.texts), len(self.images), "image")
 
     @property
     def n_images(self) -> int:
@@ -115,8 +125,7 @@ class RetrievalSplit:
         return len(self.texts)
 
     def captions_per_image(self) -> dict[str, float]:
-        counts = np.bincount(np.asarray(self.txt2img), minlength=self.n_images)
-        return {"min": int(counts.min()), "max": int(counts.max()), "mean": float(counts.mean())}
+        return caption_counts(self.txt2img, self.n_images)
 
 
 class VideoSource(Protocol):
@@ -139,13 +148,10 @@ class VideoRetrievalSplit:
     txt2vid: np.ndarray     # (N_txt,) int64: the one ground-truth video of each caption
 
     def __post_init__(self) -> None:
-        t2v = np.asarray(self.txt2vid)
-        if t2v.shape != (len(self.texts),):
-            raise ValueError(f"txt2vid has shape {t2v.shape}, expected ({len(self.texts)},)")
-        if len(t2v) and (t2v.min() < 0 or t2v.max() >= len(self.videos)):
-            raise ValueError("txt2vid points outside the video gallery")
-        if (np.bincount(t2v, minlength=len(self.videos)) == 0).any():
-            raise ValueError(f"{self.ref.dataset}/{self.ref.split}: some videos have no caption")
+        check_ground_truth(self.ref, "txt2vid", self.txt2vid, len(self.texts), len(self.videos), "video")
+
+    def captions_per_video(self) -> dict[str, float]:
+        return caption_counts(self.txt2vid, self.n_videos)
 
     @property
     def n_videos(self) -> int:
