@@ -357,6 +357,8 @@ CARD = MethodCard(
         Assumption("train.recipe", "AdamW lr 1e-4, wd 0.02 (base)", "batch, lr and epochs not found; ALBEF's"),
     ),
     deviations=(
+        Deviation(option="suite.finetune.recipe_overrides", ours="the harness' id-aware contrastive fine-tuning at COTS' τ, TCL's optimiser settings",
+                  reference="COTS' fine-tuning recipe is not published (methods.md §3.4)", reason='closest published recipe on the same towers; tiny not calibrated'),
         Deviation(option="visual_tokenizer.weights (tiny)",
                   ours="a small dVAE of DALL-E's layout trained by the harness on the pretraining images "
                        "(512 codes, 8x8 tokens at 64 px; `vlpbench dvae train`)",
