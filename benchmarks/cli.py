@@ -32,7 +32,7 @@ os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 logging.getLogger("alembic").setLevel(logging.WARNING)
 
 from benchmarks.data import BuiltinConfig, DatasetError, open_dataset  # noqa: E402
-from benchmarks.pipeline import expand_jobs, run_job  # noqa: E402
+from benchmarks.pipeline import expand_jobs, open_corpus, run_job  # noqa: E402
 from benchmarks.suite import Suite, load_suite  # noqa: E402
 from benchmarks.training.checkpoint import CheckpointError  # noqa: E402
 from benchmarks.runtime import code_version  # noqa: E402
@@ -106,7 +106,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     uri = tracking.resolve_tracking_uri(args.tracking_uri or suite.tracking_uri, output)
     artifact_root = output / "mlartifacts" if tracking.is_embedded(uri) else None
     jobs = expand_jobs(suite)
-    for real in suite.retrieval.datasets:  # a wrong root fails now, not after hours of pretraining
+    if suite.dataset.corpus is not None:  # a wrong root fails now, not after hours of pretraining
+        open_corpus(suite.dataset.corpus)
+    for real in suite.retrieval.datasets:
         open_dataset(real.name, real.root, real.options).items(real.split)
     if suite.finetune.dataset is not None and "finetuned_retrieval" in suite.benchmarks:
         real = suite.finetune.dataset

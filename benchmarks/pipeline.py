@@ -27,10 +27,12 @@ from typing import Any
 import torch
 
 from benchmarks.data import BuiltinDataset, open_dataset
+from benchmarks.data.corpora import PairFilesDataset
+from benchmarks.data.types import PairCorpus
 from benchmarks.data.builtin.build import default_cache_root
 from benchmarks.runners import BENCHMARK_RECORDS, BENCHMARK_RUNNERS
 from benchmarks.runtime import fingerprint, resolve_device, seed_everything
-from benchmarks.suite import Suite
+from benchmarks.suite import CorpusSpec, Suite
 from benchmarks.training.batches import PretrainBatches
 from benchmarks.training.loop import TrainConfig, Trainer
 from benchmarks.training.dvae import DVAERequest, ensure_dvae, tokenizer_crop
@@ -81,13 +83,29 @@ class JobOutcome:
     reused: list[str] = field(default_factory=list)
 
 
-def build_tokenizer(suite: Suite, dataset: BuiltinDataset) -> TextTokenizer:
+def open_corpus(spec: CorpusSpec) -> PairCorpus:
+    """A real pretraining corpus; every image path is checked (CSV/JSONL) or every shard indexed (WebDataset)."""
+    return PairFilesDataset(spec.name, Path(spec.root), spec.layout).pretrain_corpus()
+
+
+def pretrain_corpus(suite: Suite, dataset: BuiltinDataset) -> PairCorpus:
+    """What a suite pretrains on: its real corpus (dataset.corpus) or the built-in pretrain split."""
+    return dataset.pretrain_corpus() if suite.dataset.corpus is None else open_corpus(suite.dataset.corpus)
+
+
+def build_tokenizer(suite: Suite, dataset: BuiltinDataset, corpus: PairCorpus | None = None) -> TextTokenizer:
+    """The suite's tokenizer: a local one, or WordPiece trained on the text the models train on — the built-in
+    pretraining and training splits, and the real corpus' captions when the suite pretrains on one (`corpus`:
+    the already opened pretrain_corpus, to avoid reading it twice). Evaluation text is never used."""
     spec = suite.tokenizer
     if spec.kind == "pretrained":
         if not spec.path:
             raise ValueError("tokenizer.kind 'pretrained' needs tokenizer.path (a local directory)")
         return TextTokenizer.from_dir(spec.path)
-    return TextTokenizer.train_wordpiece(dataset.tokenizer_corpus(), vocab_size=spec.vocab_size)
+    text = dataset.tokenizer_corpus()
+    if suite.dataset.corpus is not None:
+        text = list((corpus or pretrain_corpus(suite, dataset)).texts) + text
+    return TextTokenizer.train_wordpiece(text, vocab_size=spec.vocab_size)
 
 
 def unimodal_request(job: Job, mcfg: StrictModel) -> UnimodalRequest | None:
@@ -149,7 +167,9 @@ def _init_config(request: UnimodalRequest | None, mcfg: StrictModel, tokenizer: 
     return out
 
 
-def resolved_config(job: Job, dataset: BuiltinDataset, tokenizer: TextTokenizer) -> dict[str, Any]:
+def resolved_config(job: Job, dataset: BuiltinDataset, tokenizer: TextTokenizer,
+                    corpus: PairCorpus | None = None) -> dict[str, Any]:
+    """`corpus`: the real pretraining corpus when the suite names one (its identity enters the job fingerprint)."""
     suite = job.suite
     mcfg = method_config(job.method, job.size, job.method_overrides)
     recipe = train_recipe(job.method, job.size, job.recipe_overrides)
@@ -165,7 +185,7 @@ def resolved_config(job: Job, dataset: BuiltinDataset, tokenizer: TextTokenizer)
         "train": {**budget.model_dump(mode="json"), "seed": job.seed, "precision": suite.precision,
                   "device": suite.device, "recipe": recipe.model_dump(mode="json")},
         "dataset": {"name": dataset.name, "fingerprint": dataset.fingerprint,
-                    "options": dataset.manifest["config"]},
+                    "options": dataset.manifest["config"], **_corpus_entry(suite, corpus)},
         "tokenizer": {**suite.tokenizer.model_dump(mode="json"), "fingerprint": tokenizer.fingerprint(),
                       "vocab_size": tokenizer.vocab_size},
         "retrieval": suite.retrieval.model_dump(mode="json"),
@@ -174,6 +194,16 @@ def resolved_config(job: Job, dataset: BuiltinDataset, tokenizer: TextTokenizer)
         "finetune": suite.finetune.model_dump(mode="json"),
         "products": suite.products.model_dump(mode="json"),
     }
+
+
+def _corpus_entry(suite: Suite, corpus: PairCorpus | None) -> dict[str, Any]:
+    spec = suite.dataset.corpus
+    if spec is None:
+        return {}  # (absent rather than null: configurations of built-in runs keep their fingerprints)
+    if corpus is None:
+        raise ValueError("the suite pretrains on dataset.corpus: pass the opened corpus")
+    return {"pretrain_corpus": {**corpus.ref.to_json(), "root": spec.root, "n_pairs": len(corpus),
+                                "layout": spec.layout.model_dump(mode="json")}}
 
 
 def _variant_entry(job: Job) -> dict[str, Any]:
@@ -231,7 +261,7 @@ def _prepare_towers(job: Job, mcfg: StrictModel, dataset: BuiltinDataset, tokeni
     return overrides, lineage
 
 
-def _train(job: Job, job_dir: Path, model: VLPModel, dataset: BuiltinDataset, config: dict[str, Any],
+def _train(job: Job, job_dir: Path, model: VLPModel, corpus: PairCorpus, config: dict[str, Any],
            fp: str, resume: str | None, progress: bool, init_lineage: list[dict[str, Any]]) -> PretrainRecord:
     suite = job.suite
     budget = suite.budget(job.size)
@@ -239,7 +269,6 @@ def _train(job: Job, job_dir: Path, model: VLPModel, dataset: BuiltinDataset, co
                        precision=suite.precision, device=suite.device, log_every=budget.log_every,
                        checkpoint_every=budget.checkpoint_every,
                        recipe=train_recipe(job.method, job.size, job.recipe_overrides))
-    corpus = dataset.pretrain_corpus()
     data = PretrainBatches(corpus, model, tcfg.batch_size, job.seed)
     if resume is None and (job_dir / "checkpoints").exists():
         shutil.rmtree(job_dir / "checkpoints")  # a fresh start must not leave older steps for 'latest'
@@ -263,8 +292,9 @@ def run_job(job: Job, suite_dir: Path, *, resume: str | None = None, progress: b
     suite = job.suite
     job_dir = suite_dir / "jobs" / job.name
     dataset = open_dataset(suite.dataset.name, suite.dataset.root, suite.dataset.options, cache_root)
-    tokenizer = build_tokenizer(suite, dataset)
-    config = resolved_config(job, dataset, tokenizer)
+    corpus = pretrain_corpus(suite, dataset)
+    tokenizer = build_tokenizer(suite, dataset, corpus)
+    config = resolved_config(job, dataset, tokenizer, corpus if suite.dataset.corpus else None)
     fp = job_fingerprint(config)
     outcome = JobOutcome(job, job_dir, job_dir / PRETRAIN_FILE)
 
@@ -286,8 +316,8 @@ def run_job(job: Job, suite_dir: Path, *, resume: str | None = None, progress: b
         model = create_method(job.method, job.size, tokenizer=tokenizer,
                               overrides=deep_merge(job.method_overrides, init_overrides))
         log(f"[{job.name}] pretraining: {suite.budget(job.size).steps} steps × batch "
-            f"{suite.budget(job.size).batch_size} on {dataset.name}/pretrain")
-        pre = _train(job, job_dir, model, dataset, config, fp, resume, progress, init_lineage)
+            f"{suite.budget(job.size).batch_size} on {corpus.ref.dataset}/{corpus.ref.split} ({len(corpus):,} pairs)")
+        pre = _train(job, job_dir, model, corpus, config, fp, resume, progress, init_lineage)
     for bench in suite.benchmarks:
         names = BENCHMARK_RECORDS[bench](job, model)
         paths = {n: job_dir / "eval" / n / RESULTS_FILE for n in names}

@@ -11,6 +11,8 @@ Example::
     sizes: [tiny]
     seeds: [0, 1, 2]
     dataset: {name: builtin, options: {n_pretrain: 20000}}
+    # or pretrain on a real corpus (the built-in dataset still gives the evaluation splits):
+    # dataset: {corpus: {name: cc3m, root: /data/cc3m, layout: {files: ["{00000..00331}.tar"]}}}
     benchmarks: [zeroshot_retrieval]
     train: {tiny: {steps: 200, batch_size: 256}}
     method_overrides: {clip: {embed_dim: 256}}
@@ -28,6 +30,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationInfo, field_validator
 
+from benchmarks.data.corpora import PairFilesLayout
 from benchmarks.evaluation.latency import LatencyProtocol
 from benchmarks.evaluation.products import ProductEvalProtocol
 from benchmarks.evaluation.retrieval import RetrievalProtocol
@@ -50,10 +53,24 @@ def _members(values: list[str], allowed: tuple[str, ...], what: str) -> list[str
     return values
 
 
+class CorpusSpec(StrictModel):
+    """A real image-caption corpus to pretrain on (CSV/TSV, JSON lines or WebDataset shards from local files)."""
+
+    name: str = Field("pairs", pattern=NAME_PATTERN, description="What records call the corpus (e.g. cc3m).")
+    root: str = Field(description="The corpus folder; layout.files are relative to it.")
+    layout: PairFilesLayout = Field(default_factory=PairFilesLayout)
+
+
 class DatasetSpec(StrictModel):
     name: Literal["builtin"] = "builtin"
     root: str | None = Field(None, description="A built dataset folder; None = generate into the cache.")
     options: dict[str, Any] = Field(default_factory=dict, description="Generator options (BuiltinConfig).")
+    corpus: CorpusSpec | None = Field(
+        None, description="Pretrain on this real corpus instead of the built-in pretrain split. The built-in "
+                          "dataset still gives the evaluation and fine-tuning splits and the data of the "
+                          "unimodal and visual-tokenizer stages (the ImageNet / BookCorpus analogues, as in the "
+                          "papers, where those towers were trained on other data than the pair corpus); the "
+                          "WordPiece tokenizer is trained on the corpus' captions and the built-in training text.")
 
 
 class Budget(StrictModel):

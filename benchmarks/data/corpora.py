@@ -278,11 +278,14 @@ class PairFilesDataset:
         return list(self.pretrain_corpus().texts)
 
 
-def write_shard(path: Path, samples: list[tuple[str, bytes, str]]) -> None:
-    """Write a WebDataset shard of (key, jpeg bytes, caption) samples (for tests and for converting corpora)."""
+def write_shard(path: Path, samples: list[tuple[str, bytes, str]], image_ext: str = "jpg") -> None:
+    """Write a WebDataset shard of (key, encoded image, caption) samples (for tests and for converting corpora);
+    image_ext names the encoding (jpg, png, webp)."""
+    if image_ext not in IMAGE_EXTENSIONS:
+        raise ValueError(f"image_ext {image_ext!r}: the reader takes {IMAGE_EXTENSIONS}")
     with tarfile.open(path, "w") as tar:
         for key, image, caption in samples:
-            for ext, data in (("jpg", image), ("txt", caption.encode())):
+            for ext, data in ((image_ext, image), ("txt", caption.encode())):
                 info = tarfile.TarInfo(f"{key}.{ext}")
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))
