@@ -1,6 +1,8 @@
 """`vlpbench`: the command line. The composition root: wires methods, benchmarks, reports, slurm.
 
     vlpbench run [--suite FILE] [--output DIR] [--tracking-uri URI] [--resume latest]
+                 [--executor inline|debug|local|slurm] [--cluster NAME] [--dry-run] [--no-wait]
+    vlpbench status [--suite FILE] [--output DIR] [--resubmit-failed]
     vlpbench list
     vlpbench card METHOD
     vlpbench data build [--set key=value ...]
@@ -101,8 +103,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     suite = load_suite(Path(args.suite) if args.suite else None, _parse_sets(args.set))
     output = Path(args.output)
     suite_dir = _suite_dir(args, suite)
-    suite_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(suite_dir / "suite.resolved.yaml", yaml.safe_dump(suite.model_dump(mode="json"), sort_keys=False))
     uri = tracking.resolve_tracking_uri(args.tracking_uri or suite.tracking_uri, output)
     artifact_root = output / "mlartifacts" if tracking.is_embedded(uri) else None
     jobs = expand_jobs(suite)
@@ -114,6 +114,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         real = suite.finetune.dataset
         for split in (suite.finetune.train_split, suite.finetune.split):
             open_dataset(real.name, real.root, real.options).items(split)
+    if args.dry_run:   # writes nothing
+        from benchmarks.launch import dry_run
+
+        print(dry_run(suite, suite_dir.resolve(), _launcher(args, suite_dir.resolve())))
+        return 0
+    suite_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(suite_dir / "suite.resolved.yaml", yaml.safe_dump(suite.model_dump(mode="json"), sort_keys=False))
+    if args.executor != "inline":
+        return _run_submitted(args, suite, suite_dir, uri, artifact_root)
     print(f"suite {suite.name!r}: {len(jobs)} job(s) → {suite_dir}; tracking {uri}", flush=True)
     executor = get_executor(args.executor)
     t0 = time.perf_counter()
@@ -126,6 +135,63 @@ def cmd_run(args: argparse.Namespace) -> int:
     report = _render(suite, suite_dir, output, uri, "mlflow")
     print(f"done in {time.perf_counter() - t0:.0f} s")
     print(f"report: {report}")
+    return 0
+
+
+def _launcher(args: argparse.Namespace, suite_dir: Path) -> Any:
+    from slurm.executors import ArrayLauncher
+    from slurm.profiles import load_profile
+
+    kind = "slurm" if args.dry_run and args.executor == "inline" else args.executor
+    if kind == "slurm" and not args.cluster:
+        raise ConfigError("--executor slurm needs --cluster NAME (a profile in slurm/clusters/, or a YAML path)")
+    profile = load_profile(args.cluster) if args.cluster else None
+    return ArrayLauncher(kind, suite_dir / "submitit", profile)
+
+
+def _run_submitted(args: argparse.Namespace, suite: Suite, suite_dir: Path, uri: str,
+                   artifact_root: Path | None) -> int:
+    """--executor debug|local|slurm: the suite as job arrays through submitit (benchmarks/launch.py)."""
+    from benchmarks.launch import Tracking, submit_suite, wait_and_report
+
+    launcher = _launcher(args, suite_dir.resolve())
+    t0 = time.perf_counter()
+    print(f"suite {suite.name!r}: submitting through {launcher.kind}"
+          f"{f' (cluster {launcher.profile.name})' if launcher.profile else ''} → {suite_dir}; tracking {uri}",
+          flush=True)
+    submitted = submit_suite(suite, suite_dir.resolve(), launcher,
+                             Tracking(uri, _experiment(suite), artifact_root.resolve() if artifact_root else None),
+                             resume=args.resume)
+    status_cmd = f"vlpbench status --output {args.output}" + (f" --suite {args.suite}" if args.suite else "")
+    if args.no_wait:
+        print(f"submitted; follow with: {status_cmd}")
+        return 0
+    failed = wait_and_report(submitted)
+    if failed:
+        print(f"{len(failed)} task(s) failed: {', '.join(failed)}; see `{status_cmd}`, re-submit them with "
+              f"`{status_cmd} --resubmit-failed`")
+        return 1
+    report = _render(suite, suite_dir, Path(args.output), uri, "mlflow")
+    print(f"done in {time.perf_counter() - t0:.0f} s")
+    print(f"report: {report}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """The submitted tasks of a suite: state, attempts, records, MLflow runs and logs; --resubmit-failed."""
+    from benchmarks.launch import format_status, read_launch, resubmit_failed, status_rows
+
+    suite = load_suite(Path(args.suite) if args.suite else None, _parse_sets(args.set))
+    suite_dir = _suite_dir(args, suite).resolve()
+    launch = read_launch(suite_dir)
+    if args.resubmit_failed:
+        args.executor = launch["executor"]
+        args.dry_run = False
+        args.cluster = args.cluster or launch["cluster"]
+        resubmit_failed(suite_dir, _launcher(args, suite_dir))
+    print(f"suite {launch['suite']!r} via {launch['executor']}"
+          f"{' (cluster ' + launch['cluster'] + ')' if launch['cluster'] else ''}; submitit folder {launch['folder']}")
+    print(format_status(status_rows(suite_dir, query=not args.no_query)))
     return 0
 
 
@@ -265,9 +331,25 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", help="'latest' resumes each job from its newest checkpoint, or a step_*.pt path")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a top-level suite field (YAML value), e.g. --set methods=[clip]")
-    run.add_argument("--executor", default="inline", help="where jobs run (default: inline)")
+    run.add_argument("--executor", default="inline", choices=("inline", "debug", "local", "slurm"),
+                     help="where jobs run: inline (this process, default), debug (submitit, in-process, pdb on "
+                          "error), local (a subprocess per task), slurm (job arrays; needs --cluster)")
+    run.add_argument("--cluster", help="cluster profile: a name in slurm/clusters/ or a YAML file")
+    run.add_argument("--dry-run", action="store_true", help="print the sbatch scripts the suite would be "
+                                                            "submitted with, submit nothing")
+    run.add_argument("--no-wait", action="store_true", help="submit and return (follow with vlpbench status)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.set_defaults(fn=cmd_run)
+
+    st = sub.add_parser("status", help="the submitted tasks of a suite: state, records, MLflow runs, logs")
+    st.add_argument("--suite")
+    st.add_argument("--output", default="outputs")
+    st.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="as given to vlpbench run")
+    st.add_argument("--cluster", help="profile for re-submission (default: the one the suite was submitted with)")
+    st.add_argument("--resubmit-failed", action="store_true", help="re-submit failed tasks alone (a failed "
+                                                                   "pretraining takes its evaluations along)")
+    st.add_argument("--no-query", action="store_true", help="do not ask the scheduler; states as last recorded")
+    st.set_defaults(fn=cmd_status)
 
     rep = sub.add_parser("report", help="render the Markdown report of a suite")
     rep.add_argument("--suite")

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -288,7 +288,12 @@ def _train(job: Job, job_dir: Path, model: VLPModel, corpus: PairCorpus, config:
 
 
 def run_job(job: Job, suite_dir: Path, *, resume: str | None = None, progress: bool = True,
-            cache_root: Path | None = None, log: Callable[[str], None] = print) -> JobOutcome:
+            cache_root: Path | None = None, log: Callable[[str], None] = print,
+            benchmarks: Sequence[str] | None = None, require_pretrained: bool = False) -> JobOutcome:
+    """Pretrain `job` (or reuse its pretraining) and run `benchmarks` (default: the suite's) on the model.
+
+    require_pretrained: an evaluation task launched after its pretraining task — fail if the pretraining record is
+    missing or stale instead of pretraining again (two tasks must never train the same job folder)."""
     suite = job.suite
     job_dir = suite_dir / "jobs" / job.name
     dataset = open_dataset(suite.dataset.name, suite.dataset.root, suite.dataset.options, cache_root)
@@ -305,6 +310,10 @@ def run_job(job: Job, suite_dir: Path, *, resume: str | None = None, progress: b
         outcome.reused.append("pretrain")
         log(f"[{job.name}] pretraining reused from {pre_path}")
     else:
+        if require_pretrained:
+            state = "is missing" if pre is None else "was made with another configuration"
+            raise RuntimeError(f"[{job.name}] the pretraining record {pre_path} {state}: its pretraining task did "
+                               "not finish (vlpbench status shows it); re-submit that task first")
         if pre is not None:
             log(f"[{job.name}] configuration changed since the last run: pretraining again")
             pre_path.unlink()
@@ -318,7 +327,7 @@ def run_job(job: Job, suite_dir: Path, *, resume: str | None = None, progress: b
         log(f"[{job.name}] pretraining: {suite.budget(job.size).steps} steps × batch "
             f"{suite.budget(job.size).batch_size} on {corpus.ref.dataset}/{corpus.ref.split} ({len(corpus):,} pairs)")
         pre = _train(job, job_dir, model, corpus, config, fp, resume, progress, init_lineage)
-    for bench in suite.benchmarks:
+    for bench in suite.benchmarks if benchmarks is None else benchmarks:
         names = BENCHMARK_RECORDS[bench](job, model)
         paths = {n: job_dir / "eval" / n / RESULTS_FILE for n in names}
         if all(p.is_file() and read_evaluation(p).config == config for p in paths.values()):

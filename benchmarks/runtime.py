@@ -96,7 +96,35 @@ def code_version(repo: Path | None = None) -> dict[str, Any]:
     Read once per process and repository, at the first call (`vlpbench run` makes it at start-up): the
     code a process runs is what it loaded then, so a commit made while a long run is going must not
     relabel that run's results."""
+    if _PINNED_CODE_VERSION and repo is None:
+        return dict(_PINNED_CODE_VERSION)
     return dict(_code_version_once((repo or Path(__file__).resolve().parent.parent).resolve()))
+
+
+_PINNED_CODE_VERSION: dict[str, Any] = {}
+
+
+def pin_code_version(version: dict[str, Any]) -> None:
+    """Use `version` as this process's code version: a job launched on a cluster records the commit its suite was
+    submitted from (read there once, before submission), not whatever the shared checkout holds when the job
+    starts hours later."""
+    _PINNED_CODE_VERSION.clear()
+    _PINNED_CODE_VERSION.update(version)
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock (flock) on `path`, for processes that share a folder: SLURM tasks building the
+    same cached stage, or logging to the same MLflow store. Blocks until the lock is free."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 @functools.lru_cache(maxsize=None)

@@ -2,7 +2,8 @@
 
 A stage's output lives in `<cache_root>/<kind>/<fingerprint[:16]>` beside a JSON record holding
 the full fingerprint. It is built in a temporary sibling folder and renamed into place only when
-complete, so an interrupted stage is never reused; a failed build leaves nothing behind.
+complete, so an interrupted stage is never reused; a failed build leaves nothing behind. A lock file beside it
+lets one process build while others (array tasks on shared storage) wait for it.
 """
 
 from __future__ import annotations
@@ -15,18 +16,27 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from benchmarks.runtime import file_lock
+
 
 def cached_stage(cache_root: Path, kind: str, fingerprint: str, record_file: str,
                  build: Callable[[Path], dict[str, Any]]) -> tuple[Path, dict[str, Any], bool]:
     """(folder, record, reused). `build(tmp)` writes the outputs into tmp and returns the record
     (the fingerprint is added to it); the record is written last, then the folder is published."""
     target = cache_root / kind / fingerprint[:16]
+    # One builder at a time: concurrent jobs (SLURM array tasks) needing the same stage wait and then reuse it.
+    with file_lock(cache_root / kind / f".{fingerprint[:16]}.lock"):
+        return _lookup_or_build(target, fingerprint, record_file, build)
+
+
+def _lookup_or_build(target: Path, fingerprint: str, record_file: str,
+                     build: Callable[[Path], dict[str, Any]]) -> tuple[Path, dict[str, Any], bool]:
     if (target / record_file).is_file():
         record = json.loads((target / record_file).read_text())
         if record.get("fingerprint") == fingerprint:
             return target, record, True
-    (cache_root / kind).mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{fingerprint[:16]}-", dir=cache_root / kind))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{fingerprint[:16]}-", dir=target.parent))
     try:
         record = {**build(tmp), "fingerprint": fingerprint}
         (tmp / record_file).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")

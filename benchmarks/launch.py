@@ -1,0 +1,312 @@
+"""A suite as submitted jobs (submitit: debug, local or SLURM): one pretraining job per method × size × seed, then
+one job per benchmark on each pretrained model, as job arrays.
+
+    <suite_dir>/launch.json    every task: its executor job id, state when last seen, log files, attempts
+    <suite_dir>/submitit/      submitit's folders: pickled submissions, stdout/stderr, results
+
+On SLURM the evaluation arrays depend on the pretraining array task by task (``aftercorr``), so a job's
+benchmarks start when its own pretraining is done and a failed pretraining holds back only its own evaluations.
+Each task writes its records atomically into the job folder (as `vlpbench run` inline does) and then logs them
+to MLflow itself, under a lock on the suite folder; `vlpbench status` reads launch.json and the scheduler, and
+re-submits failed tasks alone (their pickled submission, unchanged).
+
+Everything a task needs travels in its pickled submission: the resolved suite, the job, the output folder and
+the tracking URI (both must be on storage the nodes share), and the code version (git commit, dirty flag) of
+the submitting checkout — pinned in the task so a commit made while jobs wait in the queue does not relabel
+their results. Nothing else of the submitting machine is baked in: the stage cache is the node's
+($VLPBENCH_CACHE; a cluster profile's setup lines point it at shared storage).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmarks.pipeline import Job, expand_jobs, run_job
+from benchmarks.runtime import code_version, file_lock, pin_code_version
+from benchmarks.suite import Suite
+from reports.store import atomic_write_json
+from slurm.executors import FINAL_OK, ArrayLauncher, job_state, wait_for
+
+LAUNCH_FILE = "launch.json"
+FAILED_STATES = ("FAILED", "TIMEOUT", "CANCELLED", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL",
+                 "DEADLINE", "INTERRUPTED")
+
+
+@dataclass(frozen=True)
+class Tracking:
+    uri: str
+    experiment: str
+    artifact_root: Path | None = None
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One submitted task: a job's pretraining (benchmarks empty) or one of its benchmarks."""
+
+    job: Job
+    suite_dir: Path
+    benchmarks: tuple[str, ...]
+    tracking: Tracking | None
+    code: dict[str, Any]
+    resume: str | None = None
+
+    @property
+    def kind(self) -> str:
+        return "pretrain" if not self.benchmarks else "+".join(self.benchmarks)
+
+    @property
+    def name(self) -> str:
+        return f"{self.job.name}/{self.kind}"
+
+
+class JobTask:
+    """The callable submitit pickles and runs on a node."""
+
+    def __call__(self, spec: TaskSpec) -> dict[str, Any]:
+        from reports import tracking
+
+        pin_code_version(spec.code)
+        outcome = run_job(spec.job, spec.suite_dir, resume=spec.resume, progress=False,
+                          benchmarks=spec.benchmarks, require_pretrained=bool(spec.benchmarks))
+        runs: dict[str, str] = {}
+        if spec.tracking is not None:   # records are on disk (atomically) before MLflow is touched
+            with file_lock(spec.suite_dir / ".tracking.lock"):
+                runs = tracking.log_job(outcome.job_dir, spec.suite_dir, spec.tracking.uri, spec.tracking.experiment,
+                                        spec.tracking.artifact_root)
+        return {"job_dir": str(outcome.job_dir), "records": {k: str(v) for k, v in outcome.results.items()},
+                "runs": runs, "reused": outcome.reused}
+
+    def checkpoint(self, spec: TaskSpec) -> Any:
+        """Preemption or time-out (submitit's signal): requeue the same task, resuming its training from the
+        newest checkpoint in the job folder (an evaluation task simply runs again)."""
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self, dataclasses.replace(spec, resume="latest"))
+
+
+@dataclass
+class TaskEntry:
+    """A task as launch.json records it; `attempts` holds every submission of it, newest last."""
+
+    name: str
+    job: str
+    kind: str
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _attempt(job: Any, executor: str, depends_on: str | None) -> dict[str, Any]:
+    paths = job.paths
+    return {"job_id": str(job.job_id), "executor": executor, "submitted_utc": _now(), "depends_on": depends_on,
+            "folder": str(paths.folder), "stdout": str(paths.stdout), "stderr": str(paths.stderr),
+            "state": "SUBMITTED"}
+
+
+def read_launch(suite_dir: Path) -> dict[str, Any]:
+    path = suite_dir / LAUNCH_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: this suite was not submitted through an executor (vlpbench run "
+                                "--executor local|slurm writes it)")
+    return json.loads(path.read_text())
+
+
+def specs_for(suite: Suite, suite_dir: Path, tracking: Tracking | None, resume: str | None = None
+              ) -> tuple[list[TaskSpec], dict[str, list[TaskSpec]]]:
+    """(pretraining tasks, {benchmark: evaluation tasks}) — every list in the order of the suite's jobs."""
+    code = code_version()
+    jobs = expand_jobs(suite)
+    pre = [TaskSpec(j, suite_dir, (), tracking, code, resume) for j in jobs]
+    evals = {b: [TaskSpec(j, suite_dir, (b,), tracking, code) for j in jobs] for b in suite.benchmarks}
+    return pre, evals
+
+
+def dry_run(suite: Suite, suite_dir: Path, launcher: ArrayLauncher) -> str:
+    """The sbatch scripts a submission would use, one per array, and the task list; nothing is submitted."""
+    pre, evals = specs_for(suite, suite_dir, None)
+    out = [f"# suite {suite.name!r}: {len(pre)} pretraining task(s), then {len(evals)} evaluation array(s) of "
+           f"{len(pre)} task(s); logs under {launcher.folder}",
+           "# pretraining array tasks: " + ", ".join(s.name for s in pre),
+           launcher.sbatch_script(len(pre), job_name=f"{suite.name}-pretrain", training=True)]
+    dep = "aftercorr:<pretraining array id>" if len(pre) > 1 else "afterok:<pretraining job id>"
+    for bench in evals:
+        out += [f"# {bench} array (runs after its pretraining task)",
+                launcher.sbatch_script(len(pre), job_name=f"{suite.name}-{bench}", training=False,
+                                       dependency=dep)]
+    return "\n".join(out)
+
+
+def submit_suite(suite: Suite, suite_dir: Path, launcher: ArrayLauncher, tracking: Tracking | None, *,
+                 resume: str | None = None, log: Callable[[str], None] = print) -> dict[str, list[Any]]:
+    """Submit the suite's arrays and write launch.json; returns {'pretrain': jobs, '<benchmark>': jobs}."""
+    pre, evals = specs_for(suite, suite_dir, tracking, resume)
+    task = JobTask()
+    submitted: dict[str, list[Any]] = {}
+    entries: dict[str, TaskEntry] = {}
+
+    def record(specs: list[TaskSpec], jobs: list[Any], depends: list[Any]) -> None:
+        for i, (spec, job) in enumerate(zip(specs, jobs)):
+            entry = entries.setdefault(spec.name, TaskEntry(spec.name, spec.job.name, spec.kind))
+            entry.attempts.append(_attempt(job, launcher.kind, str(depends[i].job_id) if depends else None))
+        _write_launch(suite_dir, suite.name, launcher, entries)
+
+    pre_jobs = launcher.submit_array(task, pre, job_name=f"{suite.name}-pretrain", training=True)
+    record(pre, pre_jobs, [])
+    submitted["pretrain"] = pre_jobs
+    log(f"submitted {len(pre_jobs)} pretraining task(s): " + ", ".join(str(j.job_id) for j in pre_jobs))
+    for bench, specs in evals.items():
+        jobs = launcher.submit_array(task, specs, job_name=f"{suite.name}-{bench}", training=False, after=pre_jobs)
+        record(specs, jobs, pre_jobs)
+        submitted[bench] = jobs
+        log(f"submitted {len(jobs)} {bench} task(s) after their pretraining: "
+            + ", ".join(str(j.job_id) for j in jobs))
+    return submitted
+
+
+def _write_launch(suite_dir: Path, suite_name: str, launcher: ArrayLauncher, entries: dict[str, TaskEntry]) -> None:
+    path = suite_dir / LAUNCH_FILE
+    with file_lock(suite_dir / ".launch.lock"):
+        old = json.loads(path.read_text()) if path.is_file() else {}
+        tasks = {t["name"]: t for t in old.get("tasks", [])}
+        for name, entry in entries.items():
+            if name in tasks and tasks[name]["attempts"] and entry.attempts and \
+                    tasks[name]["attempts"][-1]["job_id"] != entry.attempts[0]["job_id"]:
+                entry = TaskEntry(name, entry.job, entry.kind, [*tasks[name]["attempts"], *entry.attempts])
+            tasks[name] = entry.to_json()
+        atomic_write_json(path, {"suite": suite_name, "executor": launcher.kind,
+                                 "cluster": launcher.profile.name if launcher.profile else None,
+                                 "folder": str(launcher.folder), "updated_utc": _now(),
+                                 "tasks": list(tasks.values())})
+
+
+def wait_and_report(submitted: dict[str, list[Any]], log: Callable[[str], None] = print) -> list[str]:
+    """Wait for every task; print each as it ends; returns the names of the failed ones (job ids)."""
+    failed: list[str] = []
+
+    def done(job: Any) -> None:
+        try:
+            out = job.result()
+            log(f"[{job.job_id}] done: {Path(out['job_dir']).name} " + ", ".join(out["records"]) +
+                (f" (mlflow runs: {', '.join(out['runs'].values())})" if out["runs"] else ""))
+        except Exception as err:  # noqa: BLE001 — report every failure, keep waiting for the others
+            failed.append(str(job.job_id))
+            first = str(err).strip().splitlines()
+            log(f"[{job.job_id}] FAILED: {first[-1] if first else type(err).__name__} (log: {job.paths.stderr})")
+
+    wait_for([j for jobs in submitted.values() for j in jobs], on_done=done)
+    return failed
+
+
+# ---- status -------------------------------------------------------------------------------------------------------
+def _live_job(attempt: dict[str, Any]) -> Any:
+    import submitit
+
+    folder = Path(attempt["folder"]).parent / "%j"
+    if attempt["executor"] == "slurm":
+        return submitit.SlurmJob(folder=folder, job_id=attempt["job_id"])
+    return submitit.LocalJob(folder=folder, job_id=attempt["job_id"])
+
+
+def task_state(attempt: dict[str, Any]) -> str:
+    """The scheduler's word for a task now; for local jobs (no scheduler): from submitit's result file."""
+    job = _live_job(attempt)
+    if attempt["executor"] == "slurm":
+        return job_state(job).split(" ")[0]
+    result = Path(job.paths.result_pickle)
+    if not result.is_file():
+        return "UNKNOWN" if attempt.get("state") == "SUBMITTED" else attempt.get("state", "UNKNOWN")
+    import pickle
+
+    with result.open("rb") as f:
+        outcome, _ = pickle.load(f)
+    return "COMPLETED" if outcome == "success" else "FAILED"
+
+
+def status_rows(suite_dir: Path, query: bool = True) -> list[dict[str, Any]]:
+    """One row per task: its newest attempt's state (asked of the scheduler when `query`), records and MLflow
+    runs from the job folder, log paths."""
+    launch = read_launch(suite_dir)
+    rows = []
+    for task in launch["tasks"]:
+        att = task["attempts"][-1]
+        state = task_state(att) if query else att.get("state", "UNKNOWN")
+        job_dir = suite_dir / "jobs" / task["job"]
+        ledger = job_dir / "mlflow.json"
+        runs: dict[str, str] = {}
+        if ledger.is_file():
+            for mine in json.loads(ledger.read_text()).values():
+                for key, run in mine.items():
+                    runs[key.split("@")[0]] = run
+        record = job_dir / ("pretrain.json" if task["kind"] == "pretrain" else f"eval/{task['kind']}/results.json")
+        rows.append({"task": task["name"], "job_id": att["job_id"], "state": state, "attempts": len(task["attempts"]),
+                     "record": record.is_file(), "mlflow_run": runs.get(task["kind"]),
+                     "stdout": att["stdout"], "stderr": att["stderr"]})
+    return rows
+
+
+def format_status(rows: Sequence[dict[str, Any]]) -> str:
+    header = f"{'task':42s} {'job id':>12s} {'state':12s} {'tries':>5s} {'record':6s} {'mlflow run':32s} log"
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        lines.append(f"{r['task']:42s} {r['job_id']:>12s} {r['state']:12s} {r['attempts']:>5d} "
+                     f"{'yes' if r['record'] else 'no':6s} {r['mlflow_run'] or '-':32s} {r['stderr']}")
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["state"]] = counts.get(r["state"], 0) + 1
+    lines.append(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    return "\n".join(lines)
+
+
+def resubmit_failed(suite_dir: Path, launcher: ArrayLauncher, log: Callable[[str], None] = print) -> list[Any]:
+    """Re-submit each failed task alone, from its own pickled submission (same arguments, same code version);
+    a failed pretraining task takes its evaluation tasks along (they could not run without it)."""
+    import submitit
+
+    launch = read_launch(suite_dir)
+    rows = {r["task"]: r for r in status_rows(suite_dir)}
+    by_job: dict[str, list[dict[str, Any]]] = {}
+    for task in launch["tasks"]:
+        by_job.setdefault(task["job"], []).append(task)
+    chosen: list[dict[str, Any]] = []
+    for tasks in by_job.values():
+        pre = next(t for t in tasks if t["kind"] == "pretrain")
+        pre_failed = rows[pre["name"]]["state"] in FAILED_STATES or not rows[pre["name"]]["record"] and \
+            rows[pre["name"]]["state"] in FINAL_OK
+        for t in tasks:
+            state = rows[t["name"]]["state"]
+            if state in FAILED_STATES or (pre_failed and t is not pre and state not in ("RUNNING", "PENDING")):
+                chosen.append(t)
+        if pre_failed and pre not in chosen:
+            chosen.append(pre)
+    entries: dict[str, TaskEntry] = {}
+    new_jobs: list[Any] = []
+    pre_new: dict[str, Any] = {}
+    for t in sorted(chosen, key=lambda t: t["kind"] != "pretrain"):   # pretraining first: evaluations wait for it
+        att = t["attempts"][-1]
+        old = _live_job(att)
+        spec: TaskSpec = submitit.helpers.DelayedSubmission.load(old.paths.submitted_pickle).args[0]
+        after = [pre_new[t["job"]]] if t["kind"] != "pretrain" and t["job"] in pre_new else []
+        job = launcher.submit_array(JobTask(), [spec], job_name=f"{spec.job.suite.name}-{spec.kind}",
+                                    training=not spec.benchmarks, after=after)[0]
+        if t["kind"] == "pretrain":
+            pre_new[t["job"]] = job
+        entries[t["name"]] = TaskEntry(t["name"], t["job"], t["kind"],
+                                       [_attempt(job, launcher.kind, str(after[0].job_id) if after else None)])
+        new_jobs.append(job)
+        log(f"re-submitted {t['name']} (was {att['job_id']}, {rows[t['name']]['state']}) as {job.job_id}")
+    if entries:
+        _write_launch(suite_dir, launch["suite"], launcher, entries)
+    else:
+        log("nothing to re-submit: no task failed")
+    return new_jobs
