@@ -31,7 +31,7 @@ from benchmarks.pipeline import Job, expand_jobs, run_job
 from benchmarks.runtime import code_version, file_lock, pin_code_version
 from benchmarks.suite import Suite
 from reports.store import atomic_write_json
-from slurm.executors import FINAL_OK, ArrayLauncher, job_state, wait_for
+from slurm.executors import FINAL_OK, ArrayLauncher, first_result, job_state, wait_for
 
 LAUNCH_FILE = "launch.json"
 FAILED_STATES = ("FAILED", "TIMEOUT", "CANCELLED", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL",
@@ -69,11 +69,23 @@ class JobTask:
     """The callable submitit pickles and runs on a node."""
 
     def __call__(self, spec: TaskSpec) -> dict[str, Any]:
+        from benchmarks.training import preemption
         from reports import tracking
 
         pin_code_version(spec.code)
-        outcome = run_job(spec.job, spec.suite_dir, resume=spec.resume, progress=False,
-                          benchmarks=spec.benchmarks, require_pretrained=bool(spec.benchmarks))
+        rank, size = _init_distributed()
+        preemption.install(_preemption_signal())
+        try:
+            outcome = run_job(spec.job, spec.suite_dir, resume=spec.resume, progress=False,
+                              benchmarks=spec.benchmarks, require_pretrained=bool(spec.benchmarks))
+        finally:
+            preemption.uninstall()
+            if size > 1:
+                import torch.distributed as dist
+
+                dist.destroy_process_group()
+        if rank != 0:   # a distributed pretraining's other processes: rank 0 wrote and logs the records
+            return {"job_dir": str(outcome.job_dir), "records": {}, "runs": {}, "reused": outcome.reused, "rank": rank}
         runs: dict[str, str] = {}
         if spec.tracking is not None:   # records are on disk (atomically) before MLflow is touched
             with file_lock(spec.suite_dir / ".tracking.lock"):
@@ -88,6 +100,34 @@ class JobTask:
         import submitit
 
         return submitit.helpers.DelayedSubmission(self, dataclasses.replace(spec, resume="latest"))
+
+
+def _preemption_signal() -> int:
+    from submitit.core.job_environment import JobEnvironment
+
+    return int(JobEnvironment._usr_sig())
+
+
+def _init_distributed() -> tuple[int, int]:
+    """(rank, world size) of this task; with several tasks (the profile's nodes x tasks_per_node) the default
+    process group is initialised from submitit's environment: NCCL on GPUs (each process on its local GPU),
+    gloo on CPUs."""
+    import submitit
+    import torch
+    import torch.distributed as dist
+
+    try:
+        env = submitit.JobEnvironment()
+    except RuntimeError:   # not inside a submitit job (JobTask called directly)
+        return 0, 1
+    if env.num_tasks == 1:
+        return 0, 1
+    submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+    if torch.cuda.is_available():
+        torch.cuda.set_device(env.local_rank % torch.cuda.device_count())
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    dist.init_process_group(backend, init_method="env://")
+    return dist.get_rank(), dist.get_world_size()
 
 
 @dataclass
@@ -196,7 +236,7 @@ def wait_and_report(submitted: dict[str, list[Any]], log: Callable[[str], None] 
 
     def done(job: Any) -> None:
         try:
-            out = job.result()
+            out = first_result(job)
             log(f"[{job.job_id}] done: {Path(out['job_dir']).name} " + ", ".join(out["records"]) +
                 (f" (mlflow runs: {', '.join(out['runs'].values())})" if out["runs"] else ""))
         except Exception as err:  # noqa: BLE001 — report every failure, keep waiting for the others

@@ -40,6 +40,7 @@ from benchmarks.training.unimodal import UnimodalRequest, ensure_unimodal
 from methods import (TextTokenizer, VLPModel, create_method, get_spec, load_pretrained, method_config,
                      save_pretrained, train_recipe)
 from methods.config import ConfigError, StrictModel, deep_merge
+from methods.distributed import world
 from reports.store import (PRETRAIN_FILE, RESULTS_FILE, PretrainRecord, atomic_write_json, read_evaluation,
                            read_pretrain, write_record)
 
@@ -262,17 +263,23 @@ def _prepare_towers(job: Job, mcfg: StrictModel, dataset: BuiltinDataset, tokeni
 
 
 def _train(job: Job, job_dir: Path, model: VLPModel, corpus: PairCorpus, config: dict[str, Any],
-           fp: str, resume: str | None, progress: bool, init_lineage: list[dict[str, Any]]) -> PretrainRecord:
+           fp: str, resume: str | None, progress: bool, init_lineage: list[dict[str, Any]]) -> PretrainRecord | None:
+    """Pretrain and (rank 0) write the model and its record; in a distributed run every process trains its shard
+    of each global batch and the others return None."""
     suite = job.suite
     budget = suite.budget(job.size)
     tcfg = TrainConfig(steps=budget.steps, batch_size=budget.batch_size, seed=job.seed,
                        precision=suite.precision, device=suite.device, log_every=budget.log_every,
                        checkpoint_every=budget.checkpoint_every,
                        recipe=train_recipe(job.method, job.size, job.recipe_overrides))
-    data = PretrainBatches(corpus, model, tcfg.batch_size, job.seed)
-    if resume is None and (job_dir / "checkpoints").exists():
+    rank, size = world()
+    data = PretrainBatches(corpus, model, tcfg.batch_size, job.seed, shard=(rank, size))
+    if rank == 0 and resume is None and (job_dir / "checkpoints").exists():
         shutil.rmtree(job_dir / "checkpoints")  # a fresh start must not leave older steps for 'latest'
+    _barrier()
     summary = Trainer(model, data, tcfg, job_dir, progress=progress, job_fingerprint=fp).fit(resume=resume)
+    if rank != 0:
+        return None
     init = "random" if not init_lineage else " + ".join(e["stage"] for e in init_lineage)
     lineage = [*init_lineage, {"stage": "pretrain", "dataset": corpus.ref.to_json(), "steps": summary.steps,
                                "batch_size": tcfg.batch_size, "seed": job.seed, "init": init,
@@ -285,6 +292,11 @@ def _train(job: Job, job_dir: Path, model: VLPModel, corpus: PairCorpus, config:
         summary=summary.to_json(), model_dir="model", card=get_spec(job.method).card.to_json())
     write_record(job_dir / PRETRAIN_FILE, record)
     return record
+
+
+def _barrier() -> None:
+    if world()[1] > 1:
+        torch.distributed.barrier()
 
 
 def run_job(job: Job, suite_dir: Path, *, resume: str | None = None, progress: bool = True,
@@ -305,6 +317,8 @@ def run_job(job: Job, suite_dir: Path, *, resume: str | None = None, progress: b
 
     pre_path = job_dir / PRETRAIN_FILE
     pre = read_pretrain(pre_path) if pre_path.is_file() else None
+    rank, size = world()
+    _barrier()   # every process decided on the same files before any is removed
     if pre is not None and pre.job_fingerprint == fp:
         model, _ = load_pretrained(job_dir / "model")
         outcome.reused.append("pretrain")
@@ -314,12 +328,13 @@ def run_job(job: Job, suite_dir: Path, *, resume: str | None = None, progress: b
             state = "is missing" if pre is None else "was made with another configuration"
             raise RuntimeError(f"[{job.name}] the pretraining record {pre_path} {state}: its pretraining task did "
                                "not finish (vlpbench status shows it); re-submit that task first")
-        if pre is not None:
-            log(f"[{job.name}] configuration changed since the last run: pretraining again")
-            pre_path.unlink()
-        shutil.rmtree(job_dir / "eval", ignore_errors=True)
-        job_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(job_dir / "config.json", config)
+        if rank == 0:
+            if pre is not None:
+                log(f"[{job.name}] configuration changed since the last run: pretraining again")
+                pre_path.unlink()
+            shutil.rmtree(job_dir / "eval", ignore_errors=True)
+            job_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(job_dir / "config.json", config)
         init_overrides, init_lineage = prepare_init(job, dataset, tokenizer, cache_root, log)
         seed_everything(job.seed)  # model initialisation is seeded too
         model = create_method(job.method, job.size, tokenizer=tokenizer,
@@ -327,6 +342,12 @@ def run_job(job: Job, suite_dir: Path, *, resume: str | None = None, progress: b
         log(f"[{job.name}] pretraining: {suite.budget(job.size).steps} steps × batch "
             f"{suite.budget(job.size).batch_size} on {corpus.ref.dataset}/{corpus.ref.split} ({len(corpus):,} pairs)")
         pre = _train(job, job_dir, model, corpus, config, fp, resume, progress, init_lineage)
+        if pre is None:   # a distributed run's other processes: rank 0 wrote the model; evaluation is one process's
+            return outcome
+    assert pre is not None
+    if size > 1 and (benchmarks is None and suite.benchmarks or benchmarks):
+        raise RuntimeError(f"[{job.name}] evaluation runs in one process; the launcher submits benchmarks as their "
+                           f"own single-process tasks (this process is rank {rank} of {size})")
     for bench in suite.benchmarks if benchmarks is None else benchmarks:
         names = BENCHMARK_RECORDS[bench](job, model)
         paths = {n: job_dir / "eval" / n / RESULTS_FILE for n in names}

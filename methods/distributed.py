@@ -39,3 +39,32 @@ def gather_with_grad(x: torch.Tensor) -> tuple[torch.Tensor, int]:
     from torch.distributed.nn.functional import all_gather
 
     return torch.cat(all_gather(x.contiguous()), dim=0), rank * x.shape[0]
+
+
+def gather_no_grad(x: torch.Tensor) -> torch.Tensor:
+    """Every process's rows concatenated in rank order, without a graph (momentum keys for queues): the
+    queue of every process then holds what one process with the global batch would have enqueued."""
+    rank, size = world()
+    if size == 1:
+        return x
+    parts = [torch.empty_like(x) for _ in range(size)]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts, dim=0)
+
+
+def all_reduce_mean_(tensors: list[torch.Tensor]) -> None:
+    """In place: each tensor becomes its mean over processes (one flattened all-reduce per dtype)."""
+    _, size = world()
+    if size == 1 or not tensors:
+        return
+    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+    for t in tensors:
+        by_dtype.setdefault(t.dtype, []).append(t)
+    for group in by_dtype.values():
+        flat = torch.cat([t.reshape(-1) for t in group])
+        dist.all_reduce(flat)
+        flat /= size
+        offset = 0
+        for t in group:
+            t.copy_(flat[offset:offset + t.numel()].view_as(t))
+            offset += t.numel()

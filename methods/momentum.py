@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from methods.distributed import gather_no_grad
+
 
 def frozen_copy(module: nn.Module) -> nn.Module:
     """A deep copy whose parameters take no gradient (the momentum twin of `module`)."""
@@ -87,8 +89,11 @@ class FeatureQueues(nn.Module):
 
     @torch.no_grad()
     def enqueue(self, **values: torch.Tensor) -> None:
+        """Enqueue this step's rows — of every process, in rank order (ALBEF/MoCo's concat_all_gather), so the
+        queues of a distributed run equal those of one process holding the global batch."""
         if set(values) != set(self.names):
             raise ValueError(f"enqueue needs exactly {self.names}, got {sorted(values)}")
+        values = {k: gather_no_grad(v.detach()) for k, v in values.items()}
         n = {v.shape[0] for v in values.values()}
         if len(n) != 1:
             raise ValueError("all enqueued tensors must have the same batch size")

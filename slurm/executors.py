@@ -91,8 +91,9 @@ class ArrayLauncher:
         if self.kind == "local":
             ex = submitit.LocalExecutor(folder=folder, max_num_timeout=self.profile.max_requeues if self.profile
                                         else 3)
+            tasks = self.profile.nodes * self.profile.tasks_per_node if self.profile and training else 1
             ex.update_parameters(timeout_min=self.profile.time_min if self.profile else 24 * 60,
-                                 tasks_per_node=1)
+                                 tasks_per_node=tasks)
             return ex
         assert self.profile is not None
         ex = submitit.SlurmExecutor(folder=folder, max_num_timeout=self.profile.max_requeues)
@@ -120,7 +121,7 @@ class ArrayLauncher:
             return []
         if self.kind != "slurm":
             for job in after:   # no scheduler: wait here (a failed dependency raises)
-                job.result()
+                first_result(job)
             if self.kind == "local":   # one subprocess at a time: a 2-core machine cannot run them side by side
                 jobs = []
                 for a in args:
@@ -131,7 +132,7 @@ class ArrayLauncher:
             ex = self._executor(job_name=job_name, training=training)
             jobs = [ex.submit(fn, a) for a in args]
             for job in jobs:   # debug: run now, in this process (an exception opens pdb: it is for debugging)
-                job.result()
+                first_result(job)
             return jobs
         ex = self._executor(job_name=job_name, training=training, dependency=self.dependency_on(after, len(args)))
         with ex.batch():
@@ -151,6 +152,11 @@ class ArrayLauncher:
         if n > 1:
             ex.parameters["map_count"] = n
         return str(ex._make_submission_file_text(ex._submitit_command_str, "dry-run"))
+
+
+def first_result(job: Any) -> Any:
+    """The result of a job's first task (rank 0 of a multi-process job: the one that writes records)."""
+    return job.results()[0]
 
 
 def job_state(job: Any) -> str:

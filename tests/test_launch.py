@@ -176,3 +176,77 @@ def test_concurrent_jobs_build_a_cached_stage_once(tmp_path: Path) -> None:
         t.join()
     assert len(builds) == 1 and sorted(r[2] for r in results) == [False, True, True]
     assert {r[0] for r in results} == {tmp_path / "unimodal" / ("f" * 16)}
+
+
+def _weights(job_dir: Path) -> dict[str, Any]:
+    from methods import load_pretrained
+
+    model, _ = load_pretrained(job_dir / "model")
+    return model.state_dict()
+
+
+def test_a_pretraining_task_with_two_processes_trains_as_one(tmp_path: Path, cache_root: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A profile with tasks_per_node 2: submitit starts two processes, JobTask joins them in a gloo group."""
+    import torch
+
+    monkeypatch.setenv("VLPBENCH_CACHE", str(cache_root))
+    profile = tmp_path / "two.yaml"
+    profile.write_text("tasks_per_node: 2\ncpus_per_task: 1\n")
+    path = _write(tmp_path, SUITE)
+    assert cli.main(["run", "--suite", str(path), "--output", str(tmp_path / "ddp"), "--executor", "local",
+                     "--cluster", str(profile), "--no-progress"]) == 0
+    assert cli.main(["run", "--suite", str(path), "--output", str(tmp_path / "one"), "--no-progress"]) == 0
+    ddp, one = (tmp_path / d / "launched" / "jobs" / "clip-tiny-s0" for d in ("ddp", "one"))
+    h_ddp = [json.loads(x)["loss/total"] for x in (ddp / "history.jsonl").read_text().splitlines()]
+    h_one = [json.loads(x)["loss/total"] for x in (one / "history.jsonl").read_text().splitlines()]
+    assert len(h_ddp) == 2 and h_ddp == pytest.approx(h_one, rel=1e-5)
+    for (name, a), b in zip(_weights(one).items(), _weights(ddp).values()):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=name)
+    launch = read_launch(tmp_path / "ddp" / "launched")
+    stdout = Path(launch["tasks"][0]["attempts"][-1]["stdout"])
+    assert stdout.parent.joinpath(stdout.name.replace("_0_log", "_1_log")).is_file()   # a second process ran
+
+
+def test_a_preempted_task_checkpoints_requeues_and_ends_as_an_uninterrupted_run(
+        tmp_path: Path, cache_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """submitit's preemption signal mid-training: the task checkpoints at the step boundary, is requeued with
+    resume='latest', and its final weights equal an uninterrupted run's bit for bit (CPU)."""
+    import os
+    import signal
+    import time
+
+    import torch
+
+    from benchmarks.launch import JobTask, specs_for
+    from benchmarks.pipeline import expand_jobs, run_job
+    from benchmarks.suite import load_suite
+
+    monkeypatch.setenv("VLPBENCH_CACHE", str(cache_root))
+    spec = copy.deepcopy(SUITE)
+    spec["train"] = {"tiny": {"steps": 120, "batch_size": 32, "log_every": 1}}
+    suite = load_suite(None, spec)
+    launched = tmp_path / "launched"
+    pre, _ = specs_for(suite, launched, None)
+    job = ArrayLauncher("local", launched / "submitit")._executor(job_name="preempt", training=True).submit(
+        JobTask(), pre[0])
+    job_dir = launched / "jobs" / "clip-tiny-s0"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not (job_dir / "history.jsonl").is_file()
+                                      or len((job_dir / "history.jsonl").read_text().splitlines()) < 10):
+        time.sleep(0.05)
+    # What SLURM sends the job's processes ahead of preemption or time-out (submitit's LocalJob._interrupt would
+    # signal its controller process, which does not forward USR2)
+    controller = job._process.pid
+    task_pid = int(Path(f"/proc/{controller}/task/{controller}/children").read_text().split()[0])
+    os.kill(task_pid, signal.SIGUSR2)
+    job.results()
+    record = read_pretrain(job_dir / "pretrain.json")
+    assert record.summary["steps"] == 120 and 10 <= record.summary["resumed_from_step"] < 120
+    logs = Path(job.paths.stderr).read_text() + Path(job.paths.stdout).read_text()
+    assert "this job is preempted" in logs and "Requeued" in logs
+
+    straight = tmp_path / "straight"
+    run_job(expand_jobs(suite)[0], straight, progress=False, benchmarks=(), log=lambda _: None)
+    for (name, a), b in zip(_weights(straight / "jobs" / "clip-tiny-s0").items(), _weights(job_dir).values()):
+        assert torch.equal(a, b), name

@@ -30,13 +30,22 @@ def sample_seeds(seed: int, epoch: int, indices: np.ndarray, stream: int = 0) ->
 
 class PretrainBatches:
     def __init__(self, corpus: PairCorpus, model: VLPModel, batch_size: int, seed: int,
-                 fields: frozenset[str] | None = None) -> None:
+                 fields: frozenset[str] | None = None, shard: tuple[int, int] = (0, 1)) -> None:
         """fields: the extra inputs every batch carries; default the model's pretraining data_fields (fine-tuning
-        passes model.finetune_fields)."""
+        passes model.finetune_fields).
+
+        batch_size is the global batch; shard = (rank, world size) makes batch() return this process's contiguous
+        slice of it (batch_size / world rows). Order and augmentation depend on the sample, not on the process, so
+        the union of the shards is exactly the one-process batch."""
         if batch_size > len(corpus):
             raise ValueError(f"batch_size {batch_size} exceeds the corpus size {len(corpus)} ({corpus.ref.split})")
+        rank, world = shard
+        if not 0 <= rank < world or batch_size % world:
+            raise ValueError(f"the global batch {batch_size} must split evenly over {world} processes "
+                             f"(rank {rank}); choose a batch size divisible by the world size")
         self.corpus = corpus
         self.batch_size = batch_size
+        self.shard = (rank, world)
         self.seed = seed
         self.preprocess = model.preprocess
         tokens = model.tokenize(list(corpus.texts), training=True)
@@ -71,6 +80,10 @@ class PretrainBatches:
 
     def batch(self, epoch: int, step: int) -> PretrainBatch:
         idx = self.indices(epoch, step)
+        rank, world = self.shard
+        if world > 1:
+            local = self.batch_size // world
+            idx = idx[rank * local:(rank + 1) * local]
         images = self.preprocess.train(self.corpus.images.get(idx), sample_seeds(self.seed, epoch, idx))
         t = torch.from_numpy(idx)
         extras = {name: build(idx, epoch) for name, build in self._extra_builders.items()}

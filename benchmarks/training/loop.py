@@ -4,13 +4,22 @@ AdamW with decoupled weight decay (not on gains, biases or other 1-d parameters)
 warm-up + cosine schedule per step, optional gradient clipping, autocast on CUDA (bf16 default,
 fp16 with a GradScaler), full-state checkpoints and exact resume: on CPU a run resumed from any
 checkpoint ends with bit-identical weights to an uninterrupted one.
+
+Distributed data parallel (a process group initialised by the launcher: gloo on CPU, NCCL on GPUs): each process
+takes its contiguous slice of the global batch (PretrainBatches.shard), contrastive losses see every process's
+features (methods/distributed.py), gradients are averaged over processes after backward (so the step is the
+one-process step on the global batch: every loss is a mean over local queries), and momentum queues are filled
+from every process. Logged losses are means over processes; rank 0 alone writes history and checkpoints, which
+hold every process's RNG state.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
+import os
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
@@ -24,10 +33,12 @@ from tqdm.auto import tqdm
 
 from benchmarks.runtime import (Precision, autocast, make_deterministic, resolve_device, resolve_precision,
                                 rng_state, seed_everything, set_rng_state)
+from benchmarks.training import preemption
 from benchmarks.training.batches import PretrainBatches
 from benchmarks.training.checkpoint import CheckpointError, load_checkpoint, resolve_resume, save_checkpoint
 from benchmarks.training.schedule import warmup_cosine, warmup_steps_for
 from methods import StepContext, TrainRecipe, VLPModel
+from methods.distributed import all_reduce_mean_, world
 from methods.config import ConfigError, StrictModel
 
 
@@ -131,6 +142,10 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.step = 0
         self.flag_counts: dict[str, dict[str, int]] = {}
+        self.rank, self.world = world()
+        if data.shard != (self.rank, self.world):
+            raise ValueError(f"the batches are sharded {data.shard} but this process is rank {self.rank} of "
+                             f"{self.world}: build PretrainBatches with shard=(rank, world size)")
 
     # ---- sample flags ----------------------------------------------------------------------------
     def _count_flags(self, flags: dict[str, torch.Tensor], index: torch.Tensor) -> None:
@@ -140,13 +155,17 @@ class Trainer:
             f = flag.detach().bool().cpu()
             c = self.flag_counts.setdefault(name, {"steps": 0, "samples": 0, "flagged": 0, "noisy": 0,
                                                    "flagged_noisy": 0})
-            c["steps"] += 1
-            c["samples"] += int(f.numel())
-            c["flagged"] += int(f.sum())
+            counts = torch.tensor([f.numel(), f.sum(), 0, 0], dtype=torch.float64)
             if noisy_all is not None:
                 noisy = torch.from_numpy(np.asarray(noisy_all)[index.cpu().numpy()]).bool()
-                c["noisy"] += int(noisy.sum())
-                c["flagged_noisy"] += int((f & noisy).sum())
+                counts[2], counts[3] = noisy.sum(), (f & noisy).sum()
+            if self.world > 1:   # every process counts the whole global batch
+                torch.distributed.all_reduce(counts)
+            c["steps"] += 1
+            c["samples"] += int(counts[0])
+            c["flagged"] += int(counts[1])
+            c["noisy"] += int(counts[2])
+            c["flagged_noisy"] += int(counts[3])
 
     def filter_summary(self) -> dict[str, dict[str, float | None]]:
         """Per flag: counts over the steps it was active, and precision/recall against the noisy pairs."""
@@ -172,8 +191,24 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "rng": rng_state(),
+            "world_size": self.world,
+            "rng_per_rank": self._gather_rng() if self.world > 1 else None,
             "flag_counts": self.flag_counts,
         }
+
+    def _gather_rng(self) -> list[Any]:
+        """Every process's RNG state, in rank order (serialised with torch.save: all_gather_object cannot carry
+        the tensors inside an RNG state)."""
+        buf = io.BytesIO()
+        torch.save(rng_state(), buf)
+        mine = torch.frombuffer(bytearray(buf.getvalue()), dtype=torch.uint8)
+        sizes = [torch.zeros(1, dtype=torch.long) for _ in range(self.world)]
+        torch.distributed.all_gather(sizes, torch.tensor([mine.numel()]))
+        longest = int(max(s.item() for s in sizes))
+        parts = [torch.empty(longest, dtype=torch.uint8) for _ in range(self.world)]
+        torch.distributed.all_gather(parts, torch.cat([mine, torch.zeros(longest - mine.numel(), dtype=torch.uint8)]))
+        return [torch.load(io.BytesIO(part[:int(n.item())].numpy().tobytes()), weights_only=False)
+                for part, n in zip(parts, sizes)]
 
     def _restore(self, path: Path) -> None:
         state = load_checkpoint(path)
@@ -184,20 +219,58 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"])
+        saved_world = int(state.get("world_size", 1))
+        if saved_world != self.world:
+            raise CheckpointError(f"{path} was written by a run of {saved_world} process(es); resume it with the same "
+                                  f"number (this run has {self.world}) so that every process's random stream continues")
+        set_rng_state(state["rng_per_rank"][self.rank] if self.world > 1 else state["rng"])
         self.flag_counts = {k: dict(v) for k, v in state.get("flag_counts", {}).items()}
         self.step = int(state["step"])
         self._truncate_history(self.step)
 
     def _truncate_history(self, step: int) -> None:
-        if not self.history_path.exists():
+        if self.rank != 0 or not self.history_path.exists():
             return
         kept = [line for line in self.history_path.read_text().splitlines()
                 if line and json.loads(line)["step"] <= step]
         self.history_path.write_text("".join(line + "\n" for line in kept))
 
-    def save(self) -> Path:
-        return save_checkpoint(self.ckpt_dir, self.step, self._state(), self.config.keep_checkpoints)
+    def save(self) -> Path | None:
+        """Rank 0 writes the checkpoint (every process takes part in gathering the RNG states)."""
+        state = self._state()
+        path = save_checkpoint(self.ckpt_dir, self.step, state, self.config.keep_checkpoints) if self.rank == 0 \
+            else None
+        if self.world > 1:
+            torch.distributed.barrier()   # nobody runs ahead of (or exits before) a checkpoint being written
+        return path
+
+    def _preemption_requested(self) -> bool:
+        """Whether any process received the scheduler's warning signal (all of them then checkpoint together)."""
+        flag = preemption.requested()
+        if self.world == 1:
+            return flag
+        t = torch.tensor([1.0 if flag else 0.0])
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+        return bool(t.item())
+
+    def _average_gradients(self) -> None:
+        if self.world == 1:
+            return
+        grads = []
+        for p in self.model.parameters():
+            if p.requires_grad:
+                if p.grad is None:   # unused on this process this step: it still takes part in the mean
+                    p.grad = torch.zeros_like(p)
+                grads.append(p.grad)
+        all_reduce_mean_(grads)
+
+    def _mean_over_processes(self, values: dict[str, float]) -> dict[str, float]:
+        if self.world == 1 or not values:
+            return values
+        keys = sorted(values)
+        t = torch.tensor([values[k] for k in keys], dtype=torch.float64)
+        all_reduce_mean_([t])
+        return dict(zip(keys, t.tolist()))
 
     # ---- loop ----------------------------------------------------------------------------------
     def fit(self, resume: str | None = None) -> TrainSummary:
@@ -212,9 +285,10 @@ class Trainer:
             resumed_from = self.step
         else:
             seed_everything(cfg.seed)
-            if self.history_path.exists():
+            if self.rank == 0 and self.history_path.exists():
                 self.history_path.unlink()
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.rank == 0:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
         spe = self.data.steps_per_epoch
         sums: dict[str, float] = defaultdict(float)
         n_in_window = 0
@@ -222,19 +296,23 @@ class Trainer:
         t_window = t_start
         last: dict[str, float] = {}
         # disable=None: a bar on terminals only, so CI logs stay readable.
-        bar = tqdm(total=cfg.steps, initial=self.step, disable=None if self.progress else True, desc=self.stage,
-                   dynamic_ncols=True, leave=False)
-        with self.history_path.open("a", encoding="utf-8") as history:
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=None if self.progress and self.rank == 0 else True,
+                   desc=self.stage, dynamic_ncols=True, leave=False)
+        with (self.history_path.open("a", encoding="utf-8") if self.rank == 0 else open(os.devnull, "w")) as history:
             while self.step < cfg.steps:
                 epoch, in_epoch = divmod(self.step, spe)
                 ctx = StepContext(step=self.step, total_steps=cfg.steps, steps_per_epoch=spe, epoch=epoch)
                 batch = self.data.batch(epoch, in_epoch).to(self.device)
                 with autocast(self.device, self.precision):
                     out = (self.model.pretrain_step if self.stage == "pretrain" else self.model.finetune_step)(batch, ctx)
-                if not torch.isfinite(out.total):
+                finite = torch.isfinite(out.total.detach()).to(torch.float64).reshape(1)
+                if self.world > 1:   # every process stops together
+                    torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+                if not bool(finite):
                     raise TrainingDiverged(f"non-finite loss at step {self.step + 1}: "
                                            f"{ {k: float(v) for k, v in out.losses.items()} }")
                 self.scaler.scale(out.total).backward()
+                self._average_gradients()
                 if cfg.recipe.grad_clip_norm is not None:
                     self.scaler.unscale_(self.optimizer)
                     gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.recipe.grad_clip_norm)
@@ -256,14 +334,14 @@ class Trainer:
                     self._count_flags(out.sample_flags, batch.index)
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                     now = time.perf_counter()
-                    last = {k: v / n_in_window for k, v in sums.items()}
+                    last = self._mean_over_processes({k: v / n_in_window for k, v in sums.items()})
                     record = {"step": self.step, "epoch": epoch, "lr": lr, **last,
                               "samples_per_s": n_in_window * cfg.batch_size / max(now - t_window, 1e-9)}
                     history.write(json.dumps(record) + "\n")
                     history.flush()
                     losses = {k.split("/")[-1]: f"{v:.3f}" for k, v in last.items() if k.startswith("loss/")}
                     bar.set_postfix(losses)
-                    if self.progress and bar.disable:  # no terminal: a plain line per logged window
+                    if self.progress and self.rank == 0 and bar.disable:  # no terminal: a line per logged window
                         print(f"{self.stage} step {self.step}/{cfg.steps} lr {lr:.2e} "
                               + " ".join(f"{k} {v}" for k, v in losses.items())
                               + f" ({record['samples_per_s']:.0f} samples/s)", flush=True)
@@ -273,6 +351,11 @@ class Trainer:
                 bar.update(1)
                 if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
                     self.save()
+                if self._preemption_requested() and self.step < cfg.steps:
+                    history.flush()
+                    self.save()
+                    bar.close()
+                    preemption.hand_over(self.step)
         bar.close()
         self.save()
         wall = time.perf_counter() - t_start

@@ -218,6 +218,15 @@ def ensure_built(cfg: BuiltinConfig, cache_root: Path | None = None) -> Path:
     if (target / "manifest.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+    from benchmarks.runtime import file_lock
+
+    with file_lock(target.parent / f".{target.name}.lock"):   # concurrent jobs: one generates, the others wait
+        if (target / "manifest.json").is_file():
+            return target
+        return _generate_into(cfg, target)
+
+
+def _generate_into(cfg: BuiltinConfig, target: Path) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
     try:
         generate(cfg, tmp)
