@@ -84,3 +84,62 @@ def test_a_suite_runs_as_job_arrays_on_a_real_slurm(tmp_path: Path, cache_root: 
         f"clip-tiny-s{s}{b}" for s in (0, 1) for b in ("", "/zeroshot_retrieval", "/product_retrieval"))
     for r in runs:
         assert r.info.run_id in status or r.data.tags.get("vlpbench.kind") == "pretrain"
+
+
+def test_on_slurm_a_two_task_pretraining_is_preempted_requeued_and_ends_as_uninterrupted(
+        tmp_path: Path, cache_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two DDP processes (gloo) through srun; `scancel --signal=USR2` mid-training (what SLURM sends ahead of
+    preemption): checkpoint at the step boundary, submitit requeues the job, it resumes from that step and ends
+    with the weights of an uninterrupted two-process run."""
+    import time
+
+    import torch
+
+    from benchmarks.launch import JobTask, specs_for
+    from benchmarks.suite import load_suite
+    from methods import load_pretrained
+    from slurm.executors import ArrayLauncher
+    from slurm.profiles import load_profile
+
+    monkeypatch.setenv("VLPBENCH_CACHE", str(cache_root))
+    profile = tmp_path / "ddp.yaml"
+    profile.write_text("partition: debug\ntasks_per_node: 2\ncpus_per_task: 1\ntime_min: 20\n")
+    spec = copy.deepcopy(SUITE)
+    spec["train"] = {"tiny": {"steps": 150, "batch_size": 32, "log_every": 1}}
+    suite = load_suite(None, spec)
+
+    def submit(where: Path) -> object:
+        pre, _ = specs_for(suite, where, None)
+        launcher = ArrayLauncher("slurm", where / "submitit", load_profile(str(profile)))
+        return launcher.submit_array(JobTask(), pre, job_name="preempt", training=True)[0]
+
+    straight = submit(tmp_path / "straight")
+    preempted = submit(tmp_path / "preempted")
+    history = tmp_path / "preempted" / "jobs" / "clip-tiny-s0" / "history.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and (not history.is_file() or len(history.read_text().splitlines()) < 10):
+        time.sleep(0.1)
+    job_id = str(preempted.job_id)                                                    # type: ignore[attr-defined]
+    subprocess.run(["scancel", "--signal=USR2", job_id], check=True)
+    # SLURM holds a requeued job for two minutes (its begin time); let it start now, as an admin could
+    while time.time() < deadline:
+        reason = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T %r"], capture_output=True,
+                                text=True).stdout.strip()
+        if reason.startswith("PENDING") and "BeginTime" in reason:
+            subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)
+            break
+        time.sleep(0.2)
+    for job in (straight, preempted):
+        job.results()                                                                 # type: ignore[attr-defined]
+    pre = read_pretrain(tmp_path / "preempted" / "jobs" / "clip-tiny-s0" / "pretrain.json")
+    assert pre.summary["steps"] == 150 and 10 <= pre.summary["resumed_from_step"] < 150
+    sacct = ""
+    while time.time() < deadline and not sacct.strip().endswith("COMPLETED"):   # accounting lags a few seconds
+        sacct = subprocess.run(["sacct", "-n", "-P", "-D", "-X", "-o", "JobID,State", "-j", job_id],
+                               capture_output=True, text=True, check=True).stdout
+        time.sleep(0.5)
+    assert sacct.splitlines()[0].endswith("REQUEUED") and sacct.strip().endswith("COMPLETED"), sacct
+    a, _ = load_pretrained(tmp_path / "straight" / "jobs" / "clip-tiny-s0" / "model")
+    b, _ = load_pretrained(tmp_path / "preempted" / "jobs" / "clip-tiny-s0" / "model")
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(pa, pb), name
