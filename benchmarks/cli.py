@@ -45,8 +45,10 @@ from methods.towers import WeightsError  # noqa: E402
 from reports import markdown, tracking  # noqa: E402
 from reports.store import atomic_write_text, find_records  # noqa: E402
 from slurm import get_executor  # noqa: E402
+from slurm.profiles import ProfileError  # noqa: E402
 
-USER_ERRORS = (ConfigError, DatasetError, CheckpointError, TokenizerError, WeightsError, FileNotFoundError)
+USER_ERRORS = (ConfigError, DatasetError, CheckpointError, TokenizerError, WeightsError, FileNotFoundError,
+               ProfileError)
 
 
 def _parse_sets(items: list[str]) -> dict[str, Any]:

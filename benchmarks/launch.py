@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.pipeline import Job, expand_jobs, run_job
+from benchmarks.pipeline import DISTRIBUTED, Job, expand_jobs, run_job
 from benchmarks.runtime import code_version, file_lock, pin_code_version
 from benchmarks.suite import Suite
 from reports.store import atomic_write_json
@@ -183,7 +183,7 @@ def dry_run(suite: Suite, suite_dir: Path, launcher: ArrayLauncher) -> str:
     for bench in evals:
         out += [f"# {bench} array (runs after its pretraining task)",
                 launcher.sbatch_script(len(pre), job_name=f"{suite.name}-{bench}", training=False,
-                                       dependency=dep)]
+                                       sharded=bench in DISTRIBUTED, dependency=dep)]
     return "\n".join(out)
 
 
@@ -206,7 +206,8 @@ def submit_suite(suite: Suite, suite_dir: Path, launcher: ArrayLauncher, trackin
     submitted["pretrain"] = pre_jobs
     log(f"submitted {len(pre_jobs)} pretraining task(s): " + ", ".join(str(j.job_id) for j in pre_jobs))
     for bench, specs in evals.items():
-        jobs = launcher.submit_array(task, specs, job_name=f"{suite.name}-{bench}", training=False, after=pre_jobs)
+        jobs = launcher.submit_array(task, specs, job_name=f"{suite.name}-{bench}", training=False,
+                                     sharded=bench in DISTRIBUTED, after=pre_jobs)
         record(specs, jobs, pre_jobs)
         submitted[bench] = jobs
         log(f"submitted {len(jobs)} {bench} task(s) after their pretraining: "
@@ -338,7 +339,8 @@ def resubmit_failed(suite_dir: Path, launcher: ArrayLauncher, log: Callable[[str
         spec: TaskSpec = submitit.helpers.DelayedSubmission.load(old.paths.submitted_pickle).args[0]
         after = [pre_new[t["job"]]] if t["kind"] != "pretrain" and t["job"] in pre_new else []
         job = launcher.submit_array(JobTask(), [spec], job_name=f"{spec.job.suite.name}-{spec.kind}",
-                                    training=not spec.benchmarks, after=after)[0]
+                                    training=not spec.benchmarks, sharded=set(spec.benchmarks) <= DISTRIBUTED,
+                                    after=after)[0]
         if t["kind"] == "pretrain":
             pre_new[t["job"]] = job
         entries[t["name"]] = TaskEntry(t["name"], t["job"], t["kind"],

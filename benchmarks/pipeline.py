@@ -70,6 +70,10 @@ class Job:
         return self.suite.overrides_for(self.label, "recipe")
 
 
+# Benchmarks whose evaluation shards across a process group and gives the one-process numbers.
+DISTRIBUTED = frozenset({"zeroshot_retrieval"})
+
+
 def expand_jobs(suite: Suite) -> list[Job]:
     return [Job(suite, suite.method_of(m), s, seed, m if m in suite.variants else None)
             for m in suite.method_names() for s in suite.sizes for seed in suite.seeds]
@@ -345,9 +349,10 @@ def run_job(job: Job, suite_dir: Path, *, resume: str | None = None, progress: b
         if pre is None:   # a distributed run's other processes: rank 0 wrote the model; evaluation is one process's
             return outcome
     assert pre is not None
-    if size > 1 and (benchmarks is None and suite.benchmarks or benchmarks):
-        raise RuntimeError(f"[{job.name}] evaluation runs in one process; the launcher submits benchmarks as their "
-                           f"own single-process tasks (this process is rank {rank} of {size})")
+    unsupported = [b for b in (suite.benchmarks if benchmarks is None else benchmarks) if b not in DISTRIBUTED]
+    if size > 1 and unsupported:
+        raise RuntimeError(f"[{job.name}] {unsupported} run in one process (only {sorted(DISTRIBUTED)} evaluate in "
+                           f"a process group); this process is rank {rank} of {size}")
     for bench in suite.benchmarks if benchmarks is None else benchmarks:
         names = BENCHMARK_RECORDS[bench](job, model)
         paths = {n: job_dir / "eval" / n / RESULTS_FILE for n in names}

@@ -33,6 +33,7 @@ from benchmarks.runtime import fingerprint, resolve_device, resolve_precision, s
 from benchmarks.suite import EvalDataset
 from benchmarks.training.batches import PretrainBatches
 from benchmarks.training.loop import TrainConfig, Trainer
+from methods.distributed import world
 from methods import VLPModel, finetune_recipe, get_spec, load_pretrained, save_pretrained
 from methods.media import PRODUCT_MODALITIES
 from reports.store import (RANKS_FILE, RESULTS_FILE, EvaluationRecord, PretrainRecord, atomic_write_json, save_ranks,
@@ -122,6 +123,10 @@ def _image_text_record(job: Job, out_dir: Path, model: VLPModel, split: Retrieva
     }
     if proto.rerank_k is not None:
         protocol["ranks_beyond_k"] = f"censored at {proto.rerank_k + 1}"
+    rank, size = world()
+    protocol["eval_processes"] = size
+    if rank != 0:   # a process group evaluates together; rank 0 writes what every process computed
+        return out_dir / RESULTS_FILE
     save_ranks(out_dir / RANKS_FILE, i2t=outcome.i2t_ranks, t2i=outcome.t2i_ranks)
     return _write(job, out_dir, config, device, split.ref, protocol, outcome.metrics, lineage, outcome.timings)
 

@@ -68,3 +68,30 @@ def all_reduce_mean_(tensors: list[torch.Tensor]) -> None:
         for t in group:
             t.copy_(flat[offset:offset + t.numel()].view_as(t))
             offset += t.numel()
+
+
+def gather_rows(x: torch.Tensor) -> torch.Tensor:
+    """Every process's rows in rank order when processes hold different numbers of rows (evaluation shards):
+    sizes are exchanged first, rows padded to the longest for the collective and the padding dropped — no
+    process ever contributes a duplicate row."""
+    rank, size = world()
+    if size == 1:
+        return x
+    n = torch.tensor([x.shape[0]], dtype=torch.long, device=x.device)
+    sizes = [torch.zeros_like(n) for _ in range(size)]
+    dist.all_gather(sizes, n)
+    counts = [int(s.item()) for s in sizes]
+    longest = max(counts)
+    padded = torch.zeros((longest, *x.shape[1:]), dtype=x.dtype, device=x.device)
+    padded[:x.shape[0]] = x
+    parts = [torch.empty_like(padded) for _ in range(size)]
+    dist.all_gather(parts, padded.contiguous())
+    return torch.cat([p[:c] for p, c in zip(parts, counts)])
+
+
+def shard_range(n_batches: int, rank: int, size: int) -> range:
+    """The contiguous block of batch numbers process `rank` handles (whole batches: every batch is computed
+    exactly as in a one-process run; blocks differ by at most one batch, the last ones may be empty)."""
+    per, extra = divmod(n_batches, size)
+    start = rank * per + min(rank, extra)
+    return range(start, start + per + (1 if rank < extra else 0))

@@ -82,7 +82,8 @@ class ArrayLauncher:
         self.profile = profile
 
     # ---- submitit executors ----------------------------------------------------------------------------------
-    def _executor(self, *, job_name: str, training: bool, dependency: str | None = None) -> Any:
+    def _executor(self, *, job_name: str, training: bool, sharded: bool = False,
+                  dependency: str | None = None) -> Any:
         import submitit
 
         folder = self.folder / "%j"
@@ -91,13 +92,14 @@ class ArrayLauncher:
         if self.kind == "local":
             ex = submitit.LocalExecutor(folder=folder, max_num_timeout=self.profile.max_requeues if self.profile
                                         else 3)
-            tasks = self.profile.nodes * self.profile.tasks_per_node if self.profile and training else 1
+            nodes, per_node = self.profile.tasks(training=training, sharded=sharded) if self.profile else (1, 1)
+            tasks = nodes * per_node
             ex.update_parameters(timeout_min=self.profile.time_min if self.profile else 24 * 60,
                                  tasks_per_node=tasks)
             return ex
         assert self.profile is not None
         ex = submitit.SlurmExecutor(folder=folder, max_num_timeout=self.profile.max_requeues)
-        params = self.profile.slurm_parameters(job_name=job_name, training=training)
+        params = self.profile.slurm_parameters(job_name=job_name, training=training, sharded=sharded)
         if dependency:
             params["dependency"] = dependency
         ex.update_parameters(**params)
@@ -115,8 +117,9 @@ class ArrayLauncher:
         return "afterok:" + ":".join(ids)
 
     def submit_array(self, fn: Callable[..., Any], args: Sequence[Any], *, job_name: str, training: bool,
-                     after: Sequence[Any] = ()) -> list[Any]:
-        """Submit fn(a) for each a in args; returns submitit Jobs in the order of args."""
+                     sharded: bool = False, after: Sequence[Any] = ()) -> list[Any]:
+        """Submit fn(a) for each a in args; returns submitit Jobs in the order of args. training: the profile's
+        nodes x tasks; sharded: an evaluation that may run in eval_tasks_per_node processes."""
         if not args:
             return []
         if self.kind != "slurm":
@@ -125,7 +128,7 @@ class ArrayLauncher:
             if self.kind == "local":   # one subprocess at a time: a 2-core machine cannot run them side by side
                 jobs = []
                 for a in args:
-                    job = self._executor(job_name=job_name, training=training).submit(fn, a)
+                    job = self._executor(job_name=job_name, training=training, sharded=sharded).submit(fn, a)
                     wait_for([job])
                     jobs.append(job)
                 return jobs
@@ -134,18 +137,20 @@ class ArrayLauncher:
             for job in jobs:   # debug: run now, in this process (an exception opens pdb: it is for debugging)
                 first_result(job)
             return jobs
-        ex = self._executor(job_name=job_name, training=training, dependency=self.dependency_on(after, len(args)))
+        ex = self._executor(job_name=job_name, training=training, sharded=sharded,
+                            dependency=self.dependency_on(after, len(args)))
         with ex.batch():
             jobs = [ex.submit(fn, a) for a in args]
         return jobs
 
-    def sbatch_script(self, n: int, *, job_name: str, training: bool, dependency: str | None = None) -> str:
+    def sbatch_script(self, n: int, *, job_name: str, training: bool, sharded: bool = False,
+                      dependency: str | None = None) -> str:
         """The sbatch script an array of n tasks would be submitted with (nothing is submitted)."""
         import submitit
 
         assert self.profile is not None, "dry runs show SLURM scripts: give a cluster profile"
         ex = submitit.SlurmExecutor(folder=self.folder / "%j", max_num_timeout=self.profile.max_requeues)
-        params = self.profile.slurm_parameters(job_name=job_name, training=training)
+        params = self.profile.slurm_parameters(job_name=job_name, training=training, sharded=sharded)
         if dependency:
             params["dependency"] = dependency
         ex.update_parameters(**params)

@@ -14,14 +14,18 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field
-
-from methods.config import ConfigError, StrictModel, validate
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 CLUSTERS_DIR = Path(__file__).resolve().parent / "clusters"
 
 
-class ClusterProfile(StrictModel):
+class ProfileError(ValueError):
+    """A missing or malformed cluster profile; the message names the file and the field."""
+
+
+class ClusterProfile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     name: str = Field(description="The profile's name (its file name without .yaml).")
     description: str = ""
     partition: str | None = None
@@ -33,6 +37,9 @@ class ClusterProfile(StrictModel):
     gpus_per_node: int = Field(0, ge=0)
     cpus_per_task: int = Field(2, ge=1)
     mem_gb: float | None = Field(None, gt=0, description="Memory per node; None = the partition's default.")
+    eval_tasks_per_node: int = Field(1, ge=1, description="Processes for the evaluation tasks of benchmarks that "
+                                                          "shard over a process group (zero-shot retrieval; the "
+                                                          "one-process numbers either way); others take one.")
     time_min: int = Field(60, ge=1, description="Time limit per job; a job that reaches it is checkpointed and "
                                                 "requeued (submitit), up to max_requeues times.")
     max_requeues: int = Field(3, ge=0)
@@ -42,16 +49,23 @@ class ClusterProfile(StrictModel):
     sbatch: dict[str, Any] = Field(default_factory=dict, description="Extra #SBATCH options, e.g. {exclude: "
                                                                      "node7, reservation: mine}.")
 
-    def slurm_parameters(self, *, job_name: str, training: bool) -> dict[str, Any]:
-        """submitit.SlurmExecutor parameters (sbatch's names). Evaluation jobs run on one node, one task."""
-        nodes, tasks = (self.nodes, self.tasks_per_node) if training else (1, 1)
+    def tasks(self, *, training: bool, sharded: bool = False) -> tuple[int, int]:
+        """(nodes, tasks per node) of a job: pretraining takes the profile's; an evaluation one node and one task,
+        or eval_tasks_per_node for a benchmark that shards."""
+        if training:
+            return self.nodes, self.tasks_per_node
+        return 1, self.eval_tasks_per_node if sharded else 1
+
+    def slurm_parameters(self, *, job_name: str, training: bool, sharded: bool = False) -> dict[str, Any]:
+        """submitit.SlurmExecutor parameters (sbatch's names)."""
+        nodes, tasks = self.tasks(training=training, sharded=sharded)
         params: dict[str, Any] = {
             "job_name": job_name, "time": self.time_min, "nodes": nodes, "ntasks_per_node": tasks,
             "cpus_per_task": self.cpus_per_task, "array_parallelism": self.array_parallelism,
             "setup": list(self.setup), "stderr_to_stdout": False,
         }
         if self.gpus_per_node:
-            params["gpus_per_node"] = self.gpus_per_node if training else 1
+            params["gpus_per_node"] = self.gpus_per_node if training else min(tasks, self.gpus_per_node)
         for key in ("partition", "account", "qos", "constraint"):
             if getattr(self, key) is not None:
                 params[key] = getattr(self, key)
@@ -72,13 +86,17 @@ def load_profile(name_or_path: str) -> ClusterProfile:
     if not (path.suffix in (".yaml", ".yml") and path.is_file()):
         path = CLUSTERS_DIR / f"{name_or_path}.yaml"
         if not path.is_file():
-            raise ConfigError(f"no cluster profile {name_or_path!r}: shipped profiles are {list_profiles()} "
+            raise ProfileError(f"no cluster profile {name_or_path!r}: shipped profiles are {list_profiles()} "
                               f"(slurm/clusters/), or give a path to a YAML file")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        raise ProfileError(f"{path}: not valid YAML: {err}") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a cluster profile is a mapping of fields (partition, gpus_per_node, ...)")
+        raise ProfileError(f"{path}: a cluster profile is a mapping of fields (partition, gpus_per_node, ...)")
     data.setdefault("name", path.stem)
-    return validate(ClusterProfile, data, where=str(path))
+    try:
+        return ClusterProfile(**data)
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in err.errors())
+        raise ProfileError(f"{path}: {problems} (fields: {', '.join(ClusterProfile.model_fields)})") from None

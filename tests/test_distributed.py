@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
@@ -21,6 +22,7 @@ from methods import load_pretrained
 from methods.momentum import FeatureQueues
 from reports.store import read_evaluation, read_pretrain
 from tests.conftest import MICRO_CLIP, SMALL_WORLD
+from tests.test_tcl import MICRO_TCL
 
 SUITE: dict[str, Any] = {
     "name": "ddp", "methods": ["clip"], "dataset": {"options": SMALL_WORLD}, "benchmarks": ["zeroshot_retrieval"],
@@ -155,3 +157,56 @@ def test_momentum_queues_are_filled_from_every_process(tmp_path: Path) -> None:
         assert torch.equal(got["ids"], single.get("ids")) and got["ptr"] == int(single.ptr) == 2
         assert torch.equal(got["image"], single.get("image"))
     assert single.get("ids").tolist()[:2] == [16, 17]     # wrapped around: the oldest rows were overwritten
+
+
+def _eval_worker(rank: int, world: int, workdir: str, method: str, scoring: str) -> None:
+    from benchmarks.data import open_dataset
+    from benchmarks.evaluation.retrieval import evaluate_image_text
+    from methods import TextTokenizer, create_method
+
+    _init(rank, world, f"{workdir}/{method}-{world}")
+    try:
+        tok = TextTokenizer.from_dir(Path(workdir) / "tokenizer")
+        model = create_method(method, "tiny", tokenizer=tok, overrides=_EVAL_OVERRIDES[method])
+        model.load_state_dict(torch.load(Path(workdir) / f"{method}.pt", weights_only=True))
+        split = open_dataset("builtin", options=SMALL_WORLD, cache_root=Path(workdir) / "cache").retrieval_split("test")
+        out = evaluate_image_text(model, split, _protocol(scoring), torch.device("cpu"), "fp32")
+        torch.save({"i2t": torch.from_numpy(out.i2t_ranks), "t2i": torch.from_numpy(out.t2i_ranks),
+                    "metrics": out.metrics}, Path(workdir) / f"{method}-{world}-rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def _protocol(scoring: str) -> Any:
+    from benchmarks.evaluation.retrieval import RetrievalProtocol
+
+    # small batches and chunks: the 100 images and ~530 captions make uneven blocks over the processes
+    return RetrievalProtocol(scoring=scoring, rerank_k=10 if scoring != "itc" else None, batch_size=16, chunk=48,
+                             rerank_batch=64)
+
+
+_EVAL_OVERRIDES: dict[str, dict[str, Any]] = {"clip": MICRO_CLIP, "tcl": MICRO_TCL}
+
+
+@pytest.mark.parametrize(("method", "scoring", "world"), [("clip", "itc", 3), ("tcl", "itm", 2)])
+def test_sharded_evaluation_gives_the_one_process_ranks(method: str, scoring: str, world: int, tmp_path: Path,
+                                                        cache_root: Path, tokenizer: Any, small_world: Any) -> None:
+    """Each process encodes a block of whole batches and ranks a block of whole query chunks (TCL re-ranks its
+    queries' top-k with every candidate's features): gathered, the ranks are exactly the one-process ranks."""
+    from benchmarks.evaluation.retrieval import evaluate_image_text
+    from methods import create_method
+
+    torch.manual_seed(0)
+    model = create_method(method, "tiny", tokenizer=tokenizer, overrides=_EVAL_OVERRIDES[method])
+    torch.save(model.state_dict(), tmp_path / f"{method}.pt")
+    tokenizer.save(tmp_path / "tokenizer")
+    (tmp_path / "cache").symlink_to(cache_root)
+    (tmp_path / f"{method}-{world}").mkdir()
+    mp.spawn(_eval_worker, args=(world, str(tmp_path), method, scoring), nprocs=world, join=True)
+    one = evaluate_image_text(model, small_world.retrieval_split("test"), _protocol(scoring), torch.device("cpu"),
+                              "fp32")
+    assert one.metrics["rsum"] > 0
+    for r in range(world):
+        got = torch.load(tmp_path / f"{method}-{world}-rank{r}.pt", weights_only=False)
+        assert np.array_equal(got["i2t"].numpy(), one.i2t_ranks) and np.array_equal(got["t2i"].numpy(), one.t2i_ranks)
+        assert got["metrics"] == one.metrics

@@ -192,7 +192,7 @@ def test_a_pretraining_task_with_two_processes_trains_as_one(tmp_path: Path, cac
 
     monkeypatch.setenv("VLPBENCH_CACHE", str(cache_root))
     profile = tmp_path / "two.yaml"
-    profile.write_text("tasks_per_node: 2\ncpus_per_task: 1\n")
+    profile.write_text("tasks_per_node: 2\neval_tasks_per_node: 2\ncpus_per_task: 1\n")
     path = _write(tmp_path, SUITE)
     assert cli.main(["run", "--suite", str(path), "--output", str(tmp_path / "ddp"), "--executor", "local",
                      "--cluster", str(profile), "--no-progress"]) == 0
@@ -204,8 +204,20 @@ def test_a_pretraining_task_with_two_processes_trains_as_one(tmp_path: Path, cac
     for (name, a), b in zip(_weights(one).items(), _weights(ddp).values()):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=name)
     launch = read_launch(tmp_path / "ddp" / "launched")
-    stdout = Path(launch["tasks"][0]["attempts"][-1]["stdout"])
-    assert stdout.parent.joinpath(stdout.name.replace("_0_log", "_1_log")).is_file()   # a second process ran
+    for task in launch["tasks"]:   # pretraining and the zero-shot evaluation each ran in two processes
+        stdout = Path(task["attempts"][-1]["stdout"])
+        assert stdout.parent.joinpath(stdout.name.replace("_0_log", "_1_log")).is_file()
+    # the two-process evaluation gives the one-process numbers of the same model
+    from benchmarks.evaluation.retrieval import RetrievalProtocol, evaluate_image_text
+    from benchmarks.data import open_dataset
+    from methods import load_pretrained
+
+    ev = read_evaluation(ddp / "eval" / "zeroshot_retrieval" / "results.json")
+    assert ev.protocol["eval_processes"] == 2
+    model, _ = load_pretrained(ddp / "model")
+    split = open_dataset("builtin", options=SMALL_WORLD, cache_root=cache_root).retrieval_split("test")
+    single = evaluate_image_text(model, split, RetrievalProtocol(), torch.device("cpu"), "fp32")
+    assert ev.metrics == single.metrics
 
 
 def test_a_preempted_task_checkpoints_requeues_and_ends_as_an_uninterrupted_run(

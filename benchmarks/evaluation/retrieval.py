@@ -8,6 +8,11 @@ Scoring rules (a protocol field, recorded with every result):
 
 With re-ranking, ranks beyond k are not observed: they are reported censored at k + 1, so
 R@K is exact for K ≤ k and the median/mean ranks are lower bounds.
+
+In a process group (several evaluation processes) each process encodes a contiguous block of whole batches —
+so every embedding is computed exactly as in one process, and no sample is padded or duplicated — and the
+blocks are gathered in order; queries are then split between processes for ranking (and re-ranking, for which
+every process holds every candidate's features), and the ranks gathered: the numbers are those of one process.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -26,6 +31,7 @@ from benchmarks.evaluation.metrics import TiePolicy, chunked_ranks, image_text_m
 from benchmarks.runtime import autocast, eval_mode
 from methods import VLPModel
 from methods.config import StrictModel
+from methods.distributed import gather_rows, shard_range, world
 
 Scoring = Literal["itc", "itm", "itm+itc"]
 
@@ -56,27 +62,60 @@ class RetrievalOutcome:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+def my_batches(n: int, batch_size: int) -> list[int]:
+    """Start offsets of the batches of `batch_size` over n items that this process handles (all of them in a
+    one-process run; a contiguous block of whole batches in a process group)."""
+    rank, size = world()
+    return [b * batch_size for b in shard_range(-(-n // batch_size), rank, size)]
+
+
+def gather_blocks(parts: list[torch.Tensor], device: torch.device) -> torch.Tensor:
+    """This process's batch outputs -> every process's, in order (the one-process tensor)."""
+    if world()[1] == 1:
+        return torch.cat(parts)
+    local = torch.cat(parts) if parts else None
+    shapes: list[Any] = [None] * world()[1]
+    torch.distributed.all_gather_object(shapes, None if local is None else (tuple(local.shape[1:]), local.dtype))
+    if local is None:   # more processes than batches: this one holds none, the others say what a row is
+        shape, dtype = next(x for x in shapes if x is not None)
+        local = torch.empty((0, *shape), dtype=dtype, device=device)
+    return gather_rows(local)
+
+
 @torch.inference_mode()
 def encode_images(model: VLPModel, images: ImageSource, batch_size: int, device: torch.device,
                   precision: str) -> torch.Tensor:
     out = []
-    for start in range(0, len(images), batch_size):
+    for start in my_batches(len(images), batch_size):
         idx = np.arange(start, min(start + batch_size, len(images)))
         x = model.preprocess.eval(images.get(idx)).to(device, non_blocking=True)
         with autocast(device, precision):
             out.append(model.encode_image(x).float())
-    return torch.cat(out)
+    return gather_blocks(out, device)
 
 
 @torch.inference_mode()
 def encode_texts(model: VLPModel, texts: list[str], batch_size: int, device: torch.device,
                  precision: str) -> torch.Tensor:
     out = []
-    for start in range(0, len(texts), batch_size):
+    for start in my_batches(len(texts), batch_size):
         tokens = model.tokenize(texts[start:start + batch_size]).trimmed().to(device)
         with autocast(device, precision):
             out.append(model.encode_text(tokens).float())
-    return torch.cat(out)
+    return gather_blocks(out, device)
+
+
+def sharded_ranks(score_fn: Any, positive_fn: Any, n: int, chunk: int, tie_policy: TiePolicy,
+                  device: torch.device) -> np.ndarray:
+    """chunked_ranks over this process's block of whole chunks of queries, gathered: every process gets the
+    ranks of all n queries, each computed exactly as in one process."""
+    starts = my_batches(n, chunk)
+    lo, hi = (starts[0], min(starts[-1] + chunk, n)) if starts else (0, 0)
+    ranks = chunked_ranks(lambda a, b: score_fn(lo + a, lo + b), lambda a, b: positive_fn(lo + a, lo + b),
+                          hi - lo, chunk, tie_policy) if hi > lo else np.zeros(0, dtype=np.int64)
+    if world()[1] == 1:
+        return ranks
+    return gather_rows(torch.as_tensor(ranks, dtype=torch.long, device=device)).cpu().numpy()
 
 
 class _Reranker:
@@ -90,20 +129,30 @@ class _Reranker:
         self.model, self.protocol, self.device, self.precision = model, protocol, device, precision
         self.pairs = 0          # cross-encoder passes done
         self.seconds = 0.0
+        # every process needs every candidate's features: its own block of batches, then gathered
         with torch.inference_mode():
             feats = []
-            for start in range(0, split.n_images, protocol.batch_size):
+            for start in my_batches(split.n_images, protocol.batch_size):
                 idx = np.arange(start, min(start + protocol.batch_size, split.n_images))
                 x = model.preprocess.eval(split.images.get(idx)).to(device)
                 with autocast(device, precision):
-                    feats.append(model.rerank_image_features(x).cpu())
-            self.image_feats = torch.cat(feats)
+                    feats.append(model.rerank_image_features(x))
+            self.image_feats = gather_blocks(feats, device).cpu()
             parts: list[Mapping[str, torch.Tensor]] = []
-            for start in range(0, len(texts), protocol.batch_size):
+            for start in my_batches(len(texts), protocol.batch_size):
                 tokens = model.tokenize(texts[start:start + protocol.batch_size]).to(device)
                 with autocast(device, precision):
-                    parts.append({k: v.cpu() for k, v in model.rerank_text_features(tokens).items()})
-            self.text_feats = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+                    parts.append(dict(model.rerank_text_features(tokens)))
+            keys = sorted(parts[0]) if parts else self._keys_from_others(None)
+            if parts and world()[1] > 1:
+                self._keys_from_others(keys)
+            self.text_feats = {k: gather_blocks([p[k] for p in parts], device).cpu() for k in keys}
+
+    @staticmethod
+    def _keys_from_others(keys: list[str] | None) -> list[str]:
+        got: list[Any] = [None] * world()[1]
+        torch.distributed.all_gather_object(got, keys)
+        return next(k for k in got if k is not None)
 
     @torch.inference_mode()
     def scores(self, itc: torch.Tensor, image_idx: torch.Tensor, text_idx: torch.Tensor) -> torch.Tensor:
@@ -159,12 +208,12 @@ def evaluate_image_text(model: VLPModel, split: RetrievalSplit, protocol: Retrie
 
         t0 = time.perf_counter()
         with torch.inference_mode():
-            i2t = chunked_ranks(i2t_scores, lambda a, b: (t2i[None, :] == img_ids[a:b, None]).cpu()
+            i2t = sharded_ranks(i2t_scores, lambda a, b: (t2i[None, :] == img_ids[a:b, None]).cpu()
                                 if reranker else t2i[None, :] == img_ids[a:b, None],
-                                split.n_images, protocol.chunk, protocol.tie_policy)
-            t2i_r = chunked_ranks(t2i_scores, lambda a, b: (img_ids[None, :] == t2i[a:b, None]).cpu()
+                                split.n_images, protocol.chunk, protocol.tie_policy, device)
+            t2i_r = sharded_ranks(t2i_scores, lambda a, b: (img_ids[None, :] == t2i[a:b, None]).cpu()
                                   if reranker else img_ids[None, :] == t2i[a:b, None],
-                                  split.n_texts, protocol.chunk, protocol.tie_policy)
+                                  split.n_texts, protocol.chunk, protocol.tie_policy, device)
         timings["rank_s"] = time.perf_counter() - t0
         if reranker is not None:
             timings["rerank_s"] = reranker.seconds
