@@ -28,7 +28,9 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow and not heavy" $(PYTEST_ARGS)
 
-# Acceptance runs at the full default budget of methods that need the unimodal stage (~47 min).
+# Acceptance runs at the full default budget of methods that need the unimodal stage (~47 min), and the
+# multi-process / submitit / SLURM integration tests (~5 min; the SLURM ones skip without a cluster:
+# sudo slurm/start_cluster.sh --install starts one).
 test-heavy: $(STAMP)
 	$(PY) -m pytest -m heavy $(PYTEST_ARGS)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -36,7 +37,8 @@ def _cluster_up() -> str | None:
     return None
 
 
-pytestmark = pytest.mark.skipif(_cluster_up() is not None, reason=str(_cluster_up()))
+# CI runs these in `make test-heavy`, against the cluster .ci/run starts
+pytestmark = [pytest.mark.skipif(_cluster_up() is not None, reason=str(_cluster_up())), pytest.mark.heavy]
 
 
 def test_a_suite_runs_as_job_arrays_on_a_real_slurm(tmp_path: Path, cache_root: Path,
@@ -64,11 +66,17 @@ def test_a_suite_runs_as_job_arrays_on_a_real_slurm(tmp_path: Path, cache_root: 
         assert read_pretrain(job / "pretrain.json").seed == seed
         assert read_evaluation(job / "eval" / "zeroshot_retrieval" / "results.json").metrics["rsum"] > 0
 
-    # the scheduler's accounting: every task completed, each evaluation started after its pretraining ended
-    sacct = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,State,Start,End", "-j",
-                            ",".join(sorted({i.split("_")[0] for i in ids.values()}))],
-                           capture_output=True, text=True, check=True).stdout
-    rows = {line.split("|")[0]: line.split("|")[1:] for line in sacct.splitlines() if line}
+    # the scheduler's accounting (it lags a few seconds behind the jobs): every task completed, each evaluation
+    # started after its own pretraining ended
+    deadline = time.time() + 60
+    while True:
+        sacct = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,State,Start,End", "-j",
+                                ",".join(sorted({i.split("_")[0] for i in ids.values()}))],
+                               capture_output=True, text=True, check=True).stdout
+        rows = {line.split("|")[0]: line.split("|")[1:] for line in sacct.splitlines() if line}
+        if all(rows.get(i, ["?"])[0] == "COMPLETED" for i in ids.values()) or time.time() > deadline:
+            break
+        time.sleep(1)
     assert all(rows[i][0] == "COMPLETED" for i in ids.values()), rows
     for seed in (0, 1):
         pre_end = rows[ids[f"clip-tiny-s{seed}/pretrain"]][2]
@@ -91,8 +99,6 @@ def test_on_slurm_a_two_task_pretraining_is_preempted_requeued_and_ends_as_unint
     """Two DDP processes (gloo) through srun; `scancel --signal=USR2` mid-training (what SLURM sends ahead of
     preemption): checkpoint at the step boundary, submitit requeues the job, it resumes from that step and ends
     with the weights of an uninterrupted two-process run."""
-    import time
-
     import torch
 
     from benchmarks.launch import JobTask, specs_for

@@ -3,7 +3,7 @@
 A stage's output lives in `<cache_root>/<kind>/<fingerprint[:16]>` beside a JSON record holding
 the full fingerprint. It is built in a temporary sibling folder and renamed into place only when
 complete, so an interrupted stage is never reused; a failed build leaves nothing behind. A lock file beside it
-lets one process build while others (array tasks on shared storage) wait for it.
+(`<cache_root>/.locks/`) lets one process build while others (array tasks on shared storage) wait for it.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def cached_stage(cache_root: Path, kind: str, fingerprint: str, record_file: str
     (the fingerprint is added to it); the record is written last, then the folder is published."""
     target = cache_root / kind / fingerprint[:16]
     # One builder at a time: concurrent jobs (SLURM array tasks) needing the same stage wait and then reuse it.
-    with file_lock(cache_root / kind / f".{fingerprint[:16]}.lock"):
+    with file_lock(cache_root / ".locks" / f"{kind}-{fingerprint[:16]}.lock"):
         return _lookup_or_build(target, fingerprint, record_file, build)
 
 

@@ -220,7 +220,7 @@ def ensure_built(cfg: BuiltinConfig, cache_root: Path | None = None) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     from benchmarks.runtime import file_lock
 
-    with file_lock(target.parent / f".{target.name}.lock"):   # concurrent jobs: one generates, the others wait
+    with file_lock(target.parent / ".locks" / f"{target.name}.lock"):   # concurrent jobs: one generates, others wait
         if (target / "manifest.json").is_file():
             return target
         return _generate_into(cfg, target)
