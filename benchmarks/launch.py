@@ -238,8 +238,10 @@ def wait_and_report(submitted: dict[str, list[Any]], log: Callable[[str], None] 
     def done(job: Any) -> None:
         try:
             out = first_result(job)
-            log(f"[{job.job_id}] done: {Path(out['job_dir']).name} " + ", ".join(out["records"]) +
-                (f" (mlflow runs: {', '.join(out['runs'].values())})" if out["runs"] else ""))
+            names = list(out["records"]) or ["pretrain"]
+            runs = [out["runs"][n] for n in names if n in out["runs"]]
+            log(f"[{job.job_id}] done: {Path(out['job_dir']).name} " + ", ".join(names) +
+                (f" (mlflow run{'s' if len(runs) > 1 else ''} {', '.join(runs)})" if runs else ""))
         except Exception as err:  # noqa: BLE001 — report every failure, keep waiting for the others
             failed.append(str(job.job_id))
             first = str(err).strip().splitlines()
