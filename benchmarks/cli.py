@@ -76,8 +76,29 @@ def _render(suite: Suite, suite_dir: Path, output: Path, uri: str, source: str) 
     else:
         pre, ev = find_records(suite_dir)
         where = str(suite_dir)
-    text = markdown.render(pre, ev, suite=suite.name, source=where)
+    text = markdown.render(pre, ev, suite=suite.name, source=where, intervals=_rank_intervals(suite_dir))
     return atomic_write_text(suite_dir / "report.md", text)
+
+
+def _rank_intervals(suite_dir: Path) -> Any:
+    """record -> 95 % bootstrap intervals from its saved per-query ranks (image-text retrieval records whose
+    ranks.npz is in the suite folder), computed once per record."""
+    import numpy as np
+
+    from reports.stats import bootstrap_retrieval
+
+    cache: dict[tuple[str, str, str], Any] = {}
+
+    def intervals(rec: Any) -> Any:
+        key = (rec.job, rec.benchmark, rec.created_utc)
+        if key not in cache:
+            path = suite_dir / "jobs" / rec.job / "eval" / rec.benchmark / (rec.ranks_file or "")
+            cache[key] = None
+            if rec.ranks_file and path.is_file() and "i2t_R1" in rec.metrics:
+                with np.load(path) as ranks:
+                    cache[key] = bootstrap_retrieval(ranks["i2t"], ranks["t2i"], n_resamples=1000)
+        return cache[key]
+    return intervals
 
 
 def _headline(metrics: dict[str, float]) -> str:

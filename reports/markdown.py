@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from statistics import mean, stdev
 from typing import Any
 
+from reports.comparison import Comparison, compare_all
+from reports.stats import Interval
 from reports.store import EvaluationRecord, PretrainRecord, utc_now
+
+IntervalsFn = Callable[[EvaluationRecord], Mapping[str, Interval] | None]
 
 RETRIEVAL_COLUMNS: tuple[tuple[str, str], ...] = (
     ("i2t_R1", "I→T R@1"), ("i2t_R5", "R@5"), ("i2t_R10", "R@10"),
@@ -93,13 +97,22 @@ def _filters(records: Sequence[PretrainRecord]) -> list[str]:
                    "precision %", "recall %"], rows)
 
 
+def _ci_cell(ci: Mapping[str, Interval] | None, key: str) -> str:
+    if not ci or key not in ci:
+        return "—"
+    return f"[{ci[key].low:.2f}, {ci[key].high:.2f}]"
+
+
 def _results_rows(records: Sequence[EvaluationRecord],
-                  columns: Sequence[tuple[str, str]] = RETRIEVAL_COLUMNS) -> list[list[str]]:
+                  columns: Sequence[tuple[str, str]] = RETRIEVAL_COLUMNS,
+                  intervals: IntervalsFn | None = None) -> list[list[str]]:
     rows = []
     by_model: dict[tuple[str, str], list[EvaluationRecord]] = defaultdict(list)
     for r in sorted(records, key=lambda r: (r.label, r.size, r.seed)):
         by_model[(r.label, r.size)].append(r)
-        rows.append([r.label, r.size, str(r.seed)] + [_fmt(r.metrics.get(k)) for k, _ in columns])
+        extra = [_ci_cell(intervals(r), "rsum"), _ci_cell(intervals(r), "i2t_R1"),
+                 _ci_cell(intervals(r), "t2i_R1")] if intervals else []
+        rows.append([r.label, r.size, str(r.seed)] + [_fmt(r.metrics.get(k)) for k, _ in columns] + extra)
     for (method, size), group in sorted(by_model.items()):
         if len(group) < 2:
             continue
@@ -107,7 +120,7 @@ def _results_rows(records: Sequence[EvaluationRecord],
         for k, _ in columns:
             vals = [g.metrics[k] for g in group if k in g.metrics]
             cells.append(f"{mean(vals):.2f} ± {stdev(vals):.2f}" if len(vals) > 1 else "—")
-        rows.append([f"**{method}**", size, f"mean ± std ({len(group)})"] + cells)
+        rows.append([f"**{method}**", size, f"mean ± std ({len(group)})"] + cells + (["", "", ""] if intervals else []))
     return rows
 
 
@@ -188,7 +201,10 @@ def _latency_section(records: Sequence[EvaluationRecord]) -> list[str]:
 
 
 def render(pretrain: Sequence[PretrainRecord], evaluations: Sequence[EvaluationRecord], *, suite: str,
-           source: str) -> str:
+           source: str, intervals: IntervalsFn | None = None, tolerance: float = 1.0) -> str:
+    """The Markdown report. intervals(record): 95 % bootstrap intervals from the record's saved ranks (image-text
+    retrieval records; None where the ranks are not at hand); tolerance: points within which a comparable
+    reproduction counts as reproduced when the claim is outside the interval."""
     lines = [f"# vlpbench report — suite `{suite}`", "",
              f"Generated {utc_now()} from `{source}`. Recalls in percent (R@K: share of queries whose "
              "ground truth is in the top K; I→T counts a hit if any of the image's captions is there); "
@@ -206,8 +222,12 @@ def render(pretrain: Sequence[PretrainRecord], evaluations: Sequence[EvaluationR
         elif first.benchmark == "product_retrieval":
             lines += _table(["method", "size", "seed", "features"] + _product_columns(recs), _product_rows(recs))
         else:
-            columns = VIDEO_COLUMNS if first.benchmark.startswith("video_retrieval") else RETRIEVAL_COLUMNS
-            lines += _table(["method", "size", "seed"] + [label for _, label in columns], _results_rows(recs, columns))
+            video = first.benchmark.startswith("video_retrieval")
+            columns = VIDEO_COLUMNS if video else RETRIEVAL_COLUMNS
+            with_ci = intervals if not video else None
+            ci_labels = ["RSUM 95 % CI", "I→T R@1 CI", "T→I R@1 CI"] if with_ci else []
+            lines += _table(["method", "size", "seed"] + [label for _, label in columns] + ci_labels,
+                            _results_rows(recs, columns, with_ci))
         lines += ["", "Protocol:", ""]
         proto_rows = [[k, _fmt(v)] for k, v in sorted(first.protocol.items())]
         proto_rows += [["split sha256", first.dataset["fingerprint"]],
@@ -227,9 +247,50 @@ def render(pretrain: Sequence[PretrainRecord], evaluations: Sequence[EvaluationR
         lines += ["## Variants (a method under its own overrides)", ""] + variants + [""]
     if all_records:
         lines += ["## Environment", ""] + _environment(all_records) + [""]
-        lines += ["## What the papers claim (different datasets: not comparable with the numbers above)", ""]
-        lines += _claims(all_records) + [""]
+        lines += ["## Claimed vs reproduced", "",
+                  "Each paper's number (method card: source and confidence) beside ours. reproduced = the claim lies "
+                  f"inside our 95 % bootstrap interval or within ±{tolerance:g} points; not comparable = our run "
+                  "differs in protocol (the reason lists every field); claimed only = no run of that setting.", ""]
+        lines += _claimed_vs_reproduced(pretrain, evaluations, intervals, tolerance) + [""]
+        product = _product_claims(all_records)
+        if product:
+            lines += ["Same-category product retrieval claims (M5Product; compared by hand: see docs/scale.md):", ""]
+            lines += product + [""]
     return "\n".join(lines)
+
+
+def _claimed_vs_reproduced(pretrain: Sequence[PretrainRecord], evaluations: Sequence[EvaluationRecord],
+                           intervals: IntervalsFn | None, tolerance: float) -> list[str]:
+    cards = {r.method: r.card for r in [*pretrain, *evaluations]}
+    rows = compare_all(cards, evaluations, intervals or (lambda r: None), tolerance)
+    if not rows:
+        return ["No claimed image-text retrieval numbers on the method cards."]
+    by_claim: dict[tuple[str, str, str, str, str], list[Comparison]] = defaultdict(list)
+    for c in rows:
+        by_claim[(c.method, c.dataset, c.setting, c.model, c.source)].append(c)
+    table = []
+    for (method, dataset, setting, model, source), cs in by_claim.items():
+        m = {c.metric: c for c in cs}
+        statuses = {c.status for c in cs}
+        if len(statuses) == 1:
+            status = statuses.pop()
+        else:
+            status = "not reproduced (" + ", ".join(c.metric for c in cs if c.status == "not reproduced") + ")"
+        reason = next(c.reason for c in cs if c.status != "reproduced") if any(
+            c.status != "reproduced" for c in cs) else cs[0].reason
+
+        def ours(k: str) -> str:
+            c = m.get(k)
+            if c is None or c.ours is None:
+                return "—"
+            return f"{c.ours:.2f}" + (f" {_ci_cell({k: c.interval}, k)}" if c.interval else "")
+        table.append([method, dataset, setting, model,
+                      f"{_fmt(m['i2t_R1'].claimed) if 'i2t_R1' in m else '—'} / "
+                      f"{_fmt(m['t2i_R1'].claimed) if 't2i_R1' in m else '—'}",
+                      f"{ours('i2t_R1')} / {ours('t2i_R1')}", f"**{status}**", reason,
+                      cs[0].record or "—", cs[0].confidence, source])
+    return _table(["method", "dataset", "setting", "model", "claimed I→T / T→I R@1", "ours", "status", "why",
+                   "our record", "confidence", "source"], table)
 
 
 def _variants(records: Sequence[PretrainRecord | EvaluationRecord]) -> list[str]:
@@ -242,28 +303,17 @@ def _variants(records: Sequence[PretrainRecord | EvaluationRecord]) -> list[str]
     return _table(["variant", "method", "overrides", "description"], [seen[k] for k in sorted(seen)]) if seen else []
 
 
-def _claims(records: Sequence[PretrainRecord | EvaluationRecord]) -> list[str]:
+def _product_claims(records: Sequence[PretrainRecord | EvaluationRecord]) -> list[str]:
+    """The cards' product-retrieval claims (M5Product's own dataset; the built-in products are not comparable)."""
     cards = {r.method: r.card for r in records}
-    rows, product_rows = [], []
+    rows = []
     for method in sorted(cards):
         for c in cards[method].get("claimed", []):
-            m = c["metrics"]
-            if c["benchmark"] == "product_retrieval":
-                product_rows.append([method, c["dataset"], c["setting"], c["model"],
-                                     " / ".join(_fmt(m.get(f"mAP@{k}")) for k in (1, 5, 10)),
-                                     " / ".join(_fmt(m.get(f"Prec@{k}")) for k in (1, 5, 10)),
-                                     c["confidence"], c["source"]])
+            if c["benchmark"] != "product_retrieval":
                 continue
+            m = c["metrics"]
             rows.append([method, c["dataset"], c["setting"], c["model"],
-                         " / ".join(_fmt(m.get(k)) for k in ("i2t_R1", "i2t_R5", "i2t_R10")),
-                         " / ".join(_fmt(m.get(k)) for k in ("t2i_R1", "t2i_R5", "t2i_R10")),
-                         c["confidence"], c["source"]])
-    if not rows and not product_rows:
-        return ["No claimed numbers on the method cards."]
-    out = _table(["method", "dataset", "setting", "model", "I→T R@1/5/10", "T→I R@1/5/10", "confidence",
-                  "source"], rows) if rows else []
-    if product_rows:
-        out += ["", "Same-category product retrieval (M5Product):", ""]
-        out += _table(["method", "dataset", "setting", "model", "mAP@1/5/10", "Prec@1/5/10", "confidence",
-                       "source"], product_rows)
-    return out
+                         " / ".join(_fmt(m.get(f"mAP@{k}")) for k in (1, 5, 10)),
+                         " / ".join(_fmt(m.get(f"Prec@{k}")) for k in (1, 5, 10)), c["confidence"], c["source"]])
+    return _table(["method", "dataset", "setting", "model", "mAP@1/5/10", "Prec@1/5/10", "confidence", "source"],
+                  rows) if rows else []

@@ -1,0 +1,144 @@
+"""Claimed vs reproduced: each number a paper claims (from the method card) beside ours, with a status.
+
+Statuses:
+- ``reproduced``: our run is comparable and the claim lies inside our 95 % interval, or within the stated
+  tolerance of our number;
+- ``not reproduced``: comparable, and outside both;
+- ``not comparable``: we have a run of that method, benchmark and setting, but its protocol differs — the
+  reason lists every field that differs (dataset/split, scoring rule, k, resolution, prompt, model size,
+  pretraining data);
+- ``claimed only``: no run of that method, benchmark and setting (e.g. no public weights and no real data here).
+
+A claim is matched to the records of the same method (or variant of it) and setting — zero-shot claims to
+``zeroshot_retrieval*`` records, fine-tuned ones to ``finetuned_retrieval*`` — preferring, in order, a record on
+the claimed dataset and split, then one with the claimed scoring rule, so the reason names the smallest gap.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from reports.stats import Interval
+
+SETTING_PREFIX = {"zero-shot": "zeroshot_retrieval", "fine-tuned": "finetuned_retrieval"}
+RETRIEVAL_METRICS = ("i2t_R1", "i2t_R5", "i2t_R10", "t2i_R1", "t2i_R5", "t2i_R10")
+_SIZE_SUFFIX = re.compile(r"-\d+k$")   # '-1k', '-5k': the test set's size in a claim's dataset name
+
+
+@dataclass(frozen=True)
+class Comparison:
+    method: str
+    dataset: str            # the claim's
+    setting: str
+    model: str              # the claim's model variant
+    metric: str
+    claimed: float
+    ours: float | None
+    interval: Interval | None
+    status: str
+    reason: str
+    source: str
+    confidence: str
+    record: str | None      # "<job>/<benchmark>" of the record compared with
+
+    @property
+    def difference(self) -> float | None:
+        return None if self.ours is None else self.ours - self.claimed
+
+
+def claim_split(dataset: str) -> str:
+    """'flickr30k-karpathy-test-1k' -> 'flickr30k/karpathy-test' (our split identifiers)."""
+    name, _, rest = dataset.partition("-")
+    return name + "/" + _SIZE_SUFFIX.sub("", rest)
+
+
+def _record_split(rec: Any) -> str:
+    return f"{rec.dataset['dataset']}/{rec.dataset['split']}"
+
+
+def _pretrained_on(rec: Any) -> str | None:
+    for stage in rec.lineage:
+        if stage.get("stage") == "pretrain":
+            d = stage.get("dataset", {})
+            return f"{d.get('dataset')}/{d.get('split')}"
+    return None
+
+
+def protocol_differences(claim: Mapping[str, Any], rec: Any) -> list[str]:
+    """Every field on which the record's protocol differs from the claim's ("field: ours vs claimed")."""
+    out = []
+    want = claim_split(claim["dataset"])
+    if _record_split(rec) != want:
+        out.append(f"dataset: {_record_split(rec)} vs {want}")
+    proto = claim.get("protocol", {})
+    ours = rec.protocol
+    if proto.get("scoring", "itc") != ours.get("scoring", "itc"):
+        out.append(f"scoring: {ours.get('scoring', 'itc')} vs {proto.get('scoring', 'itc')}")
+    elif proto.get("rerank_k") is not None and proto.get("rerank_k") != ours.get("rerank_k"):
+        out.append(f"k: {ours.get('rerank_k')} vs {proto['rerank_k']}")
+    for key in ("resolution", "prompt"):
+        if key in proto and proto[key] != ours.get(key):
+            out.append(f"{key}: {ours.get(key)} vs {proto[key]}")
+    if rec.size == "tiny":
+        out.append(f"model: {rec.method}-tiny (our CPU-size preset) vs {claim['model']}")
+    pre = _pretrained_on(rec)
+    if pre is not None and pre.startswith("builtin/"):
+        out.append(f"pretraining: {pre} (the built-in world) vs {proto.get('lineage', 'the paper’s data')}")
+    return out
+
+
+def _candidates(claim: Mapping[str, Any], method: str, records: Sequence[Any]) -> list[Any]:
+    prefix = SETTING_PREFIX.get(claim["setting"])
+    if prefix is None:
+        return []
+    return [r for r in records if r.method == method and (r.benchmark == prefix or r.benchmark.startswith(prefix + "@")
+                                                          or r.benchmark.startswith(prefix + "_rerank"))]
+
+
+def compare(claim: Mapping[str, Any], method: str, records: Sequence[Any],
+            intervals: Callable[[Any], Mapping[str, Interval] | None], tolerance: float = 1.0) -> list[Comparison]:
+    """One row per claimed metric. `intervals(record)` gives its bootstrap intervals (None if its ranks are
+    not available); `tolerance` is in points (percent)."""
+    cands = _candidates(claim, method, records)
+    rec = min(cands, key=lambda r: (len(protocol_differences(claim, r)), r.benchmark, r.job)) if cands else None
+    diffs = protocol_differences(claim, rec) if rec is not None else []
+    ci = intervals(rec) if rec is not None and not diffs else None
+    rows = []
+    for metric, claimed in claim["metrics"].items():
+        ours = None if rec is None else rec.metrics.get(metric)
+        interval = None if ci is None else ci.get(metric)
+        if rec is None:
+            status, reason = "claimed only", f"no {claim['setting']} run of {method}"
+        elif diffs:
+            status, reason = "not comparable", "; ".join(diffs)
+        elif ours is None:
+            status, reason = "not comparable", f"our record has no {metric}"
+        elif (interval is not None and interval.contains(claimed)) or abs(ours - claimed) <= tolerance:
+            status = "reproduced"
+            reason = (f"inside our {int(interval.level * 100)} % interval" if interval is not None
+                      and interval.contains(claimed) else f"within ±{tolerance:g} points")
+        else:
+            status = "not reproduced"
+            reason = (f"outside our {int(interval.level * 100)} % interval [{interval.low:.2f}, {interval.high:.2f}]"
+                      if interval is not None else f"differs by more than ±{tolerance:g} points")
+        rows.append(Comparison(method=method, dataset=claim["dataset"], setting=claim["setting"],
+                               model=claim["model"], metric=metric, claimed=float(claimed), ours=ours,
+                               interval=interval, status=status, reason=reason, source=claim["source"],
+                               confidence=claim["confidence"],
+                               record=None if rec is None else f"{rec.job}/{rec.benchmark}"))
+    return rows
+
+
+def compare_all(cards: Mapping[str, Mapping[str, Any]], records: Sequence[Any],
+                intervals: Callable[[Any], Mapping[str, Interval] | None], tolerance: float = 1.0
+                ) -> list[Comparison]:
+    """Every image-text retrieval claim of every method card (product-retrieval claims are reported apart)."""
+    out: list[Comparison] = []
+    for method in sorted(cards):
+        for claim in cards[method].get("claimed", []):
+            if claim["benchmark"] == "image_text_retrieval":
+                out += compare(claim, method, records, intervals, tolerance)
+    return out
