@@ -43,6 +43,7 @@ from methods.registry import SIZES  # noqa: E402
 from methods.tokenizer import TokenizerError  # noqa: E402
 from methods.towers import WeightsError  # noqa: E402
 from reports import markdown, tracking  # noqa: E402
+from reports.stats import bootstrap_retrieval  # noqa: E402
 from reports.store import atomic_write_text, find_records  # noqa: E402
 from slurm import get_executor  # noqa: E402
 from slurm.profiles import ProfileError  # noqa: E402
@@ -76,29 +77,35 @@ def _render(suite: Suite, suite_dir: Path, output: Path, uri: str, source: str) 
     else:
         pre, ev = find_records(suite_dir)
         where = str(suite_dir)
-    text = markdown.render(pre, ev, suite=suite.name, source=where, intervals=_rank_intervals(suite_dir))
+    ranks = _saved_ranks(suite_dir)
+    intervals = _cached(lambda rec: None if (r := ranks(rec)) is None else
+                        bootstrap_retrieval(r["i2t"], r["t2i"], n_resamples=1000))
+    text = markdown.render(pre, ev, suite=suite.name, source=where, intervals=intervals, ranks=ranks)
     return atomic_write_text(suite_dir / "report.md", text)
 
 
-def _rank_intervals(suite_dir: Path) -> Any:
-    """record -> 95 % bootstrap intervals from its saved per-query ranks (image-text retrieval records whose
-    ranks.npz is in the suite folder), computed once per record."""
-    import numpy as np
-
-    from reports.stats import bootstrap_retrieval
-
+def _cached(fn: Any) -> Any:
     cache: dict[tuple[str, str, str], Any] = {}
 
-    def intervals(rec: Any) -> Any:
+    def get(rec: Any) -> Any:
         key = (rec.job, rec.benchmark, rec.created_utc)
         if key not in cache:
-            path = suite_dir / "jobs" / rec.job / "eval" / rec.benchmark / (rec.ranks_file or "")
-            cache[key] = None
-            if rec.ranks_file and path.is_file() and "i2t_R1" in rec.metrics:
-                with np.load(path) as ranks:
-                    cache[key] = bootstrap_retrieval(ranks["i2t"], ranks["t2i"], n_resamples=1000)
+            cache[key] = fn(rec)
         return cache[key]
-    return intervals
+    return get
+
+
+def _saved_ranks(suite_dir: Path) -> Any:
+    """record -> its per-query image-text ranks from the suite folder (None for other records or missing files)."""
+    import numpy as np
+
+    def load(rec: Any) -> Any:
+        path = suite_dir / "jobs" / rec.job / "eval" / rec.benchmark / (rec.ranks_file or "")
+        if not (rec.ranks_file and path.is_file() and "i2t_R1" in rec.metrics):
+            return None
+        with np.load(path) as ranks:
+            return {"i2t": ranks["i2t"], "t2i": ranks["t2i"]}
+    return _cached(load)
 
 
 def _headline(metrics: dict[str, float]) -> str:

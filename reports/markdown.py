@@ -13,11 +13,14 @@ from collections.abc import Callable, Mapping, Sequence
 from statistics import mean, stdev
 from typing import Any
 
+import numpy as np
+
 from reports.comparison import Comparison, compare_all
-from reports.stats import Interval
+from reports.stats import Interval, paired_retrieval_test
 from reports.store import EvaluationRecord, PretrainRecord, utc_now
 
 IntervalsFn = Callable[[EvaluationRecord], Mapping[str, Interval] | None]
+RanksFn = Callable[[EvaluationRecord], Mapping[str, np.ndarray] | None]
 
 RETRIEVAL_COLUMNS: tuple[tuple[str, str], ...] = (
     ("i2t_R1", "I→T R@1"), ("i2t_R5", "R@5"), ("i2t_R10", "R@10"),
@@ -201,10 +204,12 @@ def _latency_section(records: Sequence[EvaluationRecord]) -> list[str]:
 
 
 def render(pretrain: Sequence[PretrainRecord], evaluations: Sequence[EvaluationRecord], *, suite: str,
-           source: str, intervals: IntervalsFn | None = None, tolerance: float = 1.0) -> str:
+           source: str, intervals: IntervalsFn | None = None, tolerance: float = 1.0,
+           ranks: RanksFn | None = None) -> str:
     """The Markdown report. intervals(record): 95 % bootstrap intervals from the record's saved ranks (image-text
     retrieval records; None where the ranks are not at hand); tolerance: points within which a comparable
-    reproduction counts as reproduced when the claim is outside the interval."""
+    reproduction counts as reproduced when the claim is outside the interval; ranks(record): its per-query
+    ranks, for paired tests between the methods of one table."""
     lines = [f"# vlpbench report — suite `{suite}`", "",
              f"Generated {utc_now()} from `{source}`. Recalls in percent (R@K: share of queries whose "
              "ground truth is in the top K; I→T counts a hit if any of the image's captions is there); "
@@ -228,6 +233,8 @@ def render(pretrain: Sequence[PretrainRecord], evaluations: Sequence[EvaluationR
             ci_labels = ["RSUM 95 % CI", "I→T R@1 CI", "T→I R@1 CI"] if with_ci else []
             lines += _table(["method", "size", "seed"] + [label for _, label in columns] + ci_labels,
                             _results_rows(recs, columns, with_ci))
+            if ranks is not None and not video:
+                lines += _paired_section(recs, ranks)
         lines += ["", "Protocol:", ""]
         proto_rows = [[k, _fmt(v)] for k, v in sorted(first.protocol.items())]
         proto_rows += [["split sha256", first.dataset["fingerprint"]],
@@ -257,6 +264,29 @@ def render(pretrain: Sequence[PretrainRecord], evaluations: Sequence[EvaluationR
             lines += ["Same-category product retrieval claims (M5Product; compared by hand: see docs/scale.md):", ""]
             lines += product + [""]
     return "\n".join(lines)
+
+
+def _paired_section(records: Sequence[EvaluationRecord], ranks: RanksFn) -> list[str]:
+    """Each model against the best of the table (by RSUM), on the same queries: which differences are real."""
+    have = [(r, ranks(r)) for r in records]
+    have = [(r, x) for r, x in have if x is not None]
+    if len(have) < 2:
+        return []
+    best, best_ranks = max(have, key=lambda rx: rx[0].metrics.get("rsum", float("-inf")))
+    rows = []
+    for r, x in sorted(have, key=lambda rx: -rx[0].metrics.get("rsum", 0.0)):
+        if r is best:
+            continue
+        t = paired_retrieval_test(best_ranks, x, n_resamples=1000)
+        d = t["rsum"]
+        assert d.interval is not None
+        rows.append([f"{best.label}-{best.size}-s{best.seed}", f"{r.label}-{r.size}-s{r.seed}",
+                     f"{d.difference:+.2f}", f"[{d.interval.low:+.2f}, {d.interval.high:+.2f}]", f"{d.p_value:.3g}",
+                     f"{t['i2t_R1'].p_value:.3g}", f"{t['t2i_R1'].p_value:.3g}",
+                     "yes" if d.significant() else "no"])
+    return ["", "Paired tests against the best model of this table (same queries; RSUM: paired bootstrap, 1,000 "
+                "resamples; R@1: exact McNemar):", ""] + _table(
+        ["best", "vs", "RSUM difference", "95 % CI", "p (RSUM)", "p (I→T R@1)", "p (T→I R@1)", "real at 5 %"], rows)
 
 
 def _claimed_vs_reproduced(pretrain: Sequence[PretrainRecord], evaluations: Sequence[EvaluationRecord],

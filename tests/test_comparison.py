@@ -96,3 +96,27 @@ def test_the_report_shows_intervals_and_the_status_of_every_claim() -> None:
     assert "82.20 / 62.16" in rows[0] and "81.00 [79.60, 82.40] / 62.50 [61.00, 63.90]" in rows[0]
     assert "**reproduced**" in rows[0] and "clip-base-s0/zeroshot_retrieval@flickr30k" in rows[0]
     assert "**claimed only**" in rows[1] and "no fine-tuned run of clip" in rows[1]
+
+
+def test_the_report_says_which_differences_between_models_are_real() -> None:
+    import numpy as np
+
+    from reports.markdown import render
+
+    rng = np.random.default_rng(0)
+    base = {"i2t": rng.integers(1, 40, 1000), "t2i": rng.integers(1, 40, 5000)}
+    better = {"i2t": np.maximum(base["i2t"] - 10, 1), "t2i": np.maximum(base["t2i"] - 10, 1)}
+    same = {k: v.copy() for k, v in base.items()}
+    recs = []
+    for job, ranks in (("a-base-s0", better), ("b-base-s0", base), ("c-base-s0", same)):
+        rsum = sum(100 * np.mean(ranks[d] <= k) for d in ("i2t", "t2i") for k in (1, 5, 10))
+        recs.append(_record(benchmark="zeroshot_retrieval", metrics={"rsum": rsum}).model_copy(
+            update={"job": job, "method": job[0], "card": {}}))
+    table = {r.job: ranks for r, ranks in zip(recs, (better, base, same))}
+    text = render([], recs, suite="s", source="t", ranks=lambda r: table[r.job])
+    rows = [line for line in text.split("Paired tests")[1].splitlines() if line.startswith("| a-base-s0")]
+    assert len(rows) == 2 and all(line.endswith("| yes |") for line in rows)
+    # identical ranks of two other models are no real difference
+    text = render([], recs[1:], suite="s", source="t", ranks=lambda r: table[r.job])
+    row = next(line for line in text.split("Paired tests")[1].splitlines() if line.startswith("| b-base-s0"))
+    assert "| +0.00 |" in row and row.endswith("| no |")
