@@ -52,10 +52,13 @@ def _check(ranks: np.ndarray, what: str) -> np.ndarray:
 
 def bootstrap_retrieval(i2t_ranks: np.ndarray, t2i_ranks: np.ndarray, *, n_resamples: int = 2000,
                         level: float = 0.95, seed: int = 0) -> dict[str, Interval]:
-    """Percentile-bootstrap intervals for i2t_R{1,5,10}, t2i_R{1,5,10} and rsum."""
+    """Percentile-bootstrap intervals for i2t_R{1,5,10}, t2i_R{1,5,10} and rsum. A direction with a single query
+    has no interval (nothing to resample): its metrics, and RSUM, are left out."""
     i2t, t2i = _check(i2t_ranks, "i2t ranks"), _check(t2i_ranks, "t2i ranks")
     out: dict[str, Interval] = {}
     for name, ranks in (("i2t", i2t), ("t2i", t2i)):
+        if ranks.size < 2:
+            continue
         for k in KS:
             res = stats.bootstrap((ranks,), lambda r, axis, k=k: _recall(r, k, axis), n_resamples=n_resamples,
                                   confidence_level=level, method="percentile", vectorized=True,
@@ -65,6 +68,9 @@ def bootstrap_retrieval(i2t_ranks: np.ndarray, t2i_ranks: np.ndarray, *, n_resam
 
     def rsum(a: np.ndarray, b: np.ndarray, axis: int) -> np.ndarray:
         return sum(_recall(a, k, axis) + _recall(b, k, axis) for k in KS)
+
+    if i2t.size < 2 or t2i.size < 2:
+        return out
 
     res = stats.bootstrap((i2t, t2i), rsum, n_resamples=n_resamples, confidence_level=level, method="percentile",
                           vectorized=True, paired=False, random_state=np.random.default_rng([seed, 99]))

@@ -39,6 +39,8 @@ def test_bootstrap_is_seeded_and_degenerate_cases_are_exact() -> None:
     perfect = bootstrap_retrieval(np.ones(50, dtype=int), np.ones(80, dtype=int), n_resamples=200)
     assert (perfect["i2t_R1"].low, perfect["i2t_R1"].high) == (100.0, 100.0)
     assert (perfect["rsum"].low, perfect["rsum"].high) == (600.0, 600.0)
+    one = bootstrap_retrieval(np.array([1]), np.array([1, 3, 7]), n_resamples=100)   # one image query
+    assert set(one) == {"t2i_R1", "t2i_R5", "t2i_R10"}
     with pytest.raises(ValueError, match="1-based"):
         bootstrap_retrieval(np.zeros(5, dtype=int), np.ones(5, dtype=int))
 
