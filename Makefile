@@ -8,7 +8,7 @@ STAMP := $(VENV)/.vlpbench-installed
 TORCH := torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
 
-.PHONY: run test test-fast test-heavy install lock clean
+.PHONY: run test test-fast test-integration test-heavy install lock clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -21,16 +21,19 @@ install: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/vlpbench run
 
-# The default test run (under 15 minutes on 2 cores); `heavy` tests run in CI after it.
+# The default test run (under 15 minutes on 2 cores); `integration` and `heavy` tests run in CI after it.
 test: $(STAMP)
-	$(PY) -m pytest -m "not heavy" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not heavy and not integration" $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -m "not slow and not heavy" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow and not heavy and not integration" $(PYTEST_ARGS)
 
-# Acceptance runs at the full default budget of methods that need the unimodal stage (~47 min), and the
-# multi-process / submitit / SLURM integration tests (~5 min; the SLURM ones skip without a cluster:
-# sudo slurm/start_cluster.sh --install starts one).
+# Several processes (gloo DDP), submitit's local executor and the local SLURM cluster (~5 min; the SLURM tests
+# skip without a cluster: sudo slurm/start_cluster.sh --install starts one).
+test-integration: $(STAMP)
+	$(PY) -m pytest -m integration $(PYTEST_ARGS)
+
+# Acceptance runs at the full default budget of methods that need the unimodal stage (~47 min).
 test-heavy: $(STAMP)
 	$(PY) -m pytest -m heavy $(PYTEST_ARGS)
 

@@ -112,7 +112,7 @@ def _stop_after(cls: Any, steps: int) -> Any:
     return Stopping
 
 
-@pytest.mark.heavy   # multi-process: CI runs it in make test-heavy
+@pytest.mark.integration   # multi-process: make test-integration (CI)
 def test_a_two_process_run_resumes_exactly_from_its_checkpoint(tmp_path: Path, cache_root: Path) -> None:
     """Interrupted after the step-3 checkpoint, resumed with 'latest': the same final weights as uninterrupted."""
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"

@@ -37,7 +37,7 @@ def _write(tmp: Path, suite: dict[str, Any]) -> Path:
     return path
 
 
-@pytest.mark.heavy   # multi-process: CI runs it in make test-heavy
+@pytest.mark.integration   # multi-process: make test-integration (CI)
 def test_local_executor_runs_tasks_logs_them_and_resubmits_a_failed_one_alone(
         tmp_path: Path, cache_root: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VLPBENCH_CACHE", str(cache_root))   # the subprocesses find the generated world there
@@ -187,7 +187,7 @@ def _weights(job_dir: Path) -> dict[str, Any]:
     return model.state_dict()
 
 
-@pytest.mark.heavy   # multi-process: CI runs it in make test-heavy
+@pytest.mark.integration   # multi-process: make test-integration (CI)
 def test_a_pretraining_task_with_two_processes_trains_as_one(tmp_path: Path, cache_root: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """A profile with tasks_per_node 2: submitit starts two processes, JobTask joins them in a gloo group."""
@@ -223,7 +223,7 @@ def test_a_pretraining_task_with_two_processes_trains_as_one(tmp_path: Path, cac
     assert ev.metrics == single.metrics
 
 
-@pytest.mark.heavy   # multi-process: CI runs it in make test-heavy
+@pytest.mark.integration   # multi-process: make test-integration (CI)
 def test_a_preempted_task_checkpoints_requeues_and_ends_as_an_uninterrupted_run(
         tmp_path: Path, cache_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """submitit's preemption signal mid-training: the task checkpoints at the step boundary, is requeued with

@@ -37,8 +37,8 @@ def _cluster_up() -> str | None:
     return None
 
 
-# CI runs these in `make test-heavy`, against the cluster .ci/run starts
-pytestmark = [pytest.mark.skipif(_cluster_up() is not None, reason=str(_cluster_up())), pytest.mark.heavy]
+# CI runs these in `make test-integration`, against the cluster .ci/run starts
+pytestmark = [pytest.mark.skipif(_cluster_up() is not None, reason=str(_cluster_up())), pytest.mark.integration]
 
 
 def test_a_suite_runs_as_job_arrays_on_a_real_slurm(tmp_path: Path, cache_root: Path,
