@@ -208,6 +208,6 @@ def test_sharded_evaluation_gives_the_one_process_ranks(method: str, scoring: st
                               "fp32")
     assert one.metrics["rsum"] > 0
     for r in range(world):
-        got = torch.load(tmp_path / f"{method}-{world}-rank{r}.pt", weights_only=False)
+        got = torch.load(tmp_path / f"{method}-{world}-rank{r}.pt", weights_only=True)
         assert np.array_equal(got["i2t"].numpy(), one.i2t_ranks) and np.array_equal(got["t2i"].numpy(), one.t2i_ranks)
         assert got["metrics"] == one.metrics

@@ -207,7 +207,7 @@ class Trainer:
         longest = int(max(s.item() for s in sizes))
         parts = [torch.empty(longest, dtype=torch.uint8) for _ in range(self.world)]
         torch.distributed.all_gather(parts, torch.cat([mine, torch.zeros(longest - mine.numel(), dtype=torch.uint8)]))
-        return [torch.load(io.BytesIO(part[:int(n.item())].numpy().tobytes()), weights_only=False)
+        return [torch.load(io.BytesIO(part[:int(n.item())].numpy().tobytes()), weights_only=True)
                 for part, n in zip(parts, sizes)]
 
     def _restore(self, path: Path) -> None:
