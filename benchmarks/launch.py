@@ -30,7 +30,8 @@ from typing import Any
 from benchmarks.pipeline import DISTRIBUTED, Job, expand_jobs, run_job
 from benchmarks.runtime import code_version, file_lock, pin_code_version
 from benchmarks.suite import Suite
-from reports.store import atomic_write_json
+from reports.store import PRETRAIN_FILE, RESULTS_FILE, atomic_write_json
+from reports.tracking import LEDGER
 from slurm.executors import FINAL_OK, ArrayLauncher, first_result, job_state, wait_for
 
 LAUNCH_FILE = "launch.json"
@@ -285,13 +286,13 @@ def status_rows(suite_dir: Path, query: bool = True) -> list[dict[str, Any]]:
         att = task["attempts"][-1]
         state = task_state(att) if query else att.get("state", "UNKNOWN")
         job_dir = suite_dir / "jobs" / task["job"]
-        ledger = job_dir / "mlflow.json"
+        ledger = job_dir / LEDGER
         runs: dict[str, str] = {}
         if ledger.is_file():
             for mine in json.loads(ledger.read_text()).values():
                 for key, run in mine.items():
                     runs[key.split("@")[0]] = run
-        record = job_dir / ("pretrain.json" if task["kind"] == "pretrain" else f"eval/{task['kind']}/results.json")
+        record = job_dir / (PRETRAIN_FILE if task["kind"] == "pretrain" else f"eval/{task['kind']}/{RESULTS_FILE}")
         rows.append({"task": task["name"], "job_id": att["job_id"], "state": state, "attempts": len(task["attempts"]),
                      "record": record.is_file(), "mlflow_run": runs.get(task["kind"]),
                      "stdout": att["stdout"], "stderr": att["stderr"]})
@@ -324,8 +325,9 @@ def resubmit_failed(suite_dir: Path, launcher: ArrayLauncher, log: Callable[[str
     chosen: list[dict[str, Any]] = []
     for tasks in by_job.values():
         pre = next(t for t in tasks if t["kind"] == "pretrain")
-        pre_failed = rows[pre["name"]]["state"] in FAILED_STATES or not rows[pre["name"]]["record"] and \
-            rows[pre["name"]]["state"] in FINAL_OK
+        pre_row = rows[pre["name"]]
+        # failed, or "completed" without writing its record (killed after the scheduler's bookkeeping)
+        pre_failed = pre_row["state"] in FAILED_STATES or (pre_row["state"] in FINAL_OK and not pre_row["record"])
         for t in tasks:
             state = rows[t["name"]]["state"]
             if state in FAILED_STATES or (pre_failed and t is not pre and state not in ("RUNNING", "PENDING")):

@@ -69,17 +69,26 @@ def my_batches(n: int, batch_size: int) -> list[int]:
     return [b * batch_size for b in shard_range(-(-n // batch_size), rank, size)]
 
 
+def first_known(value: Any) -> Any:
+    """The first non-None of every process's `value` (what a process with no batch learns from the others)."""
+    if world()[1] == 1:
+        return value
+    got: list[Any] = [None] * world()[1]
+    torch.distributed.all_gather_object(got, value)
+    return next(v for v in got if v is not None)
+
+
 def gather_blocks(parts: list[torch.Tensor], device: torch.device) -> torch.Tensor:
-    """This process's batch outputs -> every process's, in order (the one-process tensor)."""
+    """This process's batch outputs -> every process's, in order (the one-process tensor), on the device the
+    parts are on (the collective itself runs on `device`)."""
     if world()[1] == 1:
         return torch.cat(parts)
     local = torch.cat(parts) if parts else None
-    shapes: list[Any] = [None] * world()[1]
-    torch.distributed.all_gather_object(shapes, None if local is None else (tuple(local.shape[1:]), local.dtype))
-    if local is None:   # more processes than batches: this one holds none, the others say what a row is
-        shape, dtype = next(x for x in shapes if x is not None)
-        local = torch.empty((0, *shape), dtype=dtype, device=device)
-    return gather_rows(local)
+    shape, dtype, where = first_known(None if local is None else (tuple(local.shape[1:]), local.dtype,
+                                                                  str(local.device)))
+    if local is None:   # more processes than batches: this one holds none
+        local = torch.empty((0, *shape), dtype=dtype, device=where)
+    return gather_rows(local.to(device)).to(local.device)
 
 
 @torch.inference_mode()
@@ -136,23 +145,15 @@ class _Reranker:
                 idx = np.arange(start, min(start + protocol.batch_size, split.n_images))
                 x = model.preprocess.eval(split.images.get(idx)).to(device)
                 with autocast(device, precision):
-                    feats.append(model.rerank_image_features(x))
-            self.image_feats = gather_blocks(feats, device).cpu()
+                    feats.append(model.rerank_image_features(x).cpu())
+            self.image_feats = gather_blocks(feats, device)
             parts: list[Mapping[str, torch.Tensor]] = []
             for start in my_batches(len(texts), protocol.batch_size):
                 tokens = model.tokenize(texts[start:start + protocol.batch_size]).to(device)
                 with autocast(device, precision):
-                    parts.append(dict(model.rerank_text_features(tokens)))
-            keys = sorted(parts[0]) if parts else self._keys_from_others(None)
-            if parts and world()[1] > 1:
-                self._keys_from_others(keys)
-            self.text_feats = {k: gather_blocks([p[k] for p in parts], device).cpu() for k in keys}
-
-    @staticmethod
-    def _keys_from_others(keys: list[str] | None) -> list[str]:
-        got: list[Any] = [None] * world()[1]
-        torch.distributed.all_gather_object(got, keys)
-        return next(k for k in got if k is not None)
+                    parts.append({k: v.cpu() for k, v in model.rerank_text_features(tokens).items()})
+            keys = first_known(sorted(parts[0]) if parts else None)
+            self.text_feats = {k: gather_blocks([p[k] for p in parts], device) for k in keys}
 
     @torch.inference_mode()
     def scores(self, itc: torch.Tensor, image_idx: torch.Tensor, text_idx: torch.Tensor) -> torch.Tensor:
