@@ -9,7 +9,8 @@
     vlpbench data verify NAME --root DIR [--decode] [--json FILE] [--manifest FILE]
     vlpbench latency [--methods clip,tcl] [--size tiny] [--twice] [--output FILE]
     vlpbench dvae train [--suite FILE] [--method cots] [--size tiny] [--set key=value ...]
-    vlpbench report [--suite FILE] [--output DIR] [--tracking-uri URI] [--source mlflow|files]
+    vlpbench report [--suite FILE] [--output DIR] [--tracking-uri URI] [--source mlflow|files] [--screenshot]
+                    [--run-id ID ... | --filter MLFLOW_FILTER [--experiment NAME]] [--report-dir DIR]
 """
 
 from __future__ import annotations
@@ -42,14 +43,14 @@ from methods import ConfigError, create_method, get_spec, list_methods, method_c
 from methods.registry import SIZES  # noqa: E402
 from methods.tokenizer import TokenizerError  # noqa: E402
 from methods.towers import WeightsError  # noqa: E402
-from reports import markdown, tracking  # noqa: E402
-from reports.stats import bootstrap_retrieval  # noqa: E402
-from reports.store import atomic_write_text, find_records  # noqa: E402
+from reports import sources, tracking  # noqa: E402
+from reports.screenshot import ScreenshotError  # noqa: E402
+from reports.store import atomic_write_text  # noqa: E402
 from slurm import get_executor  # noqa: E402
 from slurm.profiles import ProfileError  # noqa: E402
 
 USER_ERRORS = (ConfigError, DatasetError, CheckpointError, TokenizerError, WeightsError, FileNotFoundError,
-               ProfileError)
+               ProfileError, sources.SelectionError, ScreenshotError)
 
 
 def _parse_sets(items: list[str]) -> dict[str, Any]:
@@ -70,42 +71,29 @@ def _experiment(suite: Suite) -> str:
     return f"vlpbench-{suite.name}"
 
 
-def _render(suite: Suite, suite_dir: Path, output: Path, uri: str, source: str) -> Path:
-    if source == "mlflow":
-        pre, ev = tracking.fetch_records(uri, _experiment(suite), suite.name, suite_dir)
-        where = uri
-    else:
-        pre, ev = find_records(suite_dir)
-        where = str(suite_dir)
-    ranks = _saved_ranks(suite_dir)
-    intervals = _cached(lambda rec: None if (r := ranks(rec)) is None else
-                        bootstrap_retrieval(r["i2t"], r["t2i"], n_resamples=1000))
-    text = markdown.render(pre, ev, suite=suite.name, source=where, intervals=intervals, ranks=ranks)
-    return atomic_write_text(suite_dir / "report.md", text)
+def _render(suite: Suite, suite_dir: Path, uri: str, source: str = "mlflow", out_dir: Path | None = None) -> Any:
+    """The suite's report (report.html/.md, leaderboard.csv/.json, figures/) in out_dir (default: its folder),
+    from MLflow or from the run folder; returns the ReportFiles."""
+    import tempfile
+
+    from reports.build import build_report
+
+    out_dir = out_dir or suite_dir
+    if source == "files":
+        return build_report(sources.from_folder(suite_dir), out_dir, title=suite.name)
+    with tempfile.TemporaryDirectory(prefix="vlpbench-report-") as tmp:
+        inputs = sources.from_mlflow(uri, Path(tmp), experiment=_experiment(suite), suite=suite.name,
+                                     suite_dir=suite_dir)
+        return build_report(inputs, out_dir, title=suite.name)
 
 
-def _cached(fn: Any) -> Any:
-    cache: dict[tuple[str, str, str], Any] = {}
+def _print_report(files: Any, screenshot: bool = False) -> None:
+    print(f"report: {files.html}")
+    print(f"        {files.markdown}, {files.csv.name} / {files.json.name} and {len(files.figures)} figure(s) beside it")
+    if screenshot:
+        from reports.screenshot import screenshot as take
 
-    def get(rec: Any) -> Any:
-        key = (rec.job, rec.benchmark, rec.created_utc)
-        if key not in cache:
-            cache[key] = fn(rec)
-        return cache[key]
-    return get
-
-
-def _saved_ranks(suite_dir: Path) -> Any:
-    """record -> its per-query image-text ranks from the suite folder (None for other records or missing files)."""
-    import numpy as np
-
-    def load(rec: Any) -> Any:
-        path = suite_dir / "jobs" / rec.job / "eval" / rec.benchmark / (rec.ranks_file or "")
-        if not (rec.ranks_file and path.is_file() and "i2t_R1" in rec.metrics):
-            return None
-        with np.load(path) as ranks:
-            return {"i2t": ranks["i2t"], "t2i": ranks["t2i"]}
-    return _cached(load)
+        print(f"        screenshot (headless Chromium): {take(files.html, files.html.with_suffix('.png'))}")
 
 
 def _headline(metrics: dict[str, float]) -> str:
@@ -162,9 +150,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         for bench, path in outcome.results.items():
             metrics = json.loads(path.read_text())["metrics"]
             print(f"[{job.name}] {bench}: {_headline(metrics)}  (mlflow run {runs.get(bench, '?')})", flush=True)
-    report = _render(suite, suite_dir, output, uri, "mlflow")
+    report = _render(suite, suite_dir, uri)
     print(f"done in {time.perf_counter() - t0:.0f} s")
-    print(f"report: {report}")
+    _print_report(report)
     return 0
 
 
@@ -201,9 +189,9 @@ def _run_submitted(args: argparse.Namespace, suite: Suite, suite_dir: Path, uri:
         print(f"{len(failed)} task(s) failed: {', '.join(failed)}; see `{status_cmd}`, re-submit them with "
               f"`{status_cmd} --resubmit-failed`")
         return 1
-    report = _render(suite, suite_dir, Path(args.output), uri, "mlflow")
+    report = _render(suite, suite_dir, uri)
     print(f"done in {time.perf_counter() - t0:.0f} s")
-    print(f"report: {report}")
+    _print_report(report)
     return 0
 
 
@@ -226,13 +214,31 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    suite = load_suite(Path(args.suite) if args.suite else None)
-    suite_dir = _suite_dir(args, suite)
-    if not suite_dir.is_dir():
-        raise FileNotFoundError(f"no suite folder {suite_dir}: run `vlpbench run` (with the same --suite and "
-                                "--output) first")
-    uri = tracking.resolve_tracking_uri(args.tracking_uri or suite.tracking_uri, Path(args.output))
-    print(f"report: {_render(suite, suite_dir, Path(args.output), uri, args.source)}")
+    """A suite's report (default), or the report of any selection of MLflow runs (--run-id / --filter)."""
+    import tempfile
+
+    from reports.build import build_report
+
+    if not (args.run_id or args.filter):
+        suite = load_suite(Path(args.suite) if args.suite else None)
+        suite_dir = _suite_dir(args, suite)
+        if not suite_dir.is_dir():
+            raise FileNotFoundError(f"no suite folder {suite_dir}: run `vlpbench run` (with the same --suite and "
+                                    "--output) first, or select runs with --run-id / --filter")
+        uri = tracking.resolve_tracking_uri(args.tracking_uri or suite.tracking_uri, Path(args.output))
+        out = Path(args.report_dir) if args.report_dir else None
+        _print_report(_render(suite, suite_dir, uri, args.source, out), args.screenshot)
+        return 0
+    if args.source == "files":
+        raise ConfigError("--run-id / --filter select MLflow runs; drop --source files")
+    uri = tracking.resolve_tracking_uri(args.tracking_uri, Path(args.output))
+    with tempfile.TemporaryDirectory(prefix="vlpbench-report-") as tmp:
+        inputs = sources.from_mlflow(uri, Path(tmp), experiment=args.experiment, run_ids=args.run_id or (),
+                                     filter_string=args.filter)
+        if not inputs.evaluations and not inputs.pretrain:
+            raise sources.SelectionError(f"the selection matched no vlpbench runs at {uri}")
+        out = Path(args.report_dir) if args.report_dir else Path(args.output) / "reports" / args.title
+        _print_report(build_report(inputs, out, title=args.title), args.screenshot)
     return 0
 
 
@@ -381,11 +387,23 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--no-query", action="store_true", help="do not ask the scheduler; states as last recorded")
     st.set_defaults(fn=cmd_status)
 
-    rep = sub.add_parser("report", help="render the Markdown report of a suite")
-    rep.add_argument("--suite")
+    rep = sub.add_parser("report", help="the comparison report (HTML, Markdown, CSV/JSON) of a suite or of any "
+                                        "selection of MLflow runs")
+    rep.add_argument("--suite", help="suite file (default: the built-in default suite)")
     rep.add_argument("--output", default="outputs")
-    rep.add_argument("--tracking-uri")
-    rep.add_argument("--source", choices=("mlflow", "files"), default="mlflow")
+    rep.add_argument("--tracking-uri", help="MLflow store or server (default: the suite's, or "
+                                            "sqlite:///<output>/mlflow.db)")
+    rep.add_argument("--source", choices=("mlflow", "files"), default="mlflow",
+                     help="read a suite's records from MLflow (default) or straight from its run folder")
+    rep.add_argument("--run-id", action="append", help="report these MLflow runs (repeatable) instead of a suite")
+    rep.add_argument("--filter", help="report the runs matching this MLflow filter, e.g. "
+                                      "\"tags.`vlpbench.method` = 'clip'\" (clauses joined by and)")
+    rep.add_argument("--experiment", help="with --filter: search this experiment only (default: all)")
+    rep.add_argument("--title", default="selection", help="the report's name for a --run-id / --filter selection")
+    rep.add_argument("--screenshot", action="store_true",
+                     help="also render report.html to report.png with headless Chromium (Debian's chromium)")
+    rep.add_argument("--report-dir", help="write the report here (default: the suite folder; for a selection "
+                                          "<output>/reports/<title>)")
     rep.set_defaults(fn=cmd_report)
 
     sub.add_parser("list", help="list registered methods").set_defaults(fn=cmd_list)

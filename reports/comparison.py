@@ -16,6 +16,8 @@ the claimed dataset and split, then one with the claimed scoring rule, so the re
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,6 +28,23 @@ from reports.stats import Interval
 SETTING_PREFIX = {"zero-shot": "zeroshot_retrieval", "fine-tuned": "finetuned_retrieval"}
 RETRIEVAL_METRICS = ("i2t_R1", "i2t_R5", "i2t_R10", "t2i_R1", "t2i_R5", "t2i_R10")
 _SIZE_SUFFIX = re.compile(r"-\d+k$")   # '-1k', '-5k': the test set's size in a claim's dataset name
+
+
+# Protocol fields that only describe a split (sizes, tokenizer id) and do not change what a number means.
+DESCRIPTIVE = frozenset({"n_images", "n_texts", "captions_per_image", "tokenizer"})
+
+
+def protocol_key(rec: Any) -> str:
+    """What two results must share to stand in one table, one summary or one leaderboard group: benchmark, split
+    fingerprint and every protocol field but the descriptive ones (JSON, sorted keys)."""
+    essential = {k: v for k, v in rec.protocol.items() if k not in DESCRIPTIVE}
+    return json.dumps({"benchmark": rec.benchmark, "dataset": rec.dataset["fingerprint"], **essential},
+                      sort_keys=True, default=str)
+
+
+def protocol_id(rec: Any) -> str:
+    """A short, stable name of `protocol_key` (12 hex digits of its sha256)."""
+    return hashlib.sha256(protocol_key(rec).encode()).hexdigest()[:12]
 
 
 @dataclass(frozen=True)

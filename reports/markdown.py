@@ -15,10 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from reports.comparison import Comparison, compare_all
+from reports.comparison import Comparison, compare_all, protocol_key
+from reports.plots import LatencyPoint
 from reports.stats import Interval, paired_retrieval_test
 from reports.store import EvaluationRecord, PretrainRecord, utc_now
 
+FIG_LATENCY_RSUM = "latency_vs_rsum"
+FIG_LATENCY_GALLERY = "latency_vs_gallery"
+FIG_LOSS = "loss_curves"
 IntervalsFn = Callable[[EvaluationRecord], Mapping[str, Interval] | None]
 RanksFn = Callable[[EvaluationRecord], Mapping[str, np.ndarray] | None]
 
@@ -39,8 +43,6 @@ BENCHMARK_TITLES = {"zeroshot_retrieval": "Zero-shot image-text retrieval (ITC)"
                     "video_retrieval": "Zero-shot text-video retrieval (MSR-VTT protocol, ITC)",
                     "product_retrieval": "Same-category product retrieval (M5Product protocol)",
                     "latency": "Inference latency (per stage, p50 of repeated calls after warm-up)"}
-# Protocol fields that do not change what a number means (they only describe the split).
-_DESCRIPTIVE = {"n_images", "n_texts", "captions_per_image", "tokenizer"}
 
 
 def _fmt(v: Any) -> str:
@@ -57,10 +59,33 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return out
 
 
-def _protocol_key(rec: EvaluationRecord) -> str:
-    essential = {k: v for k, v in rec.protocol.items() if k not in _DESCRIPTIVE}
-    return json.dumps({"benchmark": rec.benchmark, "dataset": rec.dataset["fingerprint"], **essential},
-                      sort_keys=True)
+def _fingerprint_rows(records: Sequence[PretrainRecord | EvaluationRecord]) -> list[list[str]]:
+    """Where a table's numbers came from: code version, hardware, software (every distinct value)."""
+    def values(*keys: str) -> str:
+        seen = sorted({" ".join(_fmt(r.environment.get(k)) for k in keys) for r in records})
+        return "; ".join(seen)
+    return [["code (git commit, dirty)", values("git_commit", "git_dirty")],
+            ["hardware (device, name, CPUs, threads)", values("device", "device_name", "cpu_count", "torch_threads")],
+            ["software (torch, CUDA, python)", values("torch", "cuda", "python")]]
+
+
+def _latency_accuracy(points: Sequence[LatencyPoint], figures: Mapping[str, str]) -> list[str]:
+    if not points and FIG_LATENCY_GALLERY not in figures:
+        return []
+    lines = ["## Latency vs accuracy", ""]
+    if points:
+        lines += [f"Per-query latency of retrieving from a gallery of {points[0].gallery:,} pre-encoded images (one "
+                  "text query: its encoding, the search and, for re-ranking designs, the cross-encoder over the top "
+                  "k; p50) against the zero-shot RSUM of the same design on the test split; mean over seeds. Pareto = "
+                  "no other point is as fast and as accurate.", ""]
+        lines += _table(["method", "size", "design", "ms per query", "RSUM", "seeds", "Pareto"],
+                        [[p.label, p.size, p.design, f"{p.latency_ms:.3f}", f"{p.rsum:.2f}", str(p.seeds),
+                          "yes" if p.pareto else ""] for p in points]) + [""]
+    if FIG_LATENCY_RSUM in figures:
+        lines += [f"![Latency vs RSUM with the Pareto front]({figures[FIG_LATENCY_RSUM]})", ""]
+    if FIG_LATENCY_GALLERY in figures:
+        lines += [f"![Per-query latency vs gallery size per design]({figures[FIG_LATENCY_GALLERY]})", ""]
+    return lines
 
 
 def _environment(records: Sequence[PretrainRecord | EvaluationRecord]) -> list[str]:
@@ -205,18 +230,22 @@ def _latency_section(records: Sequence[EvaluationRecord]) -> list[str]:
 
 def render(pretrain: Sequence[PretrainRecord], evaluations: Sequence[EvaluationRecord], *, suite: str,
            source: str, intervals: IntervalsFn | None = None, tolerance: float = 1.0,
-           ranks: RanksFn | None = None) -> str:
+           ranks: RanksFn | None = None, figures: Mapping[str, str] | None = None,
+           latency_points: Sequence[LatencyPoint] = ()) -> str:
     """The Markdown report. intervals(record): 95 % bootstrap intervals from the record's saved ranks (image-text
     retrieval records; None where the ranks are not at hand); tolerance: points within which a comparable
     reproduction counts as reproduced when the claim is outside the interval; ranks(record): its per-query
-    ranks, for paired tests between the methods of one table."""
+    ranks, for paired tests between the methods of one table; figures: relative paths of the figures to link
+    (keys: a table's protocol_key for its recall bars, FIG_LATENCY_RSUM, FIG_LATENCY_GALLERY, FIG_LOSS);
+    latency_points: the latency-vs-accuracy points (reports/plots.py) shown as a table beside their figure."""
+    figures = figures or {}
     lines = [f"# vlpbench report — suite `{suite}`", "",
              f"Generated {utc_now()} from `{source}`. Recalls in percent (R@K: share of queries whose "
              "ground truth is in the top K; I→T counts a hit if any of the image's captions is there); "
              "RSUM = sum of the six recalls; MdR / MnR = median / mean rank (1-based).", ""]
     groups: dict[str, list[EvaluationRecord]] = defaultdict(list)
     for r in evaluations:
-        groups[_protocol_key(r)].append(r)
+        groups[protocol_key(r)].append(r)
     for key in sorted(groups, key=lambda k: (_section_order(json.loads(k)["benchmark"]), k)):
         recs = groups[key]
         first = recs[0]
@@ -233,17 +262,22 @@ def render(pretrain: Sequence[PretrainRecord], evaluations: Sequence[EvaluationR
             ci_labels = ["RSUM 95 % CI", "I→T R@1 CI", "T→I R@1 CI"] if with_ci else []
             lines += _table(["method", "size", "seed"] + [label for _, label in columns] + ci_labels,
                             _results_rows(recs, columns, with_ci))
+            if key in figures:
+                lines += ["", f"![Recall@K per model, 95 % bootstrap intervals]({figures[key]})"]
             if ranks is not None and not video:
                 lines += _paired_section(recs, ranks)
-        lines += ["", "Protocol:", ""]
+        lines += ["", "Protocol and fingerprint:", ""]
         proto_rows = [[k, _fmt(v)] for k, v in sorted(first.protocol.items())]
         proto_rows += [["split sha256", first.dataset["fingerprint"]],
                        ["dataset sha256", first.dataset["dataset_fingerprint"]]]
-        lines += _table(["field", "value"], proto_rows) + [""]
+        lines += _table(["field", "value"], proto_rows + _fingerprint_rows(recs)) + [""]
     if not evaluations:
         lines += ["No evaluation results were found.", ""]
+    lines += _latency_accuracy(latency_points, figures)
     if pretrain:
         lines += ["## Pretraining", ""] + _pretraining(pretrain) + [""]
+        if FIG_LOSS in figures:
+            lines += [f"![Training loss per step, one panel per method]({figures[FIG_LOSS]})", ""]
         filters = _filters(pretrain)
         if filters:
             lines += ["### Noise filters (over the steps each was active; noisy = the corpus' known mismatched "

@@ -129,10 +129,3 @@ def read_evaluation(path: Path) -> EvaluationRecord:
 
 def read_pretrain(path: Path) -> PretrainRecord:
     return PretrainRecord.model_validate_json(path.read_text())
-
-
-def find_records(root: Path) -> tuple[list[PretrainRecord], list[EvaluationRecord]]:
-    """All records under a suite folder (jobs/*/pretrain.json, jobs/*/eval/*/results.json)."""
-    pre = [read_pretrain(p) for p in sorted(root.glob(f"jobs/*/{PRETRAIN_FILE}"))]
-    ev = [read_evaluation(p) for p in sorted(root.glob(f"jobs/*/eval/*/{RESULTS_FILE}"))]
-    return pre, ev

@@ -39,7 +39,7 @@ def is_embedded(uri: str) -> bool:
     return uri.startswith("sqlite:") or uri.startswith("file:")
 
 
-def _client(uri: str) -> Any:
+def mlflow_client(uri: str) -> Any:
     os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
     from mlflow.tracking import MlflowClient
     return MlflowClient(tracking_uri=uri)
@@ -138,7 +138,7 @@ def log_job(job_dir: Path, suite_dir: Path, tracking_uri: str, experiment: str,
     ledger_path = job_dir / LEDGER
     ledger: dict[str, Any] = json.loads(ledger_path.read_text()) if ledger_path.is_file() else {}
     mine = ledger.setdefault(tracking_uri, {})
-    client = _client(tracking_uri)
+    client = mlflow_client(tracking_uri)
     exp_id = experiment_id(client, experiment, artifact_root)
     runs: dict[str, str] = {}
 
@@ -183,38 +183,3 @@ def log_job(job_dir: Path, suite_dir: Path, tracking_uri: str, experiment: str,
         atomic_write_json(ledger_path, ledger)
         runs[ev.benchmark] = run_id
     return runs
-
-
-def fetch_records(tracking_uri: str, experiment: str, suite: str, suite_dir: Path | None = None
-                  ) -> tuple[list[PretrainRecord], list[EvaluationRecord]]:
-    """The newest pretraining and evaluation records of a suite, read back from MLflow artifacts."""
-    import mlflow.artifacts
-
-    client = _client(tracking_uri)
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        return [], []
-    flt = f"tags.`vlpbench.suite` = '{suite}'"
-    if suite_dir is not None:
-        flt += f" and tags.`vlpbench.suite_dir` = '{suite_dir.resolve()}'"
-    runs = client.search_runs([exp.experiment_id], filter_string=flt, order_by=["attributes.start_time DESC"],
-                              max_results=5000)
-    newest: dict[tuple[str, str], Any] = {}
-    for run in runs:
-        tags = run.data.tags
-        key = (tags.get("vlpbench.job", ""), tags.get("vlpbench.benchmark", tags.get("vlpbench.kind", "")))
-        newest.setdefault(key, run)
-    pre: list[PretrainRecord] = []
-    ev: list[EvaluationRecord] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for (job, what), run in sorted(newest.items()):
-            kind = run.data.tags.get("vlpbench.kind")
-            name = PRETRAIN_FILE if kind == "pretrain" else RESULTS_FILE
-            local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path=name,
-                                                        dst_path=str(Path(tmp) / run.info.run_id),
-                                                        tracking_uri=tracking_uri)
-            if kind == "pretrain":
-                pre.append(read_pretrain(Path(local)))
-            else:
-                ev.append(read_evaluation(Path(local)))
-    return pre, ev

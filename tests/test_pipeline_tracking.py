@@ -59,6 +59,14 @@ def test_records_report_and_printed_path(micro_run: Path, capsys: pytest.Capture
     report = (micro_run / "micro" / "report.md").read_text()
     assert "## Zero-shot image-text retrieval (ITC) — builtin/test" in report
     assert f"{ev.metrics['rsum']:.2f}" in report and "tie_policy" in report and ev.dataset["fingerprint"] in report
+    # every benchmark of the suite gives its figure: recall bars (zero-shot, fine-tuned), latency vs RSUM and vs
+    # gallery size, loss curves; the HTML embeds them, the leaderboard has a row per evaluation
+    figures = sorted(p.name for p in (micro_run / "micro" / "figures").glob("*.png"))
+    assert len(figures) == 5 and {"latency-vs-rsum.png", "latency-vs-gallery.png", "loss-curves.png"} <= set(figures)
+    assert (micro_run / "micro" / "report.html").read_text().count('<img src="data:image/png;base64,') == 5
+    board = json.loads((micro_run / "micro" / "leaderboard.json").read_text())
+    assert sorted(r["benchmark"] for r in board["rows"]) == ["finetuned_retrieval", "latency", "product_retrieval",
+                                                             "video_retrieval", "zeroshot_retrieval"]
 
 
 def test_mlflow_holds_every_param_metric_and_artifact(micro_run: Path) -> None:
@@ -104,7 +112,7 @@ def test_rerun_reuses_work_and_logs_nothing_twice(micro_run: Path, capsys: pytes
     before = (micro_run / "micro" / "jobs" / "clip-tiny-s0" / "eval" / "zeroshot_retrieval" / "results.json").read_text()
     _run(micro_run.parent)
     out = capsys.readouterr().out
-    assert "pretraining reused" in out and f"report: {micro_run / 'micro' / 'report.md'}" in out
+    assert "pretraining reused" in out and f"report: {micro_run / 'micro' / 'report.html'}" in out
     after = (micro_run / "micro" / "jobs" / "clip-tiny-s0" / "eval" / "zeroshot_retrieval" / "results.json").read_text()
     assert before == after
     client = MlflowClient(tracking_uri=tracking.resolve_tracking_uri(None, micro_run))
