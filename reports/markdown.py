@@ -69,7 +69,8 @@ def _fingerprint_rows(records: Sequence[PretrainRecord | EvaluationRecord]) -> l
             ["software (torch, CUDA, python)", values("torch", "cuda", "python")]]
 
 
-def _latency_accuracy(points: Sequence[LatencyPoint], figures: Mapping[str, str]) -> list[str]:
+def _latency_accuracy(points: Sequence[LatencyPoint], figures: Mapping[str, str],
+                      latency: Sequence[EvaluationRecord]) -> list[str]:
     if not points and FIG_LATENCY_GALLERY not in figures:
         return []
     lines = ["## Latency vs accuracy", ""]
@@ -85,6 +86,8 @@ def _latency_accuracy(points: Sequence[LatencyPoint], figures: Mapping[str, str]
         lines += [f"![Latency vs RSUM with the Pareto front]({figures[FIG_LATENCY_RSUM]})", ""]
     if FIG_LATENCY_GALLERY in figures:
         lines += [f"![Per-query latency vs gallery size per design]({figures[FIG_LATENCY_GALLERY]})", ""]
+    if latency:
+        lines += ["Latency measured on:", ""] + _table(["field", "value"], _fingerprint_rows(latency)) + [""]
     return lines
 
 
@@ -273,9 +276,10 @@ def render(pretrain: Sequence[PretrainRecord], evaluations: Sequence[EvaluationR
         lines += _table(["field", "value"], proto_rows + _fingerprint_rows(recs)) + [""]
     if not evaluations:
         lines += ["No evaluation results were found.", ""]
-    lines += _latency_accuracy(latency_points, figures)
+    lines += _latency_accuracy(latency_points, figures, [r for r in evaluations if r.benchmark == "latency"])
     if pretrain:
         lines += ["## Pretraining", ""] + _pretraining(pretrain) + [""]
+        lines += ["Fingerprint:", ""] + _table(["field", "value"], _fingerprint_rows(pretrain)) + [""]
         if FIG_LOSS in figures:
             lines += [f"![Training loss per step, one panel per method]({figures[FIG_LOSS]})", ""]
         filters = _filters(pretrain)
