@@ -28,8 +28,9 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow and not heavy and not integration" $(PYTEST_ARGS)
 
-# Several processes (gloo DDP), submitit's local executor and the local SLURM cluster (~5 min; the SLURM tests
-# skip without a cluster: sudo slurm/start_cluster.sh --install starts one).
+# Several processes (gloo DDP), submitit's local executor, the local SLURM cluster, an MLflow server and headless
+# Chromium (~6 min; the SLURM tests skip without a cluster: sudo slurm/start_cluster.sh --install starts one; the
+# browser test skips without Chromium: apt-get install chromium).
 test-integration: $(STAMP)
 	$(PY) -m pytest -m integration $(PYTEST_ARGS)
 

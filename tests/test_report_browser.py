@@ -18,9 +18,10 @@ from reports.screenshot import dump_dom, find_chromium
 from reports.sources import from_folder
 from tests.report_fixtures import make_suite
 
-pytestmark = pytest.mark.skipif(find_chromium() is None,
-                                reason="Chromium is absent: `apt-get install chromium` (.ci/run installs it) or set "
-                                       "VLPBENCH_CHROMIUM")
+pytestmark = [pytest.mark.integration,   # a browser process: make test-integration (CI)
+              pytest.mark.skipif(find_chromium() is None,
+                                 reason="Chromium is absent: `apt-get install chromium` (.ci/run installs it) or set "
+                                        "VLPBENCH_CHROMIUM")]
 
 
 def _hex(color: str) -> tuple[int, int, int]:

@@ -21,6 +21,8 @@ from reports.build import build_report
 from reports.sources import from_folder
 from tests.report_fixtures import make_suite
 
+pytestmark = pytest.mark.integration   # a server process: make test-integration (CI)
+
 
 def _free_port() -> int:
     with socket.socket() as s:
