@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from reports.comparison import Comparison, compare_all, protocol_key
+from reports.comparison import Comparison, compare_all, protocol_differences, protocol_key
 from reports.plots import LatencyPoint
 from reports.stats import Interval, paired_retrieval_test
 from reports.store import EvaluationRecord, PretrainRecord, utc_now
@@ -299,7 +299,7 @@ def render(pretrain: Sequence[PretrainRecord], evaluations: Sequence[EvaluationR
         lines += _claimed_vs_reproduced(pretrain, evaluations, intervals, tolerance) + [""]
         product = _product_claims(all_records)
         if product:
-            lines += ["Same-category product retrieval claims (M5Product; compared by hand: see docs/scale.md):", ""]
+            lines += ["Same-category product retrieval claims (M5Product's data; docs/scale.md):", ""]
             lines += product + [""]
     return "\n".join(lines)
 
@@ -372,16 +372,27 @@ def _variants(records: Sequence[PretrainRecord | EvaluationRecord]) -> list[str]
 
 
 def _product_claims(records: Sequence[PretrainRecord | EvaluationRecord]) -> list[str]:
-    """The cards' product-retrieval claims (M5Product's own dataset; the built-in products are not comparable)."""
+    """The cards' product-retrieval claims (M5Product's own data), each with a status against our product records:
+    claimed only (no product record of the method), not comparable (why), or to be compared by hand (a record
+    on the claimed split: which feature type matches the paper's is a judgement, docs/scale.md)."""
     cards = {r.method: r.card for r in records}
+    ours = [r for r in records if isinstance(r, EvaluationRecord) and r.benchmark.startswith("product_retrieval")]
     rows = []
     for method in sorted(cards):
         for c in cards[method].get("claimed", []):
             if c["benchmark"] != "product_retrieval":
                 continue
             m = c["metrics"]
+            mine = [r for r in ours if r.method == method]
+            if not mine:
+                status, why = "claimed only", "no product-retrieval run of this method"
+            else:
+                diffs = min((protocol_differences(c, r) for r in mine), key=len)
+                status, why = (("not comparable", "; ".join(diffs)) if diffs else
+                               ("compare by hand", "same split: pick the feature type matching the claim"))
             rows.append([method, c["dataset"], c["setting"], c["model"],
                          " / ".join(_fmt(m.get(f"mAP@{k}")) for k in (1, 5, 10)),
-                         " / ".join(_fmt(m.get(f"Prec@{k}")) for k in (1, 5, 10)), c["confidence"], c["source"]])
-    return _table(["method", "dataset", "setting", "model", "mAP@1/5/10", "Prec@1/5/10", "confidence", "source"],
-                  rows) if rows else []
+                         " / ".join(_fmt(m.get(f"Prec@{k}")) for k in (1, 5, 10)), f"**{status}**", why,
+                         c["confidence"], c["source"]])
+    return _table(["method", "dataset", "setting", "model", "mAP@1/5/10", "Prec@1/5/10", "status", "why",
+                   "confidence", "source"], rows) if rows else []

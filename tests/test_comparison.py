@@ -120,3 +120,27 @@ def test_the_report_says_which_differences_between_models_are_real() -> None:
     text = render([], recs[1:], suite="s", source="t", ranks=lambda r: table[r.job])
     row = next(line for line in text.split("Paired tests")[1].splitlines() if line.startswith("| b-base-s0"))
     assert "| +0.00 |" in row and row.endswith("| no |")
+
+
+def test_product_claims_get_a_status_against_our_product_records() -> None:
+    from reports.markdown import _product_claims
+
+    claim = {"benchmark": "product_retrieval", "dataset": "m5product-subset", "setting": "pretrain features",
+             "model": "SCALE, 5 modalities", "metrics": {"mAP@1": 78.2, "Prec@1": 78.2}, "source": "paper Tab. 4",
+             "confidence": "V", "protocol": {}}
+    card = {"claimed": [claim]}
+
+    def product(split: tuple[str, str]) -> EvaluationRecord:
+        return EvaluationRecord(
+            suite="s", job="scale-tiny-s0", method="scale", size="base", seed=0, config={}, environment={},
+            benchmark="product_retrieval", dataset={"dataset": split[0], "split": split[1], "fingerprint": "f",
+                                                    "dataset_fingerprint": "d"},
+            protocol={"cutoff": "toolkit"}, metrics={"joint/mAP@1": 10.0}, card=card,
+            lineage=[{"stage": "pretrain", "dataset": {"dataset": "m5product", "split": "pretrain"}}])
+
+    only = product(("m5product", "subset")).model_copy(update={"benchmark": "zeroshot_retrieval"})
+    assert "| **claimed only** | no product-retrieval run of this method |" in "\n".join(_product_claims([only]))
+    builtin = "\n".join(_product_claims([product(("builtin", "test"))]))
+    assert "| **not comparable** | dataset: builtin/test vs m5product/subset |" in builtin
+    same = "\n".join(_product_claims([product(("m5product", "subset"))]))
+    assert "| **compare by hand** | same split: pick the feature type matching the claim |" in same
