@@ -8,6 +8,7 @@
     vlpbench data build [--set key=value ...]
     vlpbench data verify NAME --root DIR [--decode] [--json FILE] [--manifest FILE]
     vlpbench latency [--methods clip,tcl] [--size tiny] [--twice] [--output FILE]
+    vlpbench perf [--only metrics] [--output FILE]
     vlpbench dvae train [--suite FILE] [--method cots] [--size tiny] [--set key=value ...]
     vlpbench report [--suite FILE] [--output DIR] [--tracking-uri URI] [--source mlflow|files] [--screenshot]
                     [--run-id ID ... | --filter MLFLOW_FILTER [--experiment NAME]] [--report-dir DIR]
@@ -242,6 +243,28 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_perf(args: argparse.Namespace) -> int:
+    """Performance sections side by side (benchmarks/perf/), one JSON with the machine's fingerprint."""
+    from benchmarks.perf import metrics_scale
+    from benchmarks.runtime import fingerprint
+
+    sections = {"metrics": lambda: metrics_scale.run(n_images=args.n_images, repeats=args.repeats)}
+    chosen = args.only.split(",") if args.only else list(sections)
+    unknown = sorted(set(chosen) - set(sections))
+    if unknown:
+        raise ConfigError(f"--only: unknown section(s) {unknown}; choose from {sorted(sections)}")
+    out: dict[str, Any] = {"environment": fingerprint(), "sections": {}}
+    for name in chosen:
+        t0 = time.perf_counter()
+        result = sections[name]()
+        out["sections"][name] = {**result, "section_wall_s": time.perf_counter() - t0}
+        shown = {k: v for k, v in result.items() if k in ("speedup", "targets")}
+        print(f"{name}: {json.dumps(shown)}", flush=True)
+    atomic_write_text(Path(args.output), json.dumps(out, indent=2, default=str) + "\n")
+    print(f"written: {args.output}")
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     for name in list_methods():
         spec = get_spec(name)
@@ -437,6 +460,14 @@ def build_parser() -> argparse.ArgumentParser:
     lat.add_argument("--output", help="write the results (with the machine fingerprint) to this JSON file")
     lat.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a suite field")
     lat.set_defaults(fn=cmd_latency)
+
+    perf = sub.add_parser("perf", help="performance benchmarks side by side (issue 10): retrieval metrics at COCO "
+                                      "scale against a full-matrix baseline, ...")
+    perf.add_argument("--only", help="comma-separated sections (default: all): metrics")
+    perf.add_argument("--n-images", type=int, default=5000, help="metrics: images (5 captions each); COCO 5K test")
+    perf.add_argument("--repeats", type=int, default=3, help="alternated repetitions per side")
+    perf.add_argument("--output", default="outputs/perf.json", help="the JSON written (default: %(default)s)")
+    perf.set_defaults(fn=cmd_perf)
 
     dvae = sub.add_parser("dvae", help="visual tokenizers for masked vision modelling (COTS's CMVM)")
     vsub = dvae.add_subparsers(dest="dvae_command", required=True)
