@@ -32,14 +32,23 @@ _SIZE_SUFFIX = re.compile(r"-\d+k$")   # '-1k', '-5k': the test set's size in a 
 
 # Protocol fields that only describe a split (sizes, tokenizer id) and do not change what a number means.
 DESCRIPTIVE = frozenset({"n_images", "n_texts", "captions_per_image", "tokenizer"})
+# Fields that belong to the model, not to the evaluation: its checkpoint lineage, its paper's text length, its
+# fine-tuning recipe, the feature types it has (product retrieval). Methods
+# that differ in them are still compared on one protocol (one table, shown per row), but never averaged together.
+MODEL_FIELDS = ("lineage", "text_max_length", "finetune_recipe", "feature_types")
 
 
 def protocol_key(rec: Any) -> str:
-    """What two results must share to stand in one table, one summary or one leaderboard group: benchmark, split
-    fingerprint and every protocol field but the descriptive ones (JSON, sorted keys)."""
-    essential = {k: v for k, v in rec.protocol.items() if k not in DESCRIPTIVE}
+    """What results must share to stand in one table or one leaderboard group: benchmark, split fingerprint and
+    every protocol field but the descriptive and the model's own ones (JSON, sorted keys)."""
+    essential = {k: v for k, v in rec.protocol.items() if k not in DESCRIPTIVE and k not in MODEL_FIELDS}
     return json.dumps({"benchmark": rec.benchmark, "dataset": rec.dataset["fingerprint"], **essential},
                       sort_keys=True, default=str)
+
+
+def model_key(rec: Any) -> tuple[str, ...]:
+    """What seeds must share to be summarised as one model: label, size and the model's own protocol fields."""
+    return (rec.label, rec.size, *(json.dumps(rec.protocol.get(k), sort_keys=True, default=str) for k in MODEL_FIELDS))
 
 
 def protocol_id(rec: Any) -> str:

@@ -1,9 +1,9 @@
 """Leaderboard exports: every evaluation as a row (CSV) and as a nested object with seed summaries (JSON).
 
 Rows are never merged across protocols: each carries `protocol_id`, a short hash of everything that makes two
-numbers comparable (benchmark, split fingerprint, scoring rule, k, resolution, text length, lineage, precision...;
-the same key the report groups its tables by), and the JSON's seed summaries are computed within one
-protocol_id and one model only. Intervals are the report's 95 % bootstrap intervals where ranks were at hand.
+numbers comparable (benchmark, split fingerprint, scoring rule, k, resolution, precision...; the same key the
+report groups its tables by) and the model's own fields (lineage, text length) as columns; the JSON's seed
+summaries are computed within one protocol_id and one model (label, size, lineage, text length) only. Intervals are the report's 95 % bootstrap intervals where ranks were at hand.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from reports.comparison import protocol_id
+from reports.comparison import model_key, protocol_id
 from reports.stats import Interval, seed_summary
 from reports.store import EvaluationRecord
 
@@ -43,14 +43,15 @@ def _row(rec: EvaluationRecord, intervals: IntervalsFn | None) -> dict[str, Any]
 def leaderboard(evaluations: Sequence[EvaluationRecord], intervals: IntervalsFn | None = None) -> dict[str, Any]:
     """{'rows': one per evaluation, 'summaries': mean ± std over seeds per (protocol, model)}."""
     rows = [_row(r, intervals) for r in sorted(evaluations, key=lambda r: (r.benchmark, r.label, r.size, r.seed))]
-    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
-    for row in rows:
-        groups[(row["protocol_id"], row["label"], row["size"])].append(row)
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+    for row, rec in zip(rows, sorted(evaluations, key=lambda r: (r.benchmark, r.label, r.size, r.seed))):
+        groups[(row["protocol_id"], *model_key(rec))].append(row)
     summaries = []
-    for (pid, label, size), members in sorted(groups.items()):
+    for (pid, label, size, *_), members in sorted(groups.items()):
         keys = sorted(set.intersection(*(set(m["metrics"]) for m in members)))
         stats = {k: seed_summary([m["metrics"][k] for m in members]) for k in keys}
         summaries.append({"protocol_id": pid, "benchmark": members[0]["benchmark"], "label": label, "size": size,
+                          "lineage": members[0]["lineage"], "text_max_length": members[0]["text_max_length"],
                           "seeds": sorted(m["seed"] for m in members),
                           "mean": {k: s.mean for k, s in stats.items()},
                           "std": {k: s.std for k, s in stats.items()}})

@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from reports.comparison import Comparison, compare_all, protocol_differences, protocol_key
+from reports.comparison import (MODEL_FIELDS, Comparison, compare_all, model_key, protocol_differences,
+                                protocol_key)
 from reports.plots import LatencyPoint
 from reports.stats import Interval, paired_retrieval_test
 from reports.store import EvaluationRecord, PretrainRecord, utc_now
@@ -134,24 +135,32 @@ def _ci_cell(ci: Mapping[str, Interval] | None, key: str) -> str:
     return f"[{ci[key].low:.2f}, {ci[key].high:.2f}]"
 
 
+def varying_model_fields(records: Sequence[EvaluationRecord]) -> list[str]:
+    """The model's own protocol fields (lineage, text length, feature types) that differ between a table's rows:
+    they become columns of the table; the others stay in its protocol table."""
+    return [k for k in MODEL_FIELDS if len({_fmt(r.protocol.get(k)) for r in records}) > 1]
+
+
 def _results_rows(records: Sequence[EvaluationRecord],
                   columns: Sequence[tuple[str, str]] = RETRIEVAL_COLUMNS,
-                  intervals: IntervalsFn | None = None) -> list[list[str]]:
+                  intervals: IntervalsFn | None = None, per_row: Sequence[str] = ()) -> list[list[str]]:
     rows = []
-    by_model: dict[tuple[str, str], list[EvaluationRecord]] = defaultdict(list)
+    by_model: dict[tuple[str, ...], list[EvaluationRecord]] = defaultdict(list)
     for r in sorted(records, key=lambda r: (r.label, r.size, r.seed)):
-        by_model[(r.label, r.size)].append(r)
+        by_model[model_key(r)].append(r)
         extra = [_ci_cell(intervals(r), "rsum"), _ci_cell(intervals(r), "i2t_R1"),
                  _ci_cell(intervals(r), "t2i_R1")] if intervals else []
-        rows.append([r.label, r.size, str(r.seed)] + [_fmt(r.metrics.get(k)) for k, _ in columns] + extra)
-    for (method, size), group in sorted(by_model.items()):
+        rows.append([r.label, r.size, str(r.seed)] + [_fmt(r.metrics.get(k)) for k, _ in columns] + extra
+                    + [_fmt(r.protocol.get(k)) for k in per_row])
+    for (method, size, *_), group in sorted(by_model.items()):
         if len(group) < 2:
             continue
         cells = []
         for k, _ in columns:
             vals = [g.metrics[k] for g in group if k in g.metrics]
             cells.append(f"{mean(vals):.2f} ± {stdev(vals):.2f}" if len(vals) > 1 else "—")
-        rows.append([f"**{method}**", size, f"mean ± std ({len(group)})"] + cells + (["", "", ""] if intervals else []))
+        rows.append([f"**{method}**", size, f"mean ± std ({len(group)})"] + cells + (["", "", ""] if intervals else [])
+                    + [_fmt(group[0].protocol.get(k)) for k in per_row])
     return rows
 
 
@@ -160,23 +169,25 @@ def _product_columns(records: Sequence[EvaluationRecord]) -> list[str]:
     return [f"mAP@{k}" for k in ks] + [f"Prec@{k}" for k in ks]
 
 
-def _product_rows(records: Sequence[EvaluationRecord]) -> list[list[str]]:
+def _product_rows(records: Sequence[EvaluationRecord], per_row: Sequence[str] = ()) -> list[list[str]]:
     """One row per model and feature type (image, text, image+text; SCALE: its modalities and 'joint')."""
     cols = _product_columns(records)
     rows = []
-    groups: dict[tuple[str, str, str], list[EvaluationRecord]] = defaultdict(list)
+    groups: dict[tuple[tuple[str, ...], str], list[EvaluationRecord]] = defaultdict(list)
     for r in sorted(records, key=lambda r: (r.label, r.size, r.seed)):
         for feature in r.protocol.get("feature_types", []):
-            groups[(r.label, r.size, feature)].append(r)
-            rows.append([r.label, r.size, str(r.seed), feature] + [_fmt(r.metrics.get(f"{feature}/{c}")) for c in cols])
-    for (method, size, feature), group in sorted(groups.items()):
+            groups[(model_key(r), feature)].append(r)
+            rows.append([r.label, r.size, str(r.seed), feature] + [_fmt(r.metrics.get(f"{feature}/{c}")) for c in cols]
+                        + [_fmt(r.protocol.get(k)) for k in per_row])
+    for ((method, size, *_), feature), group in sorted(groups.items()):
         if len(group) < 2:
             continue
         cells = []
         for c in cols:
             vals = [g.metrics[f"{feature}/{c}"] for g in group if f"{feature}/{c}" in g.metrics]
             cells.append(f"{mean(vals):.2f} ± {stdev(vals):.2f}" if len(vals) > 1 else "—")
-        rows.append([f"**{method}**", size, f"mean ± std ({len(group)})", feature] + cells)
+        rows.append([f"**{method}**", size, f"mean ± std ({len(group)})", feature] + cells
+                    + [_fmt(group[0].protocol.get(k)) for k in per_row])
     return rows
 
 
@@ -257,20 +268,25 @@ def render(pretrain: Sequence[PretrainRecord], evaluations: Sequence[EvaluationR
         if first.benchmark == "latency":
             lines += _latency_section(recs)
         elif first.benchmark == "product_retrieval":
-            lines += _table(["method", "size", "seed", "features"] + _product_columns(recs), _product_rows(recs))
+            per_row = [k for k in varying_model_fields(recs) if k != "feature_types"]  # features: a row each
+            lines += _table(["method", "size", "seed", "features"] + _product_columns(recs) + per_row,
+                            _product_rows(recs, per_row))
         else:
             video = first.benchmark.startswith("video_retrieval")
             columns = VIDEO_COLUMNS if video else RETRIEVAL_COLUMNS
             with_ci = intervals if not video else None
             ci_labels = ["RSUM 95 % CI", "I→T R@1 CI", "T→I R@1 CI"] if with_ci else []
-            lines += _table(["method", "size", "seed"] + [label for _, label in columns] + ci_labels,
-                            _results_rows(recs, columns, with_ci))
+            per_row = varying_model_fields(recs)
+            lines += _table(["method", "size", "seed"] + [label for _, label in columns] + ci_labels + per_row,
+                            _results_rows(recs, columns, with_ci, per_row))
             if key in figures:
                 lines += ["", f"![Recall@K per model, 95 % bootstrap intervals]({figures[key]})"]
             if ranks is not None and not video:
                 lines += _paired_section(recs, ranks)
         lines += ["", "Protocol and fingerprint:", ""]
-        proto_rows = [[k, _fmt(v)] for k, v in sorted(first.protocol.items())]
+        per_model = varying_model_fields(recs)
+        proto_rows = [[k, "per model (the rows' column)" if k in per_model else _fmt(v)]
+                      for k, v in sorted(first.protocol.items())]
         proto_rows += [["split sha256", first.dataset["fingerprint"]],
                        ["dataset sha256", first.dataset["dataset_fingerprint"]]]
         lines += _table(["field", "value"], proto_rows + _fingerprint_rows(recs)) + [""]

@@ -132,3 +132,26 @@ def test_same_report_from_mlflow_as_from_the_folder(tmp_path: Path) -> None:
     assert [p.job for p in only_tcl.pretrain] == ["tcl-tiny-s0"] and only_tcl.history(only_tcl.pretrain[0])
     assert all(only_tcl.ranks(r) is not None for r in only_tcl.evaluations if r.benchmark != "latency")
     assert protocol_id(only_tcl.evaluations[0]) in {r["protocol_id"] for r in a["rows"]}
+
+
+def test_methods_with_their_own_lineage_and_text_length_share_a_table_but_never_a_summary(tmp_path: Path) -> None:
+    from reports import exports, markdown
+
+    suite_dir = make_suite(tmp_path)
+    inputs = from_folder(suite_dir)
+    itc = [r for r in inputs.evaluations if r.benchmark == "zeroshot_retrieval" and r.variant is None]
+    tcl = next(r for r in itc if r.method == "tcl")
+    clip = [r for r in itc if r.method == "clip"]
+    own = tcl.model_copy(update={"protocol": {**tcl.protocol, "lineage": "unimodal init -> pretrained",
+                                              "text_max_length": 30}})
+    # the same CLIP seed 1 after another pretraining: same table, but not averaged with seed 0
+    other = clip[1].model_copy(update={"protocol": {**clip[1].protocol, "lineage": "pretrained on cc3m"}})
+    md = markdown.render([], [clip[0], other, own], suite="t", source="here")
+    assert md.count("## Zero-shot image-text retrieval (ITC)") == 1
+    assert "| lineage | text_max_length |" in md and "| unimodal init -> pretrained | 30 |" in md
+    assert "| lineage | per model (the rows' column) |" in md and "mean ± std" not in md
+    board = exports.leaderboard([clip[0], other, own])
+    assert len({r["protocol_id"] for r in board["rows"]}) == 1
+    assert sorted((s["label"], s["seeds"], s["lineage"]) for s in board["summaries"]) == [
+        ("clip", [0], "pretrained on builtin/pretrain"), ("clip", [1], "pretrained on cc3m"),
+        ("tcl", [0], "unimodal init -> pretrained")]
