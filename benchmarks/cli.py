@@ -36,11 +36,12 @@ os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 logging.getLogger("alembic").setLevel(logging.WARNING)
 
 from benchmarks.data import BuiltinConfig, DatasetError, open_dataset  # noqa: E402
-from benchmarks.pipeline import expand_jobs, open_corpus, run_job  # noqa: E402
+from benchmarks.pipeline import MissingPretraining, expand_jobs, open_corpus, run_job  # noqa: E402
 from benchmarks.suite import Suite, load_suite  # noqa: E402
 from benchmarks.training.checkpoint import CheckpointError  # noqa: E402
 from benchmarks.runtime import code_version  # noqa: E402
 from methods import ConfigError, create_method, get_spec, list_methods, method_config  # noqa: E402
+from methods.config import validate  # noqa: E402
 from methods.registry import SIZES  # noqa: E402
 from methods.tokenizer import TokenizerError  # noqa: E402
 from methods.towers import WeightsError  # noqa: E402
@@ -51,7 +52,7 @@ from slurm import get_executor  # noqa: E402
 from slurm.profiles import ProfileError  # noqa: E402
 
 USER_ERRORS = (ConfigError, DatasetError, CheckpointError, TokenizerError, WeightsError, FileNotFoundError,
-               ProfileError, sources.SelectionError, ScreenshotError)
+               ProfileError, sources.SelectionError, ScreenshotError, MissingPretraining)
 
 
 def _parse_sets(items: list[str]) -> dict[str, Any]:
@@ -143,14 +144,71 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.executor != "inline":
         return _run_submitted(args, suite, suite_dir, uri, artifact_root)
     print(f"suite {suite.name!r}: {len(jobs)} job(s) → {suite_dir}; tracking {uri}", flush=True)
-    executor = get_executor(args.executor)
     t0 = time.perf_counter()
+    _run_inline(args.executor, jobs, suite, suite_dir, uri, artifact_root, resume=args.resume,
+                progress=not args.no_progress)
+    report = _render(suite, suite_dir, uri)
+    print(f"done in {time.perf_counter() - t0:.0f} s")
+    _print_report(report)
+    return 0
+
+
+def _run_inline(executor_kind: str, jobs: list[Any], suite: Suite, suite_dir: Path, uri: str,
+                artifact_root: Path | None, **run_options: Any) -> None:
+    """Run each job in this process (one after the other), log it to MLflow, print one line per record."""
+    executor = get_executor(executor_kind)
     for job in jobs:
-        outcome = executor.submit(run_job, job, suite_dir, resume=args.resume, progress=not args.no_progress).result()
+        outcome = executor.submit(run_job, job, suite_dir, **run_options).result()
         runs = tracking.log_job(outcome.job_dir, suite_dir, uri, _experiment(suite), artifact_root)
         for bench, path in outcome.results.items():
             metrics = json.loads(path.read_text())["metrics"]
             print(f"[{job.name}] {bench}: {_headline(metrics)}  (mlflow run {runs.get(bench, '?')})", flush=True)
+
+
+def finetune_suite(suite: Suite, methods: list[str] | None, dataset: str | None, root: str | None,
+                   steps: int | None, batch_size: int | None) -> Suite:
+    """The suite reduced to its fine-tuned retrieval benchmark, with the command line's choices of methods,
+    Karpathy set and budget merged over the suite's `finetune` section."""
+    if (dataset is None) != (root is None):
+        raise ConfigError("--dataset and --root go together: --dataset coco --root /data/coco (a Karpathy-split "
+                          "copy; `vlpbench data verify coco --root /data/coco` checks it)")
+    data = suite.model_dump(mode="json")
+    data["benchmarks"] = ["finetuned_retrieval"]
+    if methods:
+        data["methods"] = methods
+    ft = data["finetune"]
+    if dataset is not None:
+        ft["dataset"] = {**(ft.get("dataset") or {}), "name": dataset, "root": root}
+    if steps is not None or batch_size is not None:
+        for size in suite.sizes:
+            budget = suite.finetune.budget_for(size).model_dump(mode="json")
+            budget.update({k: v for k, v in (("steps", steps), ("batch_size", batch_size)) if v is not None})
+            ft["budget"][size] = budget
+    return validate(Suite, data, where="vlpbench finetune")
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    """Fine-tune the suite's pretrained models for retrieval with each method's recipe and evaluate them: the
+    suite's `finetuned_retrieval` benchmark alone, on pretraining that `vlpbench run` finished."""
+    code_version()
+    base = load_suite(Path(args.suite) if args.suite else None, _parse_sets(args.set))
+    suite = finetune_suite(base, args.methods.split(",") if args.methods else None, args.dataset, args.root,
+                           args.steps, args.batch_size)
+    output = Path(args.output)
+    suite_dir = _suite_dir(args, suite)
+    uri = tracking.resolve_tracking_uri(args.tracking_uri or suite.tracking_uri, output)
+    artifact_root = output / "mlartifacts" if tracking.is_embedded(uri) else None
+    jobs = expand_jobs(suite)
+    if suite.finetune.dataset is not None:   # a wrong root fails before anything is trained
+        real = suite.finetune.dataset
+        for split in (suite.finetune.train_split, suite.finetune.split):
+            open_dataset(real.name, real.root, real.options).items(split)
+    where = suite.finetune.dataset
+    print(f"suite {suite.name!r}: fine-tuning {len(jobs)} pretrained model(s) in {suite_dir} on "
+          f"{f'{where.name} ({where.root})' if where else 'the built-in dataset'}; tracking {uri}", flush=True)
+    t0 = time.perf_counter()
+    _run_inline("inline", jobs, suite, suite_dir, uri, artifact_root, progress=not args.no_progress,
+                benchmarks=["finetuned_retrieval"], require_pretrained=not args.pretrain)
     report = _render(suite, suite_dir, uri)
     print(f"done in {time.perf_counter() - t0:.0f} s")
     _print_report(report)
@@ -428,6 +486,23 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--report-dir", help="write the report here (default: the suite folder; for a selection "
                                           "<output>/reports/<title>)")
     rep.set_defaults(fn=cmd_report)
+
+    ft = sub.add_parser("finetune", help="fine-tune a suite's pretrained models for retrieval (each method's "
+                                         "recipe) and evaluate them; the lineage names both stages")
+    ft.add_argument("--suite", help="the suite `vlpbench run` pretrained (default: the built-in default suite)")
+    ft.add_argument("--output", default="outputs", help="output root of that run (default: ./outputs)")
+    ft.add_argument("--tracking-uri", help="MLflow tracking URI (default: as vlpbench run)")
+    ft.add_argument("--methods", help="comma-separated methods/variants of the suite (default: all of them)")
+    ft.add_argument("--dataset", choices=("flickr30k", "coco"),
+                    help="fine-tune on this Karpathy set (train) and evaluate on its test split, from --root")
+    ft.add_argument("--root", help="the local copy of --dataset (nothing is downloaded)")
+    ft.add_argument("--steps", type=int, help="fine-tuning steps (default: the suite's finetune budget)")
+    ft.add_argument("--batch-size", type=int, help="fine-tuning batch size (default: the suite's)")
+    ft.add_argument("--pretrain", action="store_true", help="pretrain a job first when its pretraining is "
+                                                            "missing (default: fail and say so)")
+    ft.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="as given to vlpbench run")
+    ft.add_argument("--no-progress", action="store_true", help="no progress bars")
+    ft.set_defaults(fn=cmd_finetune)
 
     sub.add_parser("list", help="list registered methods").set_defaults(fn=cmd_list)
     card = sub.add_parser("card", help="print a method's card (claims, deviations, presets) as JSON")

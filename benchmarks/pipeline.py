@@ -303,6 +303,10 @@ def _barrier() -> None:
         torch.distributed.barrier()
 
 
+class MissingPretraining(RuntimeError):
+    """An evaluation needs a finished pretraining of the same configuration and there is none."""
+
+
 def run_job(job: Job, suite_dir: Path, *, resume: str | None = None, progress: bool = True,
             cache_root: Path | None = None, log: Callable[[str], None] = print,
             benchmarks: Sequence[str] | None = None, require_pretrained: bool = False) -> JobOutcome:
@@ -330,8 +334,9 @@ def run_job(job: Job, suite_dir: Path, *, resume: str | None = None, progress: b
     else:
         if require_pretrained:
             state = "is missing" if pre is None else "was made with another configuration"
-            raise RuntimeError(f"[{job.name}] the pretraining record {pre_path} {state}: its pretraining task did "
-                               "not finish (vlpbench status shows it); re-submit that task first")
+            raise MissingPretraining(f"[{job.name}] the pretraining record {pre_path} {state}: its pretraining did "
+                                     "not finish (`vlpbench status` shows a submitted task's state; re-submit that "
+                                     "task, or pretrain with `vlpbench run` and the same suite and --set options)")
         if rank == 0:
             if pre is not None:
                 log(f"[{job.name}] configuration changed since the last run: pretraining again")

@@ -161,3 +161,38 @@ def test_a_fine_tuned_model_on_another_set_is_labelled_a_transfer(tmp_path: Path
     assert transfer.dataset["dataset"] == "flickr30k" and transfer.protocol["split"] == "flickr30k/karpathy-test"
     assert transfer.protocol["lineage"].endswith("-> fine-tuned on coco/karpathy-train (2 x 2)")
     assert transfer.lineage == own.lineage
+
+
+def test_finetune_command_fine_tunes_what_run_pretrained(tmp_path: Path, cache_root: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """`vlpbench finetune`: the suite's fine-tuned benchmark alone, on the pretraining `vlpbench run` left;
+    the command line's Karpathy set and budget enter the fine-tuning (and its lineage), the pretraining is
+    reused untouched, and a missing pretraining is an error that says what to run."""
+    from tests.real_fixtures import make_flickr_albef
+
+    suite = {"name": "ftcli", "methods": ["clip"], "dataset": {"options": SMALL_WORLD},
+             "benchmarks": ["zeroshot_retrieval"], "train": {"tiny": {"steps": 2, "batch_size": 16, "log_every": 1}},
+             "method_overrides": {"clip": MICRO_CLIP}}
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    out = tmp_path / "out"
+    assert main(["finetune", "--suite", str(path), "--output", str(out), "--no-progress"]) == 2
+    assert "pretraining record" in capsys.readouterr().err
+    assert main(["finetune", "--suite", str(path), "--output", str(out), "--dataset", "coco"]) == 2
+    assert "--dataset and --root go together" in capsys.readouterr().err
+
+    assert main(["run", "--suite", str(path), "--output", str(out), "--no-progress"]) == 0
+    job = out / "ftcli" / "jobs" / "clip-tiny-s0"
+    pre_model = (job / "model" / "model.safetensors").read_bytes()
+    assert not (job / "eval" / "finetuned_retrieval").exists()
+    flickr = make_flickr_albef(tmp_path / "flickr")
+    assert main(["finetune", "--suite", str(path), "--output", str(out), "--dataset", "flickr30k",
+                 "--root", str(flickr), "--steps", "3", "--batch-size", "4", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "pretraining reused" in printed and "finetuned_retrieval: RSUM" in printed
+    ev = read_evaluation(job / "eval" / "finetuned_retrieval" / "results.json")
+    assert ev.dataset["dataset"] == "flickr30k" and ev.protocol["setting"] == "fine-tuned"
+    assert ev.protocol["lineage"].endswith("-> fine-tuned on flickr30k/karpathy-train (3 x 4)")
+    assert (job / "model" / "model.safetensors").read_bytes() == pre_model
+    assert (job / "eval" / "zeroshot_retrieval" / "results.json").is_file()    # the run's other records stay
+    assert "Fine-tuned image-text retrieval" in (out / "ftcli" / "report.md").read_text()
