@@ -54,7 +54,7 @@ def _members(values: list[str], allowed: tuple[str, ...], what: str) -> list[str
 
 
 class CorpusSpec(StrictModel):
-    """A real image-caption corpus to pretrain on (CSV/TSV, JSON lines or WebDataset shards from local files)."""
+    """A real image-caption corpus to pretrain on (CSV/TSV, JSON lines, WebDataset shards or Parquet, local files)."""
 
     name: str = Field("pairs", pattern=NAME_PATTERN, description="What records call the corpus (e.g. cc3m).")
     root: str = Field(description="The corpus folder; layout.files are relative to it.")

@@ -209,6 +209,70 @@ def test_webdataset_broken_shards(tmp_path: Path) -> None:
         PairFilesDataset("w", tmp_path, PairFilesLayout(files=["nocap.tar"])).pretrain_corpus()
 
 
+def test_parquet_corpora_with_embedded_images_binary_and_paths(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Parquet through HF datasets: the Hub's Image feature (bytes embedded), plain binary and path columns, rows
+    in file order across files, the same pixels as the JPEG files they came from."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from datasets import Dataset, Features, Image, Value
+
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+    jpegs = [_jpeg_bytes(tmp_path, image_red(i)) for i in range(4)]
+    feats = Features({"image": Image(), "text": Value("string")})
+    Dataset.from_dict({"image": [{"bytes": jpegs[0], "path": None}, {"bytes": jpegs[1], "path": None}],
+                       "text": ["zero ", "one"]}, features=feats).to_parquet(str(tmp_path / "a-0.parquet"))
+    pq.write_table(pa.table({"image": pa.array([jpegs[2]], pa.binary()), "text": ["two"]}), tmp_path / "a-1.parquet")
+    write_jpeg(tmp_path / "img" / "3.jpg", image_red(3))
+    pq.write_table(pa.table({"image": ["3.jpg"], "text": ["three"]}), tmp_path / "a-2.parquet")
+    layout = {"files": ["a-{0..2}.parquet"], "image_key": "image", "caption_key": "text", "image_size": 16,
+              "image_root": "img"}
+    corpus = open_dataset("pairs", tmp_path, layout).pretrain_corpus()
+    assert list(corpus.texts) == ["zero", "one", "two", "three"] and len(corpus.images) == 4
+    assert np.allclose(_red(corpus.images.get([3, 0, 2, 1])), [image_red(3), image_red(0), image_red(2),
+                                                               image_red(1)], atol=3)
+    csv_twin = tmp_path / "twin"
+    for i in range(2):
+        (csv_twin / "img").mkdir(parents=True, exist_ok=True)
+        (csv_twin / "img" / f"{i}.jpg").write_bytes(jpegs[i])
+    (csv_twin / "pairs.csv").write_text("image,caption\nimg/0.jpg,zero\nimg/1.jpg,one\n")
+    twin = open_dataset("pairs", csv_twin, {"files": ["pairs.csv"], "image_size": 16}).pretrain_corpus()
+    assert np.array_equal(twin.images.get([0, 1]), corpus.images.get([0, 1]))   # decoded exactly alike
+    assert corpus.ref.fingerprint != open_dataset("pairs", tmp_path, {**layout, "files": ["a-0.parquet"]}
+                                                  ).pretrain_corpus().ref.fingerprint
+
+
+def test_parquet_corpus_errors_name_file_row_and_column(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+    pq.write_table(pa.table({"url": ["x.jpg"], "caption": ["hello"]}), tmp_path / "nocol.parquet")
+    with pytest.raises(DatasetError, match=r"nocol\.parquet: no column 'image' \(dataset\.layout\.image_key\); the "
+                                           r"file has \['url', 'caption'\]"):
+        PairFilesDataset("p", tmp_path, PairFilesLayout(files=["nocol.parquet"])).pretrain_corpus()
+    pq.write_table(pa.table({"image": ["x.jpg", "y.jpg"], "caption": ["hello", " "]}), tmp_path / "blank.parquet")
+    with pytest.raises(DatasetError, match=r"blank\.parquet: row 1: empty caption in 'caption'"):
+        PairFilesDataset("p", tmp_path, PairFilesLayout(files=["blank.parquet"])).pretrain_corpus()
+    pq.write_table(pa.table({"image": [1, 2], "caption": ["a", "b"]}), tmp_path / "ints.parquet")
+    with pytest.raises(DatasetError, match=r"ints\.parquet: column 'image' is .*int64.*image_key must name"):
+        PairFilesDataset("p", tmp_path, PairFilesLayout(files=["ints.parquet"])).pretrain_corpus()
+    pq.write_table(pa.table({"image": [b"not an image", b""], "caption": ["a", "b"]}), tmp_path / "junk.parquet")
+    corpus = PairFilesDataset("p", tmp_path, PairFilesLayout(files=["junk.parquet"], image_size=16)).pretrain_corpus()
+    with pytest.raises(DatasetError, match=r"junk\.parquet: row 0, column 'image': cannot decode the image"):
+        corpus.images.get([0])
+    with pytest.raises(DatasetError, match=r"junk\.parquet: row 1, column 'image': no image"):
+        corpus.images.get([1])
+    pq.write_table(pa.table({"image": ["gone.jpg"], "caption": ["a"]}), tmp_path / "gone.parquet")
+    with pytest.raises(DatasetError, match=r"gone\.parquet: 1 of 1 images are missing under .*gone\.jpg; fix "
+                                           r"dataset\.layout\.image_root"):
+        PairFilesDataset("p", tmp_path, PairFilesLayout(files=["gone.parquet"], image_size=16)).pretrain_corpus()
+    data = (tmp_path / "gone.parquet").read_bytes()
+    (tmp_path / "cut.parquet").write_bytes(data[: len(data) // 2])
+    with pytest.raises(DatasetError, match=r"cut\.parquet: not a readable Parquet file .*truncated"):
+        PairFilesDataset("p", tmp_path, PairFilesLayout(files=["cut.parquet"])).pretrain_corpus()
+
+
 # --- MSR-VTT ------------------------------------------------------------------------------------
 
 def test_uniform_frame_indices_are_segment_middles() -> None:

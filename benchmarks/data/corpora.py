@@ -1,4 +1,4 @@
-"""Image-caption pretraining corpora from local files: CSV/TSV, JSON lines and WebDataset tar shards.
+"""Image-caption pretraining corpora from local files: CSV/TSV, JSON lines, WebDataset tar shards and Parquet.
 
 - ``csv`` (open_clip's ``--csv-img-key filepath --csv-caption-key title`` layout, ``.tsv`` tab-separated):
   one row per pair, image paths relative to ``image_root``.
@@ -6,6 +6,8 @@
 - ``webdataset``: tar shards (``{00000..00099}.tar`` brace patterns expand as in webdataset), a sample being the
   files that share a key — the member path up to the first dot of its base name — with an image
   (``jpg``/``jpeg``/``png``/``webp``) and a caption (``txt``, or ``json`` with a ``caption`` field).
+- ``parquet``: Hugging Face Hub / img2dataset / `Dataset.to_parquet` files, read through `datasets`
+  (benchmarks/data/parquet.py): an image column of embedded images or of paths, a caption column.
 
 Shards are indexed once (member offsets), so images are read at random access like every other ImageSource and
 sharding/resume work by sample index. A CSV/JSONL corpus is fingerprinted by its file's sha256; shards by their
@@ -33,6 +35,7 @@ import numpy as np
 from pydantic import Field
 
 from benchmarks.data.files import DatasetError, FileImages, combined_fingerprint, decode_image, iter_jsonl, sha256_file
+from benchmarks.data.parquet import ParquetImages, read_parquet_pairs
 from benchmarks.data.types import DatasetRef, PairCorpus
 from methods.config import StrictModel
 
@@ -41,12 +44,14 @@ CAPTION_EXTENSIONS = ("txt", "json")
 
 
 class PairFilesLayout(StrictModel):
-    format: Literal["auto", "csv", "jsonl", "webdataset"] = Field(
-        "auto", description="auto: from the file extension (.csv/.tsv, .jsonl, .tar).")
+    format: Literal["auto", "csv", "jsonl", "webdataset", "parquet"] = Field(
+        "auto", description="auto: from the file extension (.csv/.tsv, .jsonl, .tar, .parquet).")
     files: list[str] = Field(default_factory=lambda: ["*.csv"],
                              description="Files relative to root: names, globs or {a..b} brace patterns.")
-    image_key: str = Field("image", description="CSV column / JSON field of the image path (open_clip: filepath).")
-    caption_key: str = Field("caption", description="CSV column / JSON field of the caption (open_clip: title).")
+    image_key: str = Field("image", description="CSV/Parquet column or JSON field of the image path (open_clip: "
+                                                "filepath); Parquet: or of the embedded image.")
+    caption_key: str = Field("caption", description="CSV/Parquet column or JSON field of the caption (open_clip: "
+                                                    "title).")
     separator: str | None = Field(None, description="CSV delimiter; default ',' (.csv) or tab (.tsv).")
     image_root: str = Field(".", description="Folder CSV/JSONL image paths are relative to, under root.")
     image_size: int = Field(256, ge=16, description="Images are decoded and resized to this square.")
@@ -183,8 +188,10 @@ def _format_of(path: Path) -> str:
         return "jsonl"
     if ext == ".tar":
         return "webdataset"
+    if ext == ".parquet":
+        return "parquet"
     raise DatasetError(f"{path}: cannot tell the corpus format from the extension {ext!r}; set "
-                       "dataset.layout.format to csv, jsonl or webdataset")
+                       "dataset.layout.format to csv, jsonl, webdataset or parquet")
 
 
 class PairFilesDataset:
@@ -247,7 +254,10 @@ class PairFilesDataset:
                 for member, text in zip(m, t):
                     digest.update(f"{shard.name}\0{member.name}\0{member.size}\0{text}\n".encode())
             fingerprint = digest.hexdigest()
-            images: FileImages | TarImages = TarImages(members, size)
+            images: FileImages | TarImages | ParquetImages = TarImages(members, size)
+        elif self.format == "parquet":
+            images, texts, fingerprint = read_parquet_pairs(self.files, self.layout.image_key, self.layout.caption_key,
+                                                            self.root / self.layout.image_root, size)
         else:
             pairs = [row for path in self.files for row in self._rows(path)]
             image_root = self.root / self.layout.image_root
