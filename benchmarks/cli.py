@@ -303,24 +303,48 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_perf(args: argparse.Namespace) -> int:
     """Performance sections side by side (benchmarks/perf/), one JSON with the machine's fingerprint."""
-    from benchmarks.perf import metrics_scale
+    from benchmarks.perf import machine, metrics_scale, overhead, rerank, train_step
     from benchmarks.runtime import fingerprint
 
-    sections = {"metrics": lambda: metrics_scale.run(n_images=args.n_images, repeats=args.repeats)}
+    methods = args.methods.split(",") if args.methods else None
+    out: dict[str, Any] = {"environment": fingerprint(), "sections": {}}
+
+    def peak() -> float | None:   # the train section's MFU is against the machine section's fp32 peak
+        return out["sections"].get("machine", {}).get("fp32", {}).get("peak_flops_per_s")
+
+    sections = {
+        "machine": lambda: machine.run(),
+        "train": lambda: train_step.run(methods, steps=args.steps, peak_flops=peak()),
+        "metrics": lambda: metrics_scale.run(n_images=args.n_images, repeats=args.repeats),
+        "rerank": lambda: rerank.run(repeats=args.repeats),
+        "overhead": lambda: overhead.run(methods, repeats=args.repeats),
+    }
     chosen = args.only.split(",") if args.only else list(sections)
     unknown = sorted(set(chosen) - set(sections))
     if unknown:
         raise ConfigError(f"--only: unknown section(s) {unknown}; choose from {sorted(sections)}")
-    out: dict[str, Any] = {"environment": fingerprint(), "sections": {}}
-    for name in chosen:
+    for name in sorted(chosen, key=list(sections).index):
         t0 = time.perf_counter()
         result = sections[name]()
         out["sections"][name] = {**result, "section_wall_s": time.perf_counter() - t0}
-        shown = {k: v for k, v in result.items() if k in ("speedup", "targets")}
-        print(f"{name}: {json.dumps(shown)}", flush=True)
+        print(f"{name}: {json.dumps(_perf_headline(name, result))}", flush=True)
     atomic_write_text(Path(args.output), json.dumps(out, indent=2, default=str) + "\n")
     print(f"written: {args.output}")
     return 0
+
+
+def _perf_headline(name: str, result: dict[str, Any]) -> dict[str, Any]:
+    """The numbers a perf section prints (the JSON has everything)."""
+    if name == "machine":
+        return {k: round(result[k]["peak_gflops"], 1) for k in ("fp32", "bf16") if result[k].get("supported")}
+    if name == "train":
+        return {m: {"step_s": round(r["step_s_median"], 3), "samples_per_s": round(r["samples_per_s"], 1),
+                    **({"mfu": round(r["mfu"], 3)} if "mfu" in r else {})}
+                for m, r in result.get("methods", {}).items()} or result
+    if name == "overhead":
+        return {"ratios": {m: round(r["overhead_ratio"], 3) for m, r in result["methods"].items()},
+                "targets": result["targets"]}
+    return {k: v for k, v in result.items() if k in ("speedup", "targets")}
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -536,9 +560,14 @@ def build_parser() -> argparse.ArgumentParser:
     lat.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a suite field")
     lat.set_defaults(fn=cmd_latency)
 
-    perf = sub.add_parser("perf", help="performance benchmarks side by side (issue 10): retrieval metrics at COCO "
-                                      "scale against a full-matrix baseline, ...")
-    perf.add_argument("--only", help="comma-separated sections (default: all): metrics")
+    perf = sub.add_parser("perf", help="performance benchmarks side by side (issue 10): matmul peak, training step "
+                                      "time and MFU, COCO-scale metrics, batched re-ranking, evaluation overhead")
+    perf.add_argument("--only", help="comma-separated sections (default: all): machine (matmul FLOP/s), train "
+                                     "(step time, MFU), metrics (COCO-scale ranks), rerank (batched re-ranking), "
+                                     "overhead (evaluation vs forward)")
+    perf.add_argument("--methods", help="train/overhead: comma-separated methods (default: train every method of "
+                                        "the default suite, overhead clip)")
+    perf.add_argument("--steps", type=int, default=6, help="train: timed steps per method (after 2 warm-up)")
     perf.add_argument("--n-images", type=int, default=5000, help="metrics: images (5 captions each); COCO 5K test")
     perf.add_argument("--repeats", type=int, default=3, help="alternated repetitions per side")
     perf.add_argument("--output", default="outputs/perf.json", help="the JSON written (default: %(default)s)")

@@ -34,3 +34,84 @@ def test_measured_run_reports_both_sides_and_checks_the_ranks() -> None:
         assert out[side]["wall_s_median"] > 0 and out[side]["peak_extra_mib_max"] >= 0
     assert out["speedup"] == out["baseline"]["wall_s_median"] / out["ours"]["wall_s_median"]
     assert set(out["targets"]) == {"speedup >= 5", "ours peak < one fp32 similarity matrix"}
+
+
+def _micro_suite():  # type: ignore[no-untyped-def]
+    from benchmarks.suite import load_suite
+    from tests.conftest import MICRO_CLIP, SMALL_WORLD
+    from tests.test_tcl import MICRO_TCL
+
+    return load_suite(None, {"methods": ["clip", "tcl"], "dataset": {"options": SMALL_WORLD},
+                             "method_overrides": {"clip": MICRO_CLIP, "tcl": MICRO_TCL}})
+
+
+def test_matmul_rate_is_two_n_cubed_per_call_and_the_peak_is_the_best_size() -> None:
+    from benchmarks.perf import machine
+
+    r = machine.matmul_flops(64, torch.float32, torch.device("cpu"), min_time_s=0.01)
+    assert r["flops_per_s"] == 2 * 64 ** 3 * r["calls"] / r["seconds"] and r["calls"] >= 4
+    out = machine.run(sizes=(32, 64), min_time_s=0.01)
+    assert out["fp32"]["peak_flops_per_s"] == max(p["flops_per_s"] for p in out["fp32"]["per_size"])
+    assert out["bf16"]["supported"] and out["bf16"]["peak_at_n"] in (32, 64)
+
+
+def test_step_flops_count_forward_and_backward(micro_clip) -> None:  # type: ignore[no-untyped-def]
+    """A step's count lies between 2x and 3x the forward's: every matmul's backward costs two of its forward
+    (input and weight gradients) except where the input needs no gradient (the patch embedding's pixels)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from benchmarks.perf.train_step import step_flops
+    from methods import PretrainBatch, StepContext
+
+    torch.manual_seed(0)
+    batch = PretrainBatch(images=torch.randn(4, 3, 64, 64), text=micro_clip.tokenize(["a red star"] * 4),
+                          index=torch.arange(4))
+    with FlopCounterMode(display=False) as fwd, torch.no_grad():
+        micro_clip.pretrain_step(batch, StepContext(step=0, total_steps=1, steps_per_epoch=1, epoch=0))
+    forward = fwd.get_total_flops()
+    step = step_flops(micro_clip, batch, steps_per_epoch=1)
+    assert forward > 0 and 2 * forward < step <= 3 * forward
+    assert all(p.grad is None for p in micro_clip.parameters())
+
+
+def test_train_section_times_the_trainer_and_derives_mfu(cache_root) -> None:  # type: ignore[no-untyped-def]
+    from benchmarks.perf import train_step
+
+    out = train_step.run(["clip"], steps=2, warmup=1, batch_size=8, peak_flops=1e12, suite=_micro_suite())
+    r = out["methods"]["clip"]
+    assert len(r["step_s"]) == 2 and r["step_s_median"] == float(np.median(r["step_s"]))
+    assert r["samples_per_s"] == 8 / r["step_s_median"]
+    assert r["mfu"] == r["flops_per_step"] / r["step_s_median"] / 1e12
+    assert train_step.run(["clip"], size="base", suite=_micro_suite())["skipped"].startswith("base is measured")
+
+
+def test_batched_and_per_query_reranking_score_the_same_pairs(cache_root) -> None:  # type: ignore[no-untyped-def]
+    from benchmarks.perf import rerank
+
+    out = rerank.run("tcl", n_queries=12, k=4, rerank_batch=32, repeats=1, suite=_micro_suite())
+    assert out["pairs"] == 48 and out["max_abs_score_diff"] <= 1e-4
+    assert out["batched"]["pairs_per_forward"] == 32 and out["per_query"]["pairs_per_forward"] == 4
+    assert out["speedup"] == out["batched"]["pairs_per_s"] / out["per_query"]["pairs_per_s"]
+
+
+def test_overhead_section_compares_evaluation_with_forward_passes(cache_root) -> None:  # type: ignore[no-untyped-def]
+    from benchmarks.perf import overhead
+
+    out = overhead.run(["clip"], repeats=1, batch_size=64, suite=_micro_suite())
+    r = out["methods"]["clip"]
+    assert out["n_images"] == 100 and r["overhead_ratio"] == r["end_to_end_s_median"] / r["forward_s_median"]
+    assert {"encode_images_s", "encode_texts_s", "rank_s"} <= set(r["stages_s"])
+
+
+def test_perf_cli_writes_the_sections_with_the_fingerprint(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from benchmarks.cli import main
+
+    out = tmp_path / "perf.json"
+    assert main(["perf", "--only", "metrics", "--n-images", "60", "--repeats", "1", "--output", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert set(data["sections"]) == {"metrics"} and data["environment"]["torch"] == torch.__version__
+    assert data["sections"]["metrics"]["n_texts"] == 300 and "speedup" in capsys.readouterr().out
+    assert main(["perf", "--only", "gpu", "--output", str(out)]) == 2
+    assert "unknown section(s) ['gpu']" in capsys.readouterr().err

@@ -1,0 +1,99 @@
+"""Issue 10, item 2: training step time, samples/s and model FLOP utilisation (MFU) of every method.
+
+Each method is trained for `warmup + steps` steps by the harness' own Trainer (the loop `vlpbench run` uses:
+batch assembly from the corpus, augmentation, forward, backward, optimizer, momentum/queue updates) on the suite's
+pretraining data, with its size's recipe and batch; untrained weights (timings do not depend on them). The step
+time is the median of the timed steps' wall times (the Trainer's per-step samples/s at log_every 1); the first
+`warmup` steps pay one-off costs and are left out.
+
+Model FLOPs per step are counted by `torch.utils.flop_counter` over one forward + backward of a batch (matmuls,
+convolutions and attention; elementwise work is not counted, as in the usual MFU definition). MFU = FLOPs per
+step / step time / the machine's measured dense matmul peak (machine.py), at the same threads and precision.
+Batch assembly is also timed alone, so the share of a step spent outside the model is visible.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmarks.data import open_dataset
+from benchmarks.pipeline import build_tokenizer, pretrain_corpus
+from benchmarks.runtime import resolve_device, resolve_precision, seed_everything
+from benchmarks.suite import Suite, load_suite
+from benchmarks.training.batches import PretrainBatches
+from benchmarks.training.loop import TrainConfig, Trainer
+from methods import StepContext, create_method, train_recipe
+
+
+def step_flops(model: Any, batch: Any, steps_per_epoch: int) -> int:
+    """FLOPs of one pretraining step's forward and backward (flop_counter's matmul/conv/attention count)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    ctx = StepContext(step=0, total_steps=1, steps_per_epoch=steps_per_epoch, epoch=0)
+    counter = FlopCounterMode(display=False)
+    model.train()
+    with counter:
+        out = model.pretrain_step(batch, ctx)
+        out.total.backward()
+    model.zero_grad(set_to_none=True)
+    return int(counter.get_total_flops())
+
+
+def measure_method(name: str, size: str, suite: Suite, corpus: Any, tokenizer: Any, steps: int, warmup: int,
+                   batch_size: int | None, peak_flops: float | None) -> dict[str, Any]:
+    device = resolve_device(suite.device)
+    precision = resolve_precision(suite.precision, device)
+    batch = batch_size or suite.budget(size).batch_size
+    seed_everything(0)
+    overrides = suite.variants[name].method_overrides if name in suite.variants else suite.method_overrides.get(name)
+    method = suite.method_of(name)
+    model = create_method(method, size, tokenizer=tokenizer, overrides=overrides)
+    data = PretrainBatches(corpus, model, batch, seed=0)
+    t0 = time.perf_counter()
+    for s in range(3):
+        data.batch(0, s)
+    data_s = (time.perf_counter() - t0) / 3
+    cfg = TrainConfig(steps=warmup + steps, batch_size=batch, seed=0, precision=precision, device=suite.device,
+                      log_every=1, recipe=train_recipe(method, size))
+    with tempfile.TemporaryDirectory(prefix="vlpbench-perf-") as tmp:
+        Trainer(model, data, cfg, Path(tmp), progress=False).fit()
+        history = [json.loads(line) for line in (Path(tmp) / "history.jsonl").read_text().splitlines()]
+    step_times = [batch / h["samples_per_s"] for h in history[warmup:]]
+    step_s = statistics.median(step_times)
+    flops = step_flops(model, data.batch(0, warmup + steps).to(device), data.steps_per_epoch)
+    out: dict[str, Any] = {
+        "size": size, "batch_size": batch, "precision": precision, "device": str(device),
+        "timed_steps": steps, "warmup_steps": warmup, "step_s_median": step_s,
+        "step_s": step_times, "samples_per_s": batch / step_s,
+        "batch_assembly_s": data_s, "batch_assembly_share": data_s / step_s,
+        "flops_per_step": flops, "achieved_flops_per_s": flops / step_s,
+        "params": sum(p.numel() for p in model.parameters()),
+    }
+    if peak_flops:
+        out["mfu"] = flops / step_s / peak_flops
+    return out
+
+
+def run(methods: list[str] | None = None, size: str = "tiny", steps: int = 6, warmup: int = 2,
+        batch_size: int | None = None, peak_flops: float | None = None, suite: Suite | None = None
+        ) -> dict[str, Any]:
+    """Every method of the suite (default: the default suite) at `size`; MFU against `peak_flops`."""
+    suite = suite or load_suite(None)
+    device = resolve_device(suite.device)
+    if size != "tiny" and device.type != "cuda":
+        return {"size": size, "skipped": f"{size} is measured on a GPU; this device is {device.type}"}
+    dataset = open_dataset(suite.dataset.name, suite.dataset.root, suite.dataset.options)
+    corpus = pretrain_corpus(suite, dataset)
+    tokenizer = build_tokenizer(suite, dataset, corpus)
+    names = methods or suite.method_names()
+    results = {}
+    for name in names:
+        results[name] = measure_method(name, size, suite, corpus, tokenizer, steps, warmup, batch_size, peak_flops)
+    return {"size": size, "threads": torch.get_num_threads(), "peak_flops_per_s": peak_flops, "methods": results}
