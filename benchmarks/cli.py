@@ -303,7 +303,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_perf(args: argparse.Namespace) -> int:
     """Performance sections side by side (benchmarks/perf/), one JSON with the machine's fingerprint."""
-    from benchmarks.perf import machine, metrics_scale, overhead, rerank, train_step
+    from benchmarks.perf import machine, metrics_scale, open_clip_compare, overhead, rerank, train_step
     from benchmarks.runtime import fingerprint
 
     methods = args.methods.split(",") if args.methods else None
@@ -315,6 +315,7 @@ def cmd_perf(args: argparse.Namespace) -> int:
     sections = {
         "machine": lambda: machine.run(),
         "train": lambda: train_step.run(methods, steps=args.steps, peak_flops=peak()),
+        "open_clip": lambda: open_clip_compare.run(repeats=args.repeats),
         "metrics": lambda: metrics_scale.run(n_images=args.n_images, repeats=args.repeats),
         "rerank": lambda: rerank.run(repeats=args.repeats),
         "overhead": lambda: overhead.run(methods, repeats=args.repeats),
@@ -341,6 +342,9 @@ def _perf_headline(name: str, result: dict[str, Any]) -> dict[str, Any]:
         return {m: {"step_s": round(r["step_s_median"], 3), "samples_per_s": round(r["samples_per_s"], 1),
                     **({"mfu": round(r["mfu"], 3)} if "mfu" in r else {})}
                 for m, r in result.get("methods", {}).items()} or result
+    if name == "open_clip":
+        return {k: round(result[k]["ratio_open_clip_over_ours"], 3) for k in ("train_step", "encode_image",
+                                                                              "encode_text")}
     if name == "overhead":
         return {"ratios": {m: round(r["overhead_ratio"], 3) for m, r in result["methods"].items()},
                 "targets": result["targets"]}
@@ -563,7 +567,8 @@ def build_parser() -> argparse.ArgumentParser:
     perf = sub.add_parser("perf", help="performance benchmarks side by side (issue 10): matmul peak, training step "
                                       "time and MFU, COCO-scale metrics, batched re-ranking, evaluation overhead")
     perf.add_argument("--only", help="comma-separated sections (default: all): machine (matmul FLOP/s), train "
-                                     "(step time, MFU), metrics (COCO-scale ranks), rerank (batched re-ranking), "
+                                     "(step time, MFU), open_clip (CLIP vs open_clip), metrics (COCO-scale ranks), "
+                                     "rerank (batched re-ranking), "
                                      "overhead (evaluation vs forward)")
     perf.add_argument("--methods", help="train/overhead: comma-separated methods (default: train every method of "
                                         "the default suite, overhead clip)")

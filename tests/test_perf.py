@@ -115,3 +115,14 @@ def test_perf_cli_writes_the_sections_with_the_fingerprint(tmp_path, capsys) -> 
     assert data["sections"]["metrics"]["n_texts"] == 300 and "speedup" in capsys.readouterr().out
     assert main(["perf", "--only", "gpu", "--output", str(out)]) == 2
     assert "unknown section(s) ['gpu']" in capsys.readouterr().err
+
+
+def test_open_clip_twin_has_our_architecture_and_both_sides_train(cache_root) -> None:  # type: ignore[no-untyped-def]
+    from benchmarks.perf import open_clip_compare
+
+    out = open_clip_compare.run(batch_size=8, steps=1, repeats=1, suite=_micro_suite())
+    assert out["params"]["ours"] == out["params"]["open_clip"]
+    for name in ("train_step", "encode_image", "encode_text"):
+        med = out[name]["seconds_median"]
+        assert out[name]["ratio_open_clip_over_ours"] == med["open_clip"] / med["ours"]
+    assert out["text_length"] == 32 and out["open_clip_version"].startswith("3.")
