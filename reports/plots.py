@@ -13,6 +13,7 @@ and one marker that every figure uses, so a method looks the same throughout the
 
 from __future__ import annotations
 
+import math
 import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -181,6 +182,39 @@ def _label_order(labels: Iterable[str], styles: Mapping[str, MethodStyle]) -> li
     return sorted(set(labels), key=lambda label: (rank.get(label, len(rank)), label))
 
 
+# The latency plot's axes in points (about: 6 in tall figure, the default width), and a 7 pt label's box.
+_AXES_PT = (560.0, 330.0)
+_LABEL_PT_PER_CHAR, _LABEL_HEIGHT_PT = 3.9, 9.0
+_LABEL_DY = (4, -11, 15, -22, 26, -33)
+
+
+def label_offsets(points: Sequence[LatencyPoint]) -> list[int]:
+    """Vertical offsets (points) of each point's name so that no two names overlap where the data allow: points
+    whose labels would collide (close in log latency and in RSUM, as SCALE's and COTS's dual-encoder points are)
+    get their names above and below in turn. Positions are estimated from the data range and the axes' size."""
+    if not points:
+        return []
+    xs = [math.log10(max(p.latency_ms, 1e-9)) for p in points]
+    ys = [p.rsum for p in points]
+    xspan, yspan = (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 1.0
+    boxes: list[tuple[float, float, float, float]] = []
+    out = []
+    for p, x, y in zip(points, xs, ys):
+        px = (x - min(xs)) / xspan * _AXES_PT[0] * 0.8 + 5
+        py = (y - min(ys)) / yspan * _AXES_PT[1] * 0.8
+        width = len(p.name) * _LABEL_PT_PER_CHAR
+        for dy in _LABEL_DY:
+            box = (px, py + dy, px + width, py + dy + _LABEL_HEIGHT_PT)
+            if not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in boxes):
+                break
+        else:
+            dy = _LABEL_DY[0]
+            box = (px, py + dy, px + width, py + dy + _LABEL_HEIGHT_PT)
+        boxes.append(box)
+        out.append(dy)
+    return out
+
+
 def latency_vs_rsum(points: Sequence[LatencyPoint], styles: Mapping[str, MethodStyle], *, title: str) -> Figure:
     """RSUM against per-query latency (log scale), one point per method × size × design: filled markers for the
     dual encoder, hollow ones for top-k re-ranking; each point named, and the Pareto front (the best accuracy
@@ -190,12 +224,13 @@ def latency_vs_rsum(points: Sequence[LatencyPoint], styles: Mapping[str, MethodS
     with _theme():
         fig = Figure(figsize=(_WIDTH_IN, 6.0), layout="constrained")
         ax = fig.subplots()
-        for p in points:
+        offsets = label_offsets(points)
+        for p, dy in zip(points, offsets):
             style = _style(styles, p.label)
             hollow = p.design != DUAL_DESIGN
             ax.scatter([p.latency_ms], [p.rsum], s=60, marker=style.marker, linewidths=1.5, zorder=3,
                        facecolors="none" if hollow else style.color, edgecolors=style.color)
-            ax.annotate(p.name, (p.latency_ms, p.rsum), xytext=(5, 4), textcoords="offset points", fontsize=7)
+            ax.annotate(p.name, (p.latency_ms, p.rsum), xytext=(5, dy), textcoords="offset points", fontsize=7)
         front = sorted((p.latency_ms, p.rsum) for p in points if p.pareto)
         # "post": up to the next front point's latency, the best attainable RSUM is the previous point's
         ax.step([x for x, _ in front], [y for _, y in front], where="post", color="0.35", linestyle="--",

@@ -14,7 +14,7 @@ from matplotlib.container import BarContainer
 from PIL import Image
 
 from reports.plots import (
-    MethodStyle, latency_accuracy_points, latency_vs_gallery, latency_vs_rsum, loss_curves,
+    LatencyPoint, MethodStyle, latency_accuracy_points, latency_vs_gallery, latency_vs_rsum, loss_curves,
     method_styles, pareto_front, recall_bars, save_figure,
 )
 from reports.stats import Interval
@@ -151,6 +151,33 @@ def test_latency_vs_rsum_draws_each_point_and_the_front() -> None:
     assert legend[:3] == ["clip", "tcl", "cots"] and "re-rank top-16 (ITM)" in legend
     with pytest.raises(ValueError, match="no latency/accuracy points"):
         latency_vs_rsum([], STYLES, title="t")
+
+
+def _label_overlaps(fig: Any) -> list[tuple[str, str]]:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    texts = fig.axes[0].texts
+    boxes = [t.get_window_extent(canvas.get_renderer()) for t in texts]
+    return [(texts[i].get_text(), texts[j].get_text()) for i in range(len(boxes)) for j in range(i + 1, len(boxes))
+            if boxes[i].overlaps(boxes[j])]
+
+
+def test_point_names_do_not_overlap_for_near_points(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default suite's points (SCALE's and COTS's dual encoders 0.15 ms and 0.8 RSUM apart, ERNIE-ViL 2.0
+    beside them): drawn names do not overlap; with one fixed offset they would."""
+    import reports.plots as plots
+
+    dual, rerank = "dual encoder (ITC)", "re-rank top-16 (ITM)"
+    data = [("clip", dual, 2.52, 240.16), ("cots", dual, 4.17, 179.98), ("ernie_vil2", dual, 3.24, 180.66),
+            ("scale", dual, 4.02, 179.22), ("tcl", dual, 2.35, 73.37), ("tcl", rerank, 14.66, 76.73)]
+    points = [LatencyPoint(label, "tiny", design, ms, rsum, 1, 1000, False) for label, design, ms, rsum in data]
+    styles = method_styles([p.label for p in points])
+    assert _label_overlaps(latency_vs_rsum(points, styles, title="t")) == []
+    monkeypatch.setattr(plots, "label_offsets", lambda pts: [4] * len(pts))
+    assert ("cots-tiny (dual encoder (ITC))", "scale-tiny (dual encoder (ITC))") in \
+        _label_overlaps(latency_vs_rsum(points, styles, title="t"))
 
 
 def _bars(ax: Any) -> list[BarContainer]:
