@@ -131,3 +131,32 @@ def test_bad_inputs_are_rejected() -> None:
         query_ranks(torch.zeros(1, 2), torch.tensor([[True, False]]), "random")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="no caption"):
         retrieval_ranks(torch.zeros(3, 2), [0, 0])
+
+
+def _definition_ranks(scores: torch.Tensor, positives: torch.Tensor, policy: str) -> list[int]:
+    """The rank by definition, one query at a time: 1 + negatives scoring above the best positive, + tied
+    negatives (pessimistic) / none (optimistic) / those before the first best positive (index)."""
+    out = []
+    for row, pos in zip(scores.tolist(), positives.tolist()):
+        best = max(s for s, p in zip(row, pos) if p)
+        first = next(j for j, (s, p) in enumerate(zip(row, pos)) if p and s == best)
+        above = sum(1 for s, p in zip(row, pos) if not p and s > best)
+        tied = [j for j, (s, p) in enumerate(zip(row, pos)) if not p and s == best]
+        extra = {"pessimistic": len(tied), "optimistic": 0, "index": sum(1 for j in tied if j < first)}[policy]
+        out.append(above + extra + 1)
+    return out
+
+
+@pytest.mark.parametrize("policy", ["pessimistic", "optimistic", "index"])
+def test_query_ranks_equal_the_definition_with_ties_and_minus_infinity(policy: str) -> None:
+    """Coarse scores (many ties) and re-ranked rows where everything outside the top-k is -inf — including rows
+    whose positives all lie outside it."""
+    g = torch.Generator().manual_seed(7)
+    scores = torch.randint(0, 4, (40, 30), generator=g).float()
+    scores[torch.rand(40, 30, generator=g) < 0.4] = float("-inf")
+    positives = torch.rand(40, 30, generator=g) < 0.1
+    positives[torch.arange(40), torch.randint(0, 30, (40,), generator=g)] = True
+    scores[:5][positives[:5]] = float("-inf")                  # rows 0-4: every positive at -inf
+    got = query_ranks(scores, positives, policy).tolist()        # type: ignore[arg-type]
+    assert got == _definition_ranks(scores, positives, policy)
+    assert all(r > 1 for r in got[:5]) or policy == "optimistic"
