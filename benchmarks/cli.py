@@ -130,10 +130,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         open_corpus(suite.dataset.corpus)
     for real in suite.retrieval.datasets:
         open_dataset(real.name, real.root, real.options).items(real.split)
-    if suite.finetune.dataset is not None and "finetuned_retrieval" in suite.benchmarks:
-        real = suite.finetune.dataset
-        for split in (suite.finetune.train_split, suite.finetune.split):
-            open_dataset(real.name, real.root, real.options).items(split)
+    if "finetuned_retrieval" in suite.benchmarks:
+        _check_finetune_dataset(suite)
     if args.dry_run:   # writes nothing
         from benchmarks.launch import dry_run
 
@@ -199,10 +197,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     uri = tracking.resolve_tracking_uri(args.tracking_uri or suite.tracking_uri, output)
     artifact_root = output / "mlartifacts" if tracking.is_embedded(uri) else None
     jobs = expand_jobs(suite)
-    if suite.finetune.dataset is not None:   # a wrong root fails before anything is trained
-        real = suite.finetune.dataset
-        for split in (suite.finetune.train_split, suite.finetune.split):
-            open_dataset(real.name, real.root, real.options).items(split)
+    _check_finetune_dataset(suite)
     where = suite.finetune.dataset
     print(f"suite {suite.name!r}: fine-tuning {len(jobs)} pretrained model(s) in {suite_dir} on "
           f"{f'{where.name} ({where.root})' if where else 'the built-in dataset'}; tracking {uri}", flush=True)
@@ -213,6 +208,14 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     print(f"done in {time.perf_counter() - t0:.0f} s")
     _print_report(report)
     return 0
+
+
+def _check_finetune_dataset(suite: Suite) -> None:
+    """A real fine-tuning set with a wrong root or a missing split fails now, not after hours of pretraining."""
+    real = suite.finetune.dataset
+    if real is not None:
+        for split in (suite.finetune.train_split, suite.finetune.split):
+            open_dataset(real.name, real.root, real.options).items(split)
 
 
 def _launcher(args: argparse.Namespace, suite_dir: Path) -> Any:
@@ -412,10 +415,8 @@ def cmd_latency(args: argparse.Namespace) -> int:
     out: dict[str, Any] = {"environment": fingerprint(device), "precision": precision,
                            "protocol": proto.model_dump(mode="json"), "methods": {}}
     for name in methods:
-        spec_method = suite.variants[name].method if name in suite.variants else name
-        overrides = suite.variants[name].method_overrides if name in suite.variants else \
-            suite.method_overrides.get(name)
-        model = create_method(spec_method, args.size, tokenizer=tokenizer, overrides=overrides).to(device)
+        model = create_method(suite.method_of(name), args.size, tokenizer=tokenizer,
+                              overrides=suite.overrides_for(name, "method")).to(device)
         if not out["methods"]:  # process warm-up: the first measurement of a fresh process runs slow
             measure_latency(model, texts, proto, device, precision)
         runs = [latency_metrics(measure_latency(model, texts, proto, device, precision))

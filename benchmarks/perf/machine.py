@@ -72,12 +72,11 @@ def run(device: torch.device | None = None, sizes: tuple[int, ...] = (512, 1024,
         if name == "bf16" and not bf16_supported(device):
             out[name] = {"supported": False}
             continue
-        native = device.type == "cuda" or any("bf16" in f for f in out["cpu_flags"])
         # emulated bf16 (a CPU without bf16 instructions) runs a 2048² product for tens of seconds: the smallest
         # size shows the rate well enough
-        per = [matmul_flops(n, dtype, device, min_time_s) for n in (sizes if name == "fp32" or native
-                                                                     else sizes[:1])]
+        native = name == "fp32" or device.type == "cuda" or any("bf16" in f for f in out["cpu_flags"])
+        per = [matmul_flops(n, dtype, device, min_time_s) for n in (sizes if native else sizes[:1])]
         best = max(per, key=lambda r: r["flops_per_s"])
-        out[name] = {"supported": True, "native": True if name == "fp32" else native, "per_size": per, "peak_flops_per_s": best["flops_per_s"],
+        out[name] = {"supported": True, "native": native, "per_size": per, "peak_flops_per_s": best["flops_per_s"],
                      "peak_at_n": best["n"], "peak_gflops": best["flops_per_s"] / 1e9}
     return out

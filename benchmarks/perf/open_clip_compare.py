@@ -25,11 +25,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from benchmarks.data import open_dataset
-from benchmarks.pipeline import build_tokenizer
-from benchmarks.runtime import seed_everything
-from benchmarks.suite import Suite, load_suite
-from methods import PretrainBatch, StepContext, create_method
+from benchmarks.perf.context import open_context
+from benchmarks.suite import Suite
+from methods import PretrainBatch, StepContext
 
 
 def open_clip_twin(model: Any) -> nn.Module:
@@ -62,18 +60,15 @@ def run(batch_size: int = 256, steps: int = 3, repeats: int = 3, size: str = "ti
         suite: Suite | None = None) -> dict[str, Any]:
     import open_clip
 
-    suite = suite or load_suite(None)
-    dataset = open_dataset(suite.dataset.name, suite.dataset.root, suite.dataset.options)
-    tokenizer = build_tokenizer(suite, dataset)
-    seed_everything(0)
-    ours = create_method("clip", size, tokenizer=tokenizer, overrides=suite.method_overrides.get("clip"))
+    ctx = open_context(suite)
+    ours = ctx.model("clip", size).cpu()
     theirs = open_clip_twin(ours)
     n_ours, n_theirs = (sum(p.numel() for p in m.parameters()) for m in (ours, theirs))
     if abs(n_ours / n_theirs - 1) > 0.01:
         raise AssertionError(f"not the same architecture: {n_ours:,} parameters (ours) vs {n_theirs:,} (open_clip)")
     res = ours.config.vision.image_size
     images = torch.randn(batch_size, 3, res, res, generator=torch.Generator().manual_seed(0))
-    captions = list(dataset.retrieval_split("train").texts)[:batch_size]
+    captions = list(ctx.dataset.retrieval_split("train").texts)[:batch_size]
     tokens = ours.tokenize(captions)                     # padded to the context length, [SEP] kept
     batch = PretrainBatch(images=images, text=tokens, index=torch.arange(batch_size))
     ctx = StepContext(step=0, total_steps=1, steps_per_epoch=1, epoch=0)

@@ -12,12 +12,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.data import open_dataset
 from benchmarks.evaluation.retrieval import RetrievalProtocol, evaluate_image_text
-from benchmarks.pipeline import build_tokenizer
-from benchmarks.runtime import autocast, eval_mode, resolve_device, resolve_precision, seed_everything
-from benchmarks.suite import Suite, load_suite
-from methods import create_method
+from benchmarks.perf.context import open_context
+from benchmarks.runtime import autocast, eval_mode
+from benchmarks.suite import Suite
 
 
 def forward_only(model: Any, pixels: list[torch.Tensor], tokens: list[Any], device: torch.device,
@@ -37,19 +35,15 @@ def forward_only(model: Any, pixels: list[torch.Tensor], tokens: list[Any], devi
 
 def run(methods: list[str] | None = None, size: str = "tiny", repeats: int = 3, batch_size: int = 256,
         suite: Suite | None = None) -> dict[str, Any]:
-    suite = suite or load_suite(None)
-    device = resolve_device(suite.device)
-    precision = resolve_precision(suite.precision, device)
-    dataset = open_dataset(suite.dataset.name, suite.dataset.root, suite.dataset.options)
-    tokenizer = build_tokenizer(suite, dataset)
-    split = dataset.retrieval_split(suite.retrieval.split)
+    ctx = open_context(suite)
+    device, precision = ctx.device, ctx.precision
+    split = ctx.dataset.retrieval_split(ctx.suite.retrieval.split)
     protocol = RetrievalProtocol(batch_size=batch_size)
     out: dict[str, Any] = {"split": f"{split.ref.dataset}/{split.ref.split}", "n_images": split.n_images,
                            "n_texts": split.n_texts, "batch_size": batch_size, "repeats": repeats,
                            "threads": torch.get_num_threads(), "precision": precision, "methods": {}}
     for name in methods or ["clip"]:
-        seed_everything(0)
-        model = create_method(name, size, tokenizer=tokenizer, overrides=suite.method_overrides.get(name)).to(device)
+        model = ctx.model(name, size)
         texts = list(split.texts)
         with eval_mode(model), torch.no_grad():
             pixels = [model.preprocess.eval(split.images.get(np.arange(s, min(s + batch_size, split.n_images))))

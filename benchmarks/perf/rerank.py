@@ -16,27 +16,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.data import open_dataset
 from benchmarks.evaluation.retrieval import RetrievalProtocol, _Reranker, encode_images, encode_texts
-from benchmarks.pipeline import build_tokenizer
-from benchmarks.runtime import eval_mode, resolve_device, resolve_precision, seed_everything
-from benchmarks.suite import Suite, load_suite
-from methods import create_method
+from benchmarks.perf.context import open_context
+from benchmarks.runtime import eval_mode
+from benchmarks.suite import Suite
 
 
 def run(method: str = "tcl", size: str = "tiny", n_queries: int = 256, k: int = 16, rerank_batch: int = 512,
         repeats: int = 3, suite: Suite | None = None) -> dict[str, Any]:
     """pairs/s batched across queries vs one query per forward; text→image queries of the suite's test split."""
-    suite = suite or load_suite(None)
-    device = resolve_device(suite.device)
-    precision = resolve_precision(suite.precision, device)
-    dataset = open_dataset(suite.dataset.name, suite.dataset.root, suite.dataset.options)
-    tokenizer = build_tokenizer(suite, dataset)
-    seed_everything(0)
-    model = create_method(method, size, tokenizer=tokenizer, overrides=suite.method_overrides.get(method)).to(device)
+    ctx = open_context(suite)
+    device, precision = ctx.device, ctx.precision
+    model = ctx.model(method, size)
     if not model.supports_rerank:
         raise ValueError(f"{method} has no re-ranking head; choose a fusion model (tcl)")
-    split = dataset.retrieval_split(suite.retrieval.split)
+    split = ctx.dataset.retrieval_split(ctx.suite.retrieval.split)
     texts = list(split.texts)
     n_queries = min(n_queries, len(texts))
     out: dict[str, Any] = {"method": method, "size": size, "queries": n_queries, "k": k, "pairs": n_queries * k,

@@ -23,13 +23,11 @@ from typing import Any
 
 import torch
 
-from benchmarks.data import open_dataset
-from benchmarks.pipeline import build_tokenizer, pretrain_corpus
-from benchmarks.runtime import resolve_device, resolve_precision, seed_everything
-from benchmarks.suite import Suite, load_suite
+from benchmarks.perf.context import PerfContext, open_context
+from benchmarks.suite import Suite
 from benchmarks.training.batches import PretrainBatches
 from benchmarks.training.loop import TrainConfig, Trainer
-from methods import StepContext, create_method, train_recipe
+from methods import StepContext, train_recipe
 
 
 def step_flops(model: Any, batch: Any, steps_per_epoch: int) -> int:
@@ -46,22 +44,19 @@ def step_flops(model: Any, batch: Any, steps_per_epoch: int) -> int:
     return int(counter.get_total_flops())
 
 
-def measure_method(name: str, size: str, suite: Suite, corpus: Any, tokenizer: Any, steps: int, warmup: int,
-                   batch_size: int | None, peak_flops: float | None) -> dict[str, Any]:
-    device = resolve_device(suite.device)
-    precision = resolve_precision(suite.precision, device)
+def measure_method(ctx: PerfContext, name: str, size: str, steps: int, warmup: int, batch_size: int | None,
+                   peak_flops: float | None) -> dict[str, Any]:
+    suite, device, precision = ctx.suite, ctx.device, ctx.precision
     batch = batch_size or suite.budget(size).batch_size
-    seed_everything(0)
-    overrides = suite.variants[name].method_overrides if name in suite.variants else suite.method_overrides.get(name)
-    method = suite.method_of(name)
-    model = create_method(method, size, tokenizer=tokenizer, overrides=overrides)
-    data = PretrainBatches(corpus, model, batch, seed=0)
+    model = ctx.model(name, size)
+    data = PretrainBatches(ctx.corpus, model, batch, seed=0)
     t0 = time.perf_counter()
     for s in range(3):
         data.batch(0, s)
     data_s = (time.perf_counter() - t0) / 3
+    recipe = train_recipe(suite.method_of(name), size, suite.overrides_for(name, "recipe"))
     cfg = TrainConfig(steps=warmup + steps, batch_size=batch, seed=0, precision=precision, device=suite.device,
-                      log_every=1, recipe=train_recipe(method, size))
+                      log_every=1, recipe=recipe)
     with tempfile.TemporaryDirectory(prefix="vlpbench-perf-") as tmp:
         Trainer(model, data, cfg, Path(tmp), progress=False).fit()
         history = [json.loads(line) for line in (Path(tmp) / "history.jsonl").read_text().splitlines()]
@@ -85,15 +80,9 @@ def run(methods: list[str] | None = None, size: str = "tiny", steps: int = 6, wa
         batch_size: int | None = None, peak_flops: float | None = None, suite: Suite | None = None
         ) -> dict[str, Any]:
     """Every method of the suite (default: the default suite) at `size`; MFU against `peak_flops`."""
-    suite = suite or load_suite(None)
-    device = resolve_device(suite.device)
-    if size != "tiny" and device.type != "cuda":
-        return {"size": size, "skipped": f"{size} is measured on a GPU; this device is {device.type}"}
-    dataset = open_dataset(suite.dataset.name, suite.dataset.root, suite.dataset.options)
-    corpus = pretrain_corpus(suite, dataset)
-    tokenizer = build_tokenizer(suite, dataset, corpus)
-    names = methods or suite.method_names()
-    results = {}
-    for name in names:
-        results[name] = measure_method(name, size, suite, corpus, tokenizer, steps, warmup, batch_size, peak_flops)
+    ctx = open_context(suite, with_corpus=True)
+    if size != "tiny" and ctx.device.type != "cuda":
+        return {"size": size, "skipped": f"{size} is measured on a GPU; this device is {ctx.device.type}"}
+    results = {name: measure_method(ctx, name, size, steps, warmup, batch_size, peak_flops)
+               for name in methods or ctx.suite.method_names()}
     return {"size": size, "threads": torch.get_num_threads(), "peak_flops_per_s": peak_flops, "methods": results}
