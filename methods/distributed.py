@@ -70,6 +70,15 @@ def all_reduce_mean_(tensors: list[torch.Tensor]) -> None:
             offset += t.numel()
 
 
+def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
+    """The element-wise sum of every process's `x` (a new tensor; `x` itself when there is one process)."""
+    if world()[1] == 1:
+        return x
+    out = x.clone()
+    dist.all_reduce(out)
+    return out
+
+
 def gather_rows(x: torch.Tensor) -> torch.Tensor:
     """Every process's rows in rank order when processes hold different numbers of rows (evaluation shards):
     sizes are exchanged first, rows padded to the longest for the collective and the padding dropped — no

@@ -181,8 +181,9 @@ def _eval_worker(rank: int, world: int, workdir: str, method: str, scoring: str)
 def _protocol(scoring: str) -> Any:
     from benchmarks.evaluation.retrieval import RetrievalProtocol
 
-    # small batches and chunks: the 100 images and ~530 captions make uneven blocks over the processes
+    # small batches, chunks and tiles: the 100 images and ~530 captions make uneven blocks over the processes
     return RetrievalProtocol(scoring=scoring, rerank_k=10 if scoring != "itc" else None, batch_size=16, chunk=48,
+                             text_tile=100,
                              rerank_batch=64)
 
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.evaluation.metrics import (TIE_POLICIES, direction_metrics, image_text_metrics, query_ranks,
-                                           retrieval_ranks)
+from benchmarks.evaluation.metrics import (TIE_POLICIES, PairedRanks, direction_metrics, image_text_metrics,
+                                           paired_ranks, query_ranks, retrieval_ranks)
 
 
 def test_hand_made_matrix_ranks_and_metrics() -> None:
@@ -160,3 +160,74 @@ def test_query_ranks_equal_the_definition_with_ties_and_minus_infinity(policy: s
     got = query_ranks(scores, positives, policy).tolist()        # type: ignore[arg-type]
     assert got == _definition_ranks(scores, positives, policy)
     assert all(r > 1 for r in got[:5]) or policy == "optimistic"
+
+
+@pytest.mark.parametrize("tie_policy", TIE_POLICIES)
+def test_one_pass_paired_ranks_equal_both_directions_of_the_reference(tie_policy: str) -> None:
+    """PairedRanks (one pass over score tiles for both directions) gives retrieval_ranks' ranks exactly: coarse
+    integer scores (many ties), -inf entries, 1-5 captions per image stored grouped or shuffled, tile grids from
+    1 x 1 to larger than the matrix."""
+    rng = np.random.default_rng(7)
+    for trial in range(24):
+        n_img = int(rng.integers(1, 30))
+        txt2img = np.repeat(np.arange(n_img), rng.integers(1, 6, size=n_img))
+        if trial % 2:
+            rng.shuffle(txt2img)
+        sim = torch.from_numpy(rng.integers(-3, 4, size=(n_img, len(txt2img))).astype(np.float32))
+        if trial % 3 == 0:
+            sim[torch.from_numpy(rng.random(sim.shape) < 0.2)] = float("-inf")
+        ref = retrieval_ranks(sim, txt2img, tie_policy=tie_policy)  # type: ignore[arg-type]
+        for chunk, tile in [(1, 1), (3, 5), (7, 2), (100, 1000)]:
+            got = paired_ranks(lambda a, b, c, d: sim[a:b, c:d], txt2img, n_img, chunk, tile,
+                               tie_policy)  # type: ignore[arg-type]
+            np.testing.assert_array_equal(got[0], ref[0])
+            np.testing.assert_array_equal(got[1], ref[1])
+
+
+def test_paired_ranks_hand_made_and_work_split_by_image_chunks() -> None:
+    # captions 0, 1 of image 0; 2 of image 1; 3 of image 2. Image 0's best ground truth (caption 1, 0.5) ties
+    # with caption 2 after it; image 1 scores caption 0 above its own; image 2's caption ties with caption 1
+    # before it. Caption 0 scores image 1 above its own; caption 2's image ties with image 2 after it; caption
+    # 3's ties with images 0 and 1 before it.
+    sim = torch.tensor([[0.2, 0.5, 0.5, 0.1], [1.0, 0.0, 0.8, 0.1], [0.0, 0.1, 0.8, 0.1]])
+    t2i = np.array([0, 0, 1, 2])
+    for policy, i2t, t2i_r in [("pessimistic", [2, 2, 3], [2, 1, 2, 3]), ("optimistic", [1, 2, 2], [2, 1, 1, 1]),
+                               ("index", [1, 2, 3], [2, 1, 1, 3])]:
+        assert [r.tolist() for r in retrieval_ranks(sim, t2i, tie_policy=policy)] == [i2t, t2i_r]  # type: ignore
+        ranker = PairedRanks(lambda a, b, c, d: sim[a:b, c:d], t2i, 3, chunk=2, text_tile=3,
+                             tie_policy=policy)  # type: ignore[arg-type]
+        # two "processes": image chunks [0] and [2]; rows concatenated, caption counts summed
+        (r0, c0), (r1, c1) = ranker.accumulate([0]), ranker.accumulate([2])
+        got = ranker.finish(torch.cat([r0, r1]), c0 + c1)
+        assert got[0].tolist() == i2t and got[1].tolist() == t2i_r, policy
+
+
+def test_paired_ranks_prepass_scores_only_the_tiles_holding_pairs() -> None:
+    # 100 images x 5 grouped captions on a 10 x 50 grid: the 10 image chunks' pairs sit in 10 tiles (the
+    # diagonal), so the pre-pass adds 10 tile evaluations to the 100 of the main pass
+    txt2img = np.repeat(np.arange(100), 5)
+    calls: list[tuple[int, int, int, int]] = []
+    sim = torch.randn(100, 500, generator=torch.Generator().manual_seed(0))
+
+    def tile(a: int, b: int, c: int, d: int) -> torch.Tensor:
+        calls.append((a, b, c, d))
+        return sim[a:b, c:d]
+
+    got = paired_ranks(tile, txt2img, 100, chunk=10, text_tile=50)
+    ref = retrieval_ranks(sim, txt2img)
+    np.testing.assert_array_equal(got[0], ref[0])
+    np.testing.assert_array_equal(got[1], ref[1])
+    assert len(calls) == 110 and calls[:10] == [(10 * k, 10 * k + 10, 50 * k, 50 * k + 50) for k in range(10)]
+
+
+def test_paired_ranks_refuses_nan_and_a_nondeterministic_score_function() -> None:
+    t2i = np.array([0, 1])
+    with pytest.raises(ValueError, match="NaN"):
+        paired_ranks(lambda a, b, c, d: torch.full((b - a, d - c), float("nan")), t2i, 2)
+    noise = torch.Generator().manual_seed(0)
+    with pytest.raises(RuntimeError, match="not deterministic"):
+        paired_ranks(lambda a, b, c, d: torch.randn(b - a, d - c, generator=noise), t2i, 2)
+    with pytest.raises(ValueError, match="returned shape"):
+        paired_ranks(lambda a, b, c, d: torch.zeros(1, 1), t2i, 2)
+    with pytest.raises(ValueError, match="outside"):
+        paired_ranks(lambda a, b, c, d: torch.zeros(b - a, d - c), np.array([0, 2]), 2)

@@ -27,11 +27,11 @@ import torch
 from pydantic import Field, model_validator
 
 from benchmarks.data.types import ImageSource, RetrievalSplit
-from benchmarks.evaluation.metrics import TiePolicy, chunked_ranks, image_text_metrics
+from benchmarks.evaluation.metrics import PairedRanks, TiePolicy, chunked_ranks, image_text_metrics
 from benchmarks.runtime import autocast, eval_mode
 from methods import VLPModel
 from methods.config import StrictModel
-from methods.distributed import gather_rows, shard_range, world
+from methods.distributed import all_reduce_sum, gather_rows, shard_range, world
 
 Scoring = Literal["itc", "itm", "itm+itc"]
 
@@ -43,6 +43,8 @@ class RetrievalProtocol(StrictModel):
     prompt: str | None = Field(None, description="Text prepended to every caption, e.g. 'a photo of'.")
     batch_size: int = Field(256, gt=0, description="Encoding batch size (does not change results).")
     chunk: int = Field(256, gt=0, description="Query rows scored at a time (does not change results).")
+    text_tile: int = Field(1024, gt=0, description="Captions per score tile of the one-pass ITC ranking: "
+                                                   "`chunk` images x `text_tile` captions (does not change results).")
     rerank_batch: int = Field(512, gt=0, description="Cross-encoder pairs per forward (does not change results).")
 
     @model_validator(mode="after")
@@ -183,6 +185,40 @@ class _Reranker:
         return out
 
 
+@torch.inference_mode()
+def itc_ranks(model: VLPModel, img: torch.Tensor, txt: torch.Tensor, txt2img: Any, protocol: RetrievalProtocol,
+              device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """Both directions from one pass over the ITC score tiles (metrics.PairedRanks); in a process group each
+    process scores a block of whole image chunks, image rows are gathered and caption counts summed."""
+    ranker = PairedRanks(lambda a, b, c, d: model.similarity(img[a:b], txt[c:d]), np.asarray(txt2img),
+                         img.shape[0], protocol.chunk, protocol.text_tile, protocol.tie_policy)
+    rows, cols = ranker.accumulate(my_batches(img.shape[0], protocol.chunk))
+    if world()[1] > 1:
+        rows = gather_rows(rows.to(device)).cpu()
+        cols = all_reduce_sum(cols.to(device)).cpu()
+    return ranker.finish(rows, cols)
+
+
+def reranked_ranks(model: VLPModel, split: RetrievalSplit, texts: list[str], img: torch.Tensor, txt: torch.Tensor,
+                   protocol: RetrievalProtocol, device: torch.device, precision: str,
+                   timings: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Each direction's query rows scored by ITC, the top k re-scored by the cross-encoder, then ranked."""
+    t2i = torch.as_tensor(np.asarray(split.txt2img), dtype=torch.long)
+    img_ids = torch.arange(split.n_images)
+    reranker = _Reranker(model, split, texts, protocol, device, precision)
+    with torch.inference_mode():
+        i2t = sharded_ranks(lambda a, b: reranker.rerank_rows(model.similarity(img[a:b], txt), img_ids[a:b], True),
+                            lambda a, b: t2i[None, :] == img_ids[a:b, None],
+                            split.n_images, protocol.chunk, protocol.tie_policy, device)
+        t2i_r = sharded_ranks(lambda a, b: reranker.rerank_rows(model.similarity(img, txt[a:b]).t(),
+                                                                torch.arange(a, b), False),
+                              lambda a, b: img_ids[None, :] == t2i[a:b, None],
+                              split.n_texts, protocol.chunk, protocol.tie_policy, device)
+    timings["rerank_s"] = reranker.seconds
+    timings["rerank_pairs"] = float(reranker.pairs)
+    return i2t, t2i_r
+
+
 def evaluate_image_text(model: VLPModel, split: RetrievalSplit, protocol: RetrievalProtocol,
                         device: torch.device, precision: str) -> RetrievalOutcome:
     texts = [f"{protocol.prompt} {t}" if protocol.prompt else t for t in split.texts]
@@ -195,30 +231,12 @@ def evaluate_image_text(model: VLPModel, split: RetrievalSplit, protocol: Retrie
         txt = encode_texts(model, texts, protocol.batch_size, device, precision)
         timings["encode_texts_s"] = time.perf_counter() - t0
 
-        t2i = torch.as_tensor(np.asarray(split.txt2img), dtype=torch.long, device=device)
-        img_ids = torch.arange(split.n_images, device=device)
-        reranker = _Reranker(model, split, texts, protocol, device, precision) if protocol.scoring != "itc" else None
-
-        def i2t_scores(a: int, b: int) -> torch.Tensor:
-            s = model.similarity(img[a:b], txt)
-            return reranker.rerank_rows(s, img_ids[a:b], True) if reranker else s
-
-        def t2i_scores(a: int, b: int) -> torch.Tensor:
-            s = model.similarity(img, txt[a:b]).t()
-            return reranker.rerank_rows(s, torch.arange(a, b), False) if reranker else s
-
         t0 = time.perf_counter()
-        with torch.inference_mode():
-            i2t = sharded_ranks(i2t_scores, lambda a, b: (t2i[None, :] == img_ids[a:b, None]).cpu()
-                                if reranker else t2i[None, :] == img_ids[a:b, None],
-                                split.n_images, protocol.chunk, protocol.tie_policy, device)
-            t2i_r = sharded_ranks(t2i_scores, lambda a, b: (img_ids[None, :] == t2i[a:b, None]).cpu()
-                                  if reranker else img_ids[None, :] == t2i[a:b, None],
-                                  split.n_texts, protocol.chunk, protocol.tie_policy, device)
+        if protocol.scoring == "itc":
+            i2t, t2i_r = itc_ranks(model, img, txt, split.txt2img, protocol, device)
+        else:
+            i2t, t2i_r = reranked_ranks(model, split, texts, img, txt, protocol, device, precision, timings)
         timings["rank_s"] = time.perf_counter() - t0
-        if reranker is not None:
-            timings["rerank_s"] = reranker.seconds
-            timings["rerank_pairs"] = float(reranker.pairs)
     if protocol.rerank_k is not None:
         i2t = np.minimum(i2t, protocol.rerank_k + 1)
         t2i_r = np.minimum(t2i_r, protocol.rerank_k + 1)

@@ -3,8 +3,9 @@
 Inputs are given embeddings (5,000 images × 25,000 captions, 5 per image, unit-norm, dim 256 by default), so only
 the metric computation is timed, not any model.
 
-- ours: what the harness runs (benchmarks/evaluation/metrics.py) — score rows computed one chunk of queries at
-  a time from the embeddings and each query's rank counted without sorting (`chunked_ranks`), both directions.
+- ours: what the harness runs for ITC scoring (benchmarks/evaluation/metrics.py `paired_ranks`, at the
+  RetrievalProtocol defaults: 256 images x 1,024 captions per tile) — one pass over score tiles computed from the
+  embeddings serves both directions, each query's rank counted without sorting.
 - baseline: the widely used reference recipe (ALBEF/LAVIS `itm_eval`, also how many CLIP evaluation scripts do
   it): the full image × caption similarity matrix in memory, then a full argsort of every query's row and the
   position of its best ground truth.
@@ -25,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.evaluation.metrics import chunked_ranks, img2txt_from_txt2img
+from benchmarks.evaluation.metrics import img2txt_from_txt2img, paired_ranks
 
 Ranks = tuple[np.ndarray, np.ndarray]
 
@@ -41,16 +42,11 @@ def make_embeddings(n_images: int, captions_per_image: int, dim: int, seed: int 
     return img, txt, txt2img
 
 
-def ours(img: torch.Tensor, txt: torch.Tensor, txt2img: np.ndarray, chunk: int = 256) -> Ranks:
-    """The harness' ranks at its default chunk (RetrievalProtocol.chunk: 256 query rows): score rows from the
-    embeddings, each query's rank counted (no sort, no full matrix)."""
-    t2i = torch.as_tensor(txt2img)
-    img_ids = torch.arange(img.shape[0])
-    i2t = chunked_ranks(lambda a, b: img[a:b] @ txt.T, lambda a, b: t2i[None, :] == img_ids[a:b, None],
-                        img.shape[0], chunk)
-    t2i_ranks = chunked_ranks(lambda a, b: txt[a:b] @ img.T, lambda a, b: img_ids[None, :] == t2i[a:b, None],
-                              txt.shape[0], chunk)
-    return i2t, t2i_ranks
+def ours(img: torch.Tensor, txt: torch.Tensor, txt2img: np.ndarray, chunk: int = 256, text_tile: int = 1024
+         ) -> Ranks:
+    """The harness' ITC ranks at its defaults (RetrievalProtocol.chunk, .text_tile): one pass over score tiles
+    from the embeddings serves both directions (no sort, no full matrix)."""
+    return paired_ranks(lambda a, b, c, d: img[a:b] @ txt[c:d].T, txt2img, img.shape[0], chunk, text_tile)
 
 
 def baseline(img: torch.Tensor, txt: torch.Tensor, txt2img: np.ndarray) -> Ranks:
