@@ -306,7 +306,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_perf(args: argparse.Namespace) -> int:
     """Performance sections side by side (benchmarks/perf/), one JSON with the machine's fingerprint."""
-    from benchmarks.perf import machine, metrics_scale, open_clip_compare, overhead, rerank, train_step
+    from benchmarks.perf import machine, metrics_scale, open_clip_compare, overhead, profile, rerank, train_step
     from benchmarks.runtime import fingerprint
 
     methods = args.methods.split(",") if args.methods else None
@@ -318,6 +318,7 @@ def cmd_perf(args: argparse.Namespace) -> int:
     sections = {
         "machine": lambda: machine.run(),
         "train": lambda: train_step.run(methods, steps=args.steps, peak_flops=peak()),
+        "profile": lambda: profile.run(methods),
         "open_clip": lambda: open_clip_compare.run(repeats=args.repeats),
         "metrics": lambda: metrics_scale.run(n_images=args.n_images, repeats=args.repeats),
         "rerank": lambda: rerank.run(repeats=args.repeats),
@@ -345,6 +346,8 @@ def _perf_headline(name: str, result: dict[str, Any]) -> dict[str, Any]:
         return {m: {"step_s": round(r["step_s_median"], 3), "samples_per_s": round(r["samples_per_s"], 1),
                     **({"mfu": round(r["mfu"], 3)} if "mfu" in r else {})}
                 for m, r in result.get("methods", {}).items()} or result
+    if name == "profile":
+        return {m: {g: round(v, 3) for g, v in r["share_of_aten_self"].items()} for m, r in result["methods"].items()}
     if name == "open_clip":
         return {k: round(result[k]["ratio_open_clip_over_ours"], 3) for k in ("train_step", "encode_image",
                                                                               "encode_text")}
@@ -568,11 +571,12 @@ def build_parser() -> argparse.ArgumentParser:
     perf = sub.add_parser("perf", help="performance benchmarks side by side (issue 10): matmul peak, training step "
                                       "time and MFU, COCO-scale metrics, batched re-ranking, evaluation overhead")
     perf.add_argument("--only", help="comma-separated sections (default: all): machine (matmul FLOP/s), train "
-                                     "(step time, MFU), open_clip (CLIP vs open_clip), metrics (COCO-scale ranks), "
+                                     "(step time, MFU), profile (where a training step's time goes, torch.profiler), "
+                                     "open_clip (CLIP vs open_clip), metrics (COCO-scale ranks), "
                                      "rerank (batched re-ranking), "
                                      "overhead (evaluation vs forward)")
-    perf.add_argument("--methods", help="train/overhead: comma-separated methods (default: train every method of "
-                                        "the default suite, overhead clip)")
+    perf.add_argument("--methods", help="train/profile/overhead: comma-separated methods (default: train and profile "
+                                        "every method of the default suite, overhead clip)")
     perf.add_argument("--steps", type=int, default=6, help="train: timed steps per method (after 2 warm-up)")
     perf.add_argument("--n-images", type=int, default=5000, help="metrics: images (5 captions each); COCO 5K test")
     perf.add_argument("--repeats", type=int, default=3, help="alternated repetitions per side")

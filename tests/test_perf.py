@@ -126,3 +126,19 @@ def test_open_clip_twin_has_our_architecture_and_both_sides_train(cache_root) ->
         med = out[name]["seconds_median"]
         assert out[name]["ratio_open_clip_over_ours"] == med["open_clip"] / med["ours"]
     assert out["text_length"] == 32 and out["open_clip_version"].startswith("3.")
+
+
+def test_profile_section_records_only_the_steps_after_warmup(cache_root) -> None:  # type: ignore[no-untyped-def]
+    from benchmarks.perf import profile
+
+    out = profile.run(["clip"], steps=2, warmup=1, top=60, suite=_micro_suite())
+    r = out["methods"]["clip"]
+    shares = r["share_of_aten_self"]
+    assert set(shares) == {"dense", "elementwise", "other"} and abs(sum(shares.values()) - 1) < 1e-9
+    assert shares["dense"] > 0 and r["profiled_steps"] == 2 and 0 < r["aten_self_s"] <= r["wall_s"]
+    assert 10 < len(r["top_ops"]) <= 60 and r["top_ops"][0]["self_s"] >= r["top_ops"][-1]["self_s"]
+    # exactly the recorded steps: one step has half of two steps' matrix-multiply calls (none from the warm-up)
+    one = profile.run(["clip"], steps=1, warmup=1, top=60, suite=_micro_suite())["methods"]["clip"]
+    calls = {n: {op["op"]: op["calls"] for op in x["top_ops"]} for n, x in (("one", one), ("two", r))}
+    assert calls["two"]["aten::addmm"] == 2 * calls["one"]["aten::addmm"] > 0
+    assert profile.group_of("aten::gelu") == "elementwise" and profile.group_of("aten::index") == "other"

@@ -143,3 +143,21 @@ def test_rerank_k_below_the_largest_recall_k_is_refused() -> None:
 
     with pytest.raises(ConfigError, match=r"retrieval.rerank_k.*greater than or equal to 10"):
         load_suite(None, {"retrieval": {"rerank_k": 4}})
+
+
+SHIPPED_SUITES = sorted((Path(__file__).resolve().parents[1] / "benchmarks" / "suites").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED_SUITES, ids=[p.stem for p in SHIPPED_SUITES])
+def test_shipped_suite_files_load_under_their_file_name(path: Path) -> None:
+    assert load_suite(path).name == path.stem
+
+
+def test_quick_suite_runs_everything_the_default_runs_on_smaller_budgets() -> None:
+    quick, default = load_suite(Path(__file__).resolve().parents[1] / "benchmarks/suites/quick.yaml"), load_suite(None)
+    assert quick.method_names() == default.method_names() and quick.benchmarks == default.benchmarks
+    q_pairs, d_pairs = (s.budget("tiny").steps * s.budget("tiny").batch_size for s in (quick, default))
+    assert q_pairs * 10 < d_pairs and quick.dataset.options["n_pretrain"] >= q_pairs   # no pair seen twice
+    assert quick.unimodal_budget("tiny").vision_steps < default.unimodal_budget("tiny").vision_steps
+    assert quick.finetune.budget_for("tiny").steps * quick.finetune.budget_for("tiny").batch_size < \
+        default.finetune.budget_for("tiny").steps * default.finetune.budget_for("tiny").batch_size

@@ -22,6 +22,7 @@ import math
 import os
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,7 +120,8 @@ def param_groups(model: VLPModel, weight_decay: float, lr: float | None = None,
 
 class Trainer:
     def __init__(self, model: VLPModel, data: PretrainBatches, config: TrainConfig, run_dir: Path,
-                 *, progress: bool = True, job_fingerprint: str | None = None, stage: str = "pretrain") -> None:
+                 *, progress: bool = True, job_fingerprint: str | None = None, stage: str = "pretrain",
+                 step_hook: Callable[[int], None] | None = None) -> None:
         if stage not in ("pretrain", "finetune"):
             raise ValueError(f"stage must be 'pretrain' or 'finetune', got {stage!r}")
         self.stage = stage   # which objective: the model's pretrain_step or finetune_step
@@ -130,6 +132,7 @@ class Trainer:
         self.ckpt_dir = run_dir / "checkpoints"
         self.history_path = run_dir / "history.jsonl"
         self.progress = progress
+        self.step_hook = step_hook   # called with the step number after each optimizer step (e.g. a profiler's)
         self.job_fingerprint = job_fingerprint or config.fingerprint()
         self.device = resolve_device(config.device)
         self.precision = resolve_precision(config.precision, self.device)
@@ -324,6 +327,8 @@ class Trainer:
                 self.scheduler.step()
                 self.model.after_optimizer_step(ctx)
                 self.step += 1
+                if self.step_hook is not None:
+                    self.step_hook(self.step)
                 n_in_window += 1
                 sums["loss/total"] += float(out.total.detach())
                 for k, v in out.losses.items():
