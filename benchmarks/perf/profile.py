@@ -31,7 +31,8 @@ DENSE = ("mm", "addmm", "bmm", "baddbmm", "matmul", "linear", "convolution", "mk
          "_scaled_dot_product_flash_attention", "_efficient_attention_backward", "_flash_attention_backward",
          "addbmm", "einsum", "_convolution", "conv2d", "conv1d")
 ELEMENTWISE = ("add", "add_", "mul", "mul_", "div", "div_", "sub", "rsub", "gelu", "gelu_backward", "silu",
-               "relu", "threshold_backward", "sigmoid_backward", "tanh_backward", "silu_backward", "native_layer_norm", "native_layer_norm_backward", "copy_", "to",
+               "relu", "threshold_backward", "sigmoid_backward", "tanh_backward", "silu_backward",
+               "native_layer_norm", "native_layer_norm_backward", "copy_", "to",
                "_to_copy", "clone", "exp", "log", "neg", "pow", "sqrt", "rsqrt", "tanh", "sigmoid", "where",
                "masked_fill", "masked_fill_", "fill_", "zero_", "lerp_", "addcmul_", "addcdiv_", "_softmax",
                "_softmax_backward_data", "_log_softmax", "_log_softmax_backward_data", "mul_out", "clamp",
