@@ -1,8 +1,8 @@
 """Issue 10, "profile before optimising": where each method's training step spends its time.
 
 Each method is trained by the harness' own Trainer (as in train_step.py) under torch.profiler, which records
-`steps` steps after `warmup` unrecorded ones (one-off costs); the operators of the recorded steps are grouped by what they do and ranked by self time (time in the
-operator itself, not in what it calls). The groups:
+`steps` steps after `warmup` unrecorded ones (one-off costs); the operators of the recorded steps are grouped by
+what they do and ranked by self time (time in the operator itself, not in what it calls). The groups:
 - dense: matrix multiplies, convolutions and fused attention kernels (what the MFU of train_step.py counts);
 - elementwise: activations, normalisation, adds, copies and casts (memory-bound on a CPU, fusible by a compiler);
 - other: everything else (indexing, reductions, optimizer, allocation, Python-side framework overhead).
