@@ -319,12 +319,15 @@ def cmd_perf(args: argparse.Namespace) -> int:
         "machine": lambda: machine.run(),
         "train": lambda: train_step.run(methods, steps=args.steps, peak_flops=peak()),
         "profile": lambda: profile.run(methods),
+        "compile": lambda: train_step.run_compile(methods, steps=args.steps,
+                                                  eager=out["sections"].get("train", {}).get("methods")),
         "open_clip": lambda: open_clip_compare.run(repeats=args.repeats),
         "metrics": lambda: metrics_scale.run(n_images=args.n_images, repeats=args.repeats),
         "rerank": lambda: rerank.run(repeats=args.repeats),
         "overhead": lambda: overhead.run(methods, repeats=args.repeats),
     }
-    chosen = args.only.split(",") if args.only else list(sections)
+    # compile is opt-in (--only ...,compile): it compiles every method's towers, ~10 min on a 2-core CPU
+    chosen = args.only.split(",") if args.only else [s for s in sections if s != "compile"]
     unknown = sorted(set(chosen) - set(sections))
     if unknown:
         raise ConfigError(f"--only: unknown section(s) {unknown}; choose from {sorted(sections)}")
@@ -345,6 +348,9 @@ def _perf_headline(name: str, result: dict[str, Any]) -> dict[str, Any]:
     if name == "train":
         return {m: {"step_s": round(r["step_s_median"], 3), "samples_per_s": round(r["samples_per_s"], 1),
                     **({"mfu": round(r["mfu"], 3)} if "mfu" in r else {})}
+                for m, r in result.get("methods", {}).items()} or result
+    if name == "compile":
+        return {m: {"speedup": round(r["speedup"], 3), "compile_extra_s": round(r["compile_extra_s"], 1)}
                 for m, r in result.get("methods", {}).items()} or result
     if name == "profile":
         return {m: {g: round(v, 3) for g, v in r["share_of_aten_self"].items()} for m, r in result["methods"].items()}
@@ -572,6 +578,7 @@ def build_parser() -> argparse.ArgumentParser:
                                       "time and MFU, COCO-scale metrics, batched re-ranking, evaluation overhead")
     perf.add_argument("--only", help="comma-separated sections (default: all): machine (matmul FLOP/s), train "
                                      "(step time, MFU), profile (where a training step's time goes, torch.profiler), "
+                                     "compile (training with torch.compile'd towers vs eager), "
                                      "open_clip (CLIP vs open_clip), metrics (COCO-scale ranks), "
                                      "rerank (batched re-ranking), "
                                      "overhead (evaluation vs forward)")

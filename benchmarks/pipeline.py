@@ -188,7 +188,8 @@ def resolved_config(job: Job, dataset: BuiltinDataset, tokenizer: TextTokenizer,
         "method": {"name": job.method, "size": job.size, **mcfg.model_dump(mode="json"),
                    **({"variant": _variant_entry(job)} if job.variant else {})},
         "train": {**budget.model_dump(mode="json"), "seed": job.seed, "precision": suite.precision,
-                  "device": suite.device, "recipe": recipe.model_dump(mode="json")},
+                  "device": suite.device, "recipe": recipe.model_dump(mode="json"),
+                  **({"compile": True} if suite.compile else {})},   # (absent when off: fingerprints kept)
         "dataset": {"name": dataset.name, "fingerprint": dataset.fingerprint,
                     "options": dataset.manifest["config"], **_corpus_entry(suite, corpus)},
         "tokenizer": {**suite.tokenizer.model_dump(mode="json"), "fingerprint": tokenizer.fingerprint(),
@@ -274,7 +275,7 @@ def _train(job: Job, job_dir: Path, model: VLPModel, corpus: PairCorpus, config:
     budget = suite.budget(job.size)
     tcfg = TrainConfig(steps=budget.steps, batch_size=budget.batch_size, seed=job.seed,
                        precision=suite.precision, device=suite.device, log_every=budget.log_every,
-                       checkpoint_every=budget.checkpoint_every,
+                       checkpoint_every=budget.checkpoint_every, compile=suite.compile,
                        recipe=train_recipe(job.method, job.size, job.recipe_overrides))
     rank, size = world()
     data = PretrainBatches(corpus, model, tcfg.batch_size, job.seed, shard=(rank, size))

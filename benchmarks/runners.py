@@ -167,7 +167,7 @@ def _finetune(job: Job, job_dir: Path, dataset: BuiltinDataset, pre: PretrainRec
     plan = {"from_pretrain": pre.job_fingerprint, "dataset": corpus.ref.to_json(), "seed": job.seed,
             "budget": budget.model_dump(mode="json"), "recipe": recipe.model_dump(mode="json"),
             "objective": "the method's finetune_step",
-            "precision": suite.precision, "device": suite.device}
+            "precision": suite.precision, "device": suite.device, **({"compile": True} if suite.compile else {})}
     fp = sha256_json(plan)
     ft_dir = job_dir / "finetune"
     record_path = ft_dir / "finetune.json"
@@ -180,7 +180,7 @@ def _finetune(job: Job, job_dir: Path, dataset: BuiltinDataset, pre: PretrainRec
     data = PretrainBatches(corpus, model, budget.batch_size, job.seed, fields=model.finetune_fields)
     tcfg = TrainConfig(steps=budget.steps, batch_size=budget.batch_size, seed=job.seed, precision=suite.precision,
                        device=suite.device, log_every=budget.log_every, checkpoint_every=budget.checkpoint_every,
-                       recipe=recipe)
+                       recipe=recipe, compile=suite.compile)
     with torch.enable_grad():
         summary = Trainer(model, data, tcfg, ft_dir, progress=False, job_fingerprint=fp, stage="finetune").fit()
     lineage = [*lineage, {"stage": "finetune", "dataset": corpus.ref.to_json(), "steps": summary.steps,

@@ -253,6 +253,21 @@ class TextTower(nn.Module):
         return TowerOutput(tokens=hidden, pooled=pooled, mask=attention_mask)
 
 
+@contextmanager
+def compiled_towers(model: nn.Module) -> Iterator[int]:
+    """Within the block, every vision and text tower inside `model` runs its forward through torch.compile
+    (parameters, state dict and checkpoints unchanged); yields how many. Used for training (Suite.compile): the
+    model leaves the block eager again, so evaluation and export never see a compiled module."""
+    towers = [m for m in model.modules() if isinstance(m, (VisionTower, TextTower))]
+    for tower in towers:
+        tower.forward = torch.compile(tower.forward)    # type: ignore[method-assign]
+    try:
+        yield len(towers)
+    finally:
+        for tower in towers:
+            del tower.forward                             # back to the class's eager forward
+
+
 def check_tower_shapes(method: str, vision: VisionTowerConfig, text: TextTowerConfig, resolution: int,
                        text_arch: str) -> None:
     """The checks every two-tower config repeats: the text tower's kind, and image size = preprocessing size."""

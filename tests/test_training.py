@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -156,3 +157,31 @@ def test_sample_flags_are_scored_against_the_known_noisy_pairs(small_world: Buil
     assert f["noisy"] == int(truth.sum()) > 0
     assert f["precision"] == pytest.approx((flagged & truth).sum() / flagged.sum())
     assert f["recall"] == pytest.approx((flagged & truth).sum() / truth.sum())
+
+
+def test_compiled_towers_train_like_eager_and_leave_the_model_eager(small_world: BuiltinDataset,
+                                                                    tokenizer: TextTokenizer, tmp_path: Path) -> None:
+    """Suite.compile: the same 3 steps with torch.compile'd towers give eager's losses and weights up to float
+    rounding (fused kernels round differently); the fingerprint says compiled (off keeps the old fingerprint);
+    after fit the towers run eagerly again (evaluation and export never see a compiled module)."""
+    from methods.towers import TextTower, VisionTower, compiled_towers
+
+    eager, _ = _train(small_world, tokenizer, tmp_path / "eager", steps=3)
+    compiled, trainer = _train(small_world, tokenizer, tmp_path / "compiled", steps=3, compile=True)
+    hist = {n: [json.loads(x) for x in (tmp_path / n / "history.jsonl").read_text().splitlines()]
+            for n in ("eager", "compiled")}
+    for e, c in zip(hist["eager"], hist["compiled"]):
+        assert math.isclose(e["loss/total"], c["loss/total"], rel_tol=1e-4)
+    se, sc = eager.state_dict(), compiled.state_dict()
+    assert se.keys() == sc.keys() and all(torch.allclose(se[k], sc[k], atol=1e-4) for k in se)
+    towers = [m for m in compiled.modules() if isinstance(m, (VisionTower, TextTower))]
+    assert len(towers) == 2 and all("forward" not in vars(m) for m in towers)
+    cfg = trainer.config
+    off = cfg.model_copy(update={"compile": False})
+    legacy = {k: v for k, v in off.model_dump(mode="json").items() if k != "compile"}
+    assert off.fingerprint() == hashlib.sha256(json.dumps(legacy, sort_keys=True).encode()).hexdigest()
+    assert cfg.fingerprint() != off.fingerprint()
+    eager_towers = [m for m in eager.modules() if isinstance(m, (VisionTower, TextTower))]
+    with compiled_towers(eager) as n:       # what fit runs inside with compile on: each tower's forward compiled
+        assert n == 2 and all(vars(m)["forward"] is not type(m).forward for m in eager_towers)
+    assert all("forward" not in vars(m) for m in eager_towers)

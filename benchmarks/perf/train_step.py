@@ -45,7 +45,7 @@ def step_flops(model: Any, batch: Any, steps_per_epoch: int) -> int:
 
 
 def measure_method(ctx: PerfContext, name: str, size: str, steps: int, warmup: int, batch_size: int | None,
-                   peak_flops: float | None) -> dict[str, Any]:
+                   peak_flops: float | None, compile: bool = False) -> dict[str, Any]:
     suite, device, precision = ctx.suite, ctx.device, ctx.precision
     batch = batch_size or suite.budget(size).batch_size
     model = ctx.model(name, size)
@@ -56,7 +56,7 @@ def measure_method(ctx: PerfContext, name: str, size: str, steps: int, warmup: i
     data_s = (time.perf_counter() - t0) / 3
     recipe = train_recipe(suite.method_of(name), size, suite.overrides_for(name, "recipe"))
     cfg = TrainConfig(steps=warmup + steps, batch_size=batch, seed=0, precision=precision, device=suite.device,
-                      log_every=1, recipe=recipe)
+                      log_every=1, recipe=recipe, compile=compile)
     with tempfile.TemporaryDirectory(prefix="vlpbench-perf-") as tmp:
         Trainer(model, data, cfg, Path(tmp), progress=False).fit()
         history = [json.loads(line) for line in (Path(tmp) / "history.jsonl").read_text().splitlines()]
@@ -65,7 +65,8 @@ def measure_method(ctx: PerfContext, name: str, size: str, steps: int, warmup: i
     flops = step_flops(model, data.batch(0, warmup + steps).to(device), data.steps_per_epoch)
     out: dict[str, Any] = {
         "size": size, "batch_size": batch, "precision": precision, "device": str(device),
-        "timed_steps": steps, "warmup_steps": warmup, "step_s_median": step_s,
+        "compile": compile, "timed_steps": steps, "warmup_steps": warmup, "step_s_median": step_s,
+        "warmup_step_s": [batch / h["samples_per_s"] for h in history[:warmup]],
         "step_s": step_times, "samples_per_s": batch / step_s,
         "batch_assembly_s": data_s, "batch_assembly_share": data_s / step_s,
         "flops_per_step": flops, "achieved_flops_per_s": flops / step_s,
@@ -86,3 +87,25 @@ def run(methods: list[str] | None = None, size: str = "tiny", steps: int = 6, wa
     results = {name: measure_method(ctx, name, size, steps, warmup, batch_size, peak_flops)
                for name in methods or ctx.suite.method_names()}
     return {"size": size, "threads": torch.get_num_threads(), "peak_flops_per_s": peak_flops, "methods": results}
+
+
+def run_compile(methods: list[str] | None = None, size: str = "tiny", steps: int = 6, warmup: int = 2,
+                eager: dict[str, Any] | None = None, suite: Suite | None = None) -> dict[str, Any]:
+    """Each method trained with its towers torch.compile'd (Suite.compile) against eager: step time, the extra
+    time of the warm-up steps (compilation), and the steps after which compiling has paid for itself. `eager`:
+    the train section's results, when it ran in the same process (otherwise eager is measured here)."""
+    ctx = open_context(suite, with_corpus=True)
+    if size != "tiny" and ctx.device.type != "cuda":
+        return {"size": size, "skipped": f"{size} is measured on a GPU; this device is {ctx.device.type}"}
+    out: dict[str, Any] = {}
+    for name in methods or ctx.suite.method_names():
+        e = (eager or {}).get(name) or measure_method(ctx, name, size, steps, warmup, None, None)
+        c = measure_method(ctx, name, size, steps, warmup, None, None, compile=True)
+        gain = e["step_s_median"] - c["step_s_median"]
+        extra = sum(c["warmup_step_s"]) - sum(e["warmup_step_s"])
+        out[name] = {"eager_step_s": e["step_s_median"], "compiled_step_s": c["step_s_median"],
+                     "speedup": e["step_s_median"] / c["step_s_median"], "compile_extra_s": extra,
+                     "break_even_steps": extra / gain if gain > 0 else None,
+                     "default_budget_steps": ctx.suite.budget(size).steps,
+                     "compiled_warmup_step_s": c["warmup_step_s"]}
+    return {"size": size, "threads": torch.get_num_threads(), "methods": out}

@@ -41,6 +41,7 @@ from benchmarks.training.schedule import warmup_cosine, warmup_steps_for
 from methods import StepContext, TrainRecipe, VLPModel
 from methods.distributed import all_reduce_mean_, world
 from methods.config import ConfigError, StrictModel
+from methods.towers import compiled_towers
 
 
 class TrainConfig(StrictModel):
@@ -53,9 +54,13 @@ class TrainConfig(StrictModel):
     checkpoint_every: int = Field(0, ge=0, description="Steps between checkpoints; 0 = only at the end.")
     keep_checkpoints: int = Field(2, ge=1)
     recipe: TrainRecipe
+    compile: bool = Field(False, description="torch.compile the vision and text towers (methods.towers."
+                                             "compiled_towers): see Suite.compile.")
 
     def fingerprint(self) -> str:
-        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+        # (compile off is left out, so that configurations from before the option keep their fingerprints)
+        dump = self.model_dump(mode="json", exclude=None if self.compile else {"compile"})
+        return hashlib.sha256(json.dumps(dump, sort_keys=True).encode()).hexdigest()
 
 
 class TrainingDiverged(RuntimeError):
@@ -277,6 +282,12 @@ class Trainer:
 
     # ---- loop ----------------------------------------------------------------------------------
     def fit(self, resume: str | None = None) -> TrainSummary:
+        if not self.config.compile:
+            return self._fit(resume)
+        with compiled_towers(self.model):
+            return self._fit(resume)
+
+    def _fit(self, resume: str | None) -> TrainSummary:
         cfg = self.config
         make_deterministic()
         self.model.to(self.device)
