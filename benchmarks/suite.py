@@ -240,10 +240,10 @@ class Suite(StrictModel):
     device: str = "auto"
     compile: bool = Field(False, description="Train (pretraining, fine-tuning) with the vision and text towers "
                                              "torch.compile'd: fused elementwise kernels, float rounding unlike "
-                                             "eager's, so the job fingerprint changes. On this project's 2-core "
-                                             "CPU a CLIP-tiny step is ~1.17x faster after ~47 s of compilation, "
-                                             "about break-even at the tiny budget; `vlpbench perf --only compile` "
-                                             "measures every method.")
+                                             "eager's, so the job fingerprint changes. Off: on this project's "
+                                             "2-core CPU it measured 0.91-1.01x eager per step after 28-113 s of "
+                                             "compilation (README, Performance); for GPU runs, measure first "
+                                             "with `vlpbench perf --only compile`.")
     method_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
     recipe_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
     retrieval: RetrievalSpec = Field(default_factory=RetrievalSpec)
