@@ -101,7 +101,7 @@ def test_multi_view_loss_is_the_weighted_sum_of_the_single_pair_losses_computed_
         assert float(out.losses[name].detach()) == pytest.approx(float(value), rel=1e-5), name
         assert float(value) > 0.1                    # not a trivially-zero term
     expected = sum(WEIGHTS[n] * float(v) for n, v in direct.items())
-    assert float(out.total) == pytest.approx(expected, rel=1e-5)
+    assert float(out.total.detach()) == pytest.approx(expected, rel=1e-5)
 
 
 @pytest.mark.parametrize("off", PAIR_NAMES)
