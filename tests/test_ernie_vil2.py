@@ -98,8 +98,8 @@ def test_multi_view_loss_is_the_weighted_sum_of_the_single_pair_losses_computed_
                   "image_image": _direct(i1, i2, s), "caption_tags": _direct(cap, tag, s)}
     assert set(out.losses) == set(PAIR_NAMES)
     for name, value in direct.items():
-        assert float(out.losses[name].detach()) == pytest.approx(float(value), rel=1e-5), name
-        assert float(value) > 0.1                    # not a trivially-zero term
+        assert float(out.losses[name].detach()) == pytest.approx(float(value.detach()), rel=1e-5), name
+        assert float(value.detach()) > 0.1                    # not a trivially-zero term
     expected = sum(WEIGHTS[n] * float(v) for n, v in direct.items())
     assert float(out.total.detach()) == pytest.approx(expected, rel=1e-5)
 
@@ -113,8 +113,8 @@ def test_switching_a_view_pair_off_removes_exactly_its_term(tokenizer: TextToken
     reduced = reduced_model.pretrain_step(batch, CTX)
     assert set(reduced.losses) == set(PAIR_NAMES) - {off}
     for name, value in reduced.losses.items():
-        assert float(value) == pytest.approx(float(full.losses[name]), rel=1e-6)
-    assert float(full.total) - float(reduced.total) == pytest.approx(WEIGHTS[off] * float(full.losses[off]), rel=1e-5)
+        assert float(value.detach()) == pytest.approx(float(full.losses[name].detach()), rel=1e-6)
+    assert float(full.total.detach()) - float(reduced.total.detach()) == pytest.approx(WEIGHTS[off] * float(full.losses[off].detach()), rel=1e-5)
 
 
 def test_the_tag_view_off_needs_no_tags_and_the_image_pair_off_needs_no_second_view(tokenizer: TextTokenizer) -> None:
@@ -138,7 +138,7 @@ def test_cross_modal_terms_over_both_image_views_are_the_mean_of_the_two(tokeniz
     losses, _ = m.pair_losses(views, m.logit_scale.exp())
     s = m.logit_scale.exp()
     expected = 0.5 * (_direct(views["image1"], views["caption"], s) + _direct(views["image2"], views["caption"], s))
-    assert float(losses["image_caption"]) == pytest.approx(float(expected), rel=1e-5)
+    assert float(losses["image_caption"].detach()) == pytest.approx(float(expected.detach()), rel=1e-5)
 
 
 def test_every_tower_the_loss_uses_gets_a_gradient_and_the_scale_is_learned_and_clamped(
@@ -150,7 +150,7 @@ def test_every_tower_the_loss_uses_gets_a_gradient_and_the_scale_is_learned_and_
     with torch.no_grad():
         model.logit_scale.fill_(9.0)
     model.after_optimizer_step(CTX)
-    assert float(model.logit_scale) == pytest.approx(math.log(100.0))
+    assert float(model.logit_scale.detach()) == pytest.approx(math.log(100.0))
 
 
 def test_the_tags_fallbacks(tokenizer: TextTokenizer, small_world: BuiltinDataset) -> None:
@@ -225,8 +225,8 @@ def _worker(rank: int, world: int, workdir: str) -> None:
         release = _micro(tok, **_weighted(), negatives="local")      # the option that reproduces the release
         release.load_state_dict(model.state_dict())
         with torch.no_grad():
-            release_total = float(release.pretrain_step(local, CTX).total)
-        torch.save({"total": float(out.total), "local_only": float(local_only), "release": release_total,
+            release_total = float(release.pretrain_step(local, CTX).total.detach())
+        torch.save({"total": float(out.total.detach()), "local_only": float(local_only), "release": release_total,
                     "grads": grads},
                    Path(workdir) / f"rank{rank}.pt")
     finally:
@@ -246,9 +246,9 @@ def test_a_two_process_gloo_run_uses_the_negatives_of_both_processes(model: ERNI
     reference = model.pretrain_step(full, CTX)          # one process holding the whole global batch of 8
     reference.total.backward()
     # Each process scores its 4 rows against all 8: the mean of the two losses is the global-batch loss...
-    assert 0.5 * (ranks[0]["total"] + ranks[1]["total"]) == pytest.approx(float(reference.total), rel=1e-5)
+    assert 0.5 * (ranks[0]["total"] + ranks[1]["total"]) == pytest.approx(float(reference.total.detach()), rel=1e-5)
     # ...which local negatives alone (the release's head) do not give: 3 negatives per row instead of 7.
-    assert 0.5 * (ranks[0]["local_only"] + ranks[1]["local_only"]) < float(reference.total) - 0.3
+    assert 0.5 * (ranks[0]["local_only"] + ranks[1]["local_only"]) < float(reference.total.detach()) - 0.3
     for r in ranks:
         assert r["release"] == pytest.approx(r["local_only"], rel=1e-5)      # negatives: local = the release's head
     # Gradients flow through the gathered features: DDP's mean gradient equals the global-batch gradient.
