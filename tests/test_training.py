@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -159,6 +160,8 @@ def test_sample_flags_are_scored_against_the_known_noisy_pairs(small_world: Buil
     assert f["recall"] == pytest.approx((flagged & truth).sum() / truth.sum())
 
 
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
+                    reason="torch.compile on CPU needs a C++ compiler (apt-get install g++)")
 def test_compiled_towers_train_like_eager_and_leave_the_model_eager(small_world: BuiltinDataset,
                                                                     tokenizer: TextTokenizer, tmp_path: Path) -> None:
     """Suite.compile: the same 3 steps with torch.compile'd towers give eager's losses and weights up to float
