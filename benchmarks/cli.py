@@ -353,7 +353,8 @@ def _perf_headline(name: str, result: dict[str, Any]) -> dict[str, Any]:
         return {m: {"speedup": round(r["speedup"], 3), "compile_extra_s": round(r["compile_extra_s"], 1)}
                 for m, r in result.get("methods", {}).items()} or result
     if name == "profile":
-        return {m: {g: round(v, 3) for g, v in r["share_of_aten_self"].items()} for m, r in result["methods"].items()}
+        return {m: {g: round(v, 3) for g, v in r["share_of_aten_self"].items()}
+                for m, r in result.get("methods", {}).items()} or result
     if name == "open_clip":
         return {k: round(result[k]["ratio_open_clip_over_ours"], 3) for k in ("train_step", "encode_image",
                                                                               "encode_text")}

@@ -15,7 +15,7 @@ Tie policy (a score equal to the best positive's score):
 
 Ranks are computed one chunk of queries at a time (`chunked_ranks`, any per-query scores such as
 re-ranked rows) or, for one score matrix serving both directions, one tile at a time in a single
-pass (`PairedRanks`, what ITC evaluation runs: each score computed once, ~8x faster than a full
+pass (`PairedRanks`, what ITC evaluation runs: each score computed once, ~10x faster than a full
 matrix and an argsort at COCO scale). Memory is O(chunk × gallery), never images × captions, and
 the result depends neither on the chunk nor on the tile size.
 """

@@ -12,18 +12,15 @@ fusion (torch.compile) could at most remove.
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch.profiler import ProfilerActivity, profile, schedule
 
 from benchmarks.perf.context import PerfContext, open_context
+from benchmarks.perf.train_step import train_history
 from benchmarks.suite import Suite
 from benchmarks.training.batches import PretrainBatches
-from benchmarks.training.loop import TrainConfig, Trainer
-from methods import train_recipe
 
 DENSE = ("mm", "addmm", "bmm", "baddbmm", "matmul", "linear", "convolution", "mkldnn_convolution",
          "convolution_backward", "_scaled_dot_product_flash_attention_for_cpu",
@@ -54,16 +51,12 @@ def profile_method(ctx: PerfContext, name: str, size: str, steps: int, warmup: i
     batch = ctx.suite.budget(size).batch_size
     model = ctx.model(name, size)
     data = PretrainBatches(ctx.corpus, model, batch, seed=0)
-    recipe = train_recipe(ctx.suite.method_of(name), size, ctx.suite.overrides_for(name, "recipe"))
-    cfg = TrainConfig(steps=warmup + steps + 1, batch_size=batch, seed=0, precision=ctx.precision,
-                      device=ctx.suite.device, log_every=1, recipe=recipe)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if ctx.device.type == "cuda" else [])
     # the first `warmup` steps run unrecorded (one-off costs; the last of them also warms the profiler up), the
     # next `steps` are recorded
     when = schedule(wait=max(warmup - 1, 0), warmup=min(warmup, 1), active=steps, repeat=1)
-    with tempfile.TemporaryDirectory(prefix="vlpbench-profile-") as tmp, \
-            profile(activities=activities, schedule=when) as prof:
-        Trainer(model, data, cfg, Path(tmp), progress=False, step_hook=lambda _: prof.step()).fit()
+    with profile(activities=activities, schedule=when) as prof:
+        train_history(ctx, name, size, model, data, warmup + steps + 1, step_hook=lambda _: prof.step())
     events = [e for e in prof.key_averages() if e.key.startswith("aten::")]
     total = sum(e.self_cpu_time_total for e in events)
     groups: dict[str, float] = {"dense": 0.0, "elementwise": 0.0, "other": 0.0}

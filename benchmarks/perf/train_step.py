@@ -19,6 +19,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -44,6 +45,18 @@ def step_flops(model: Any, batch: Any, steps_per_epoch: int) -> int:
     return int(counter.get_total_flops())
 
 
+def train_history(ctx: PerfContext, name: str, size: str, model: Any, data: PretrainBatches, steps: int, *,
+                  compile: bool = False, step_hook: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
+    """Train `model` for `steps` steps with the harness' Trainer (its size's recipe with the suite's overrides,
+    log_every 1, in a throw-away folder); the per-step history records."""
+    recipe = train_recipe(ctx.suite.method_of(name), size, ctx.suite.overrides_for(name, "recipe"))
+    cfg = TrainConfig(steps=steps, batch_size=data.batch_size, seed=0, precision=ctx.precision,
+                      device=ctx.suite.device, log_every=1, recipe=recipe, compile=compile)
+    with tempfile.TemporaryDirectory(prefix="vlpbench-perf-") as tmp:
+        Trainer(model, data, cfg, Path(tmp), progress=False, step_hook=step_hook).fit()
+        return [json.loads(line) for line in (Path(tmp) / "history.jsonl").read_text().splitlines()]
+
+
 def measure_method(ctx: PerfContext, name: str, size: str, steps: int, warmup: int, batch_size: int | None,
                    peak_flops: float | None, compile: bool = False) -> dict[str, Any]:
     suite, device, precision = ctx.suite, ctx.device, ctx.precision
@@ -54,12 +67,7 @@ def measure_method(ctx: PerfContext, name: str, size: str, steps: int, warmup: i
     for s in range(3):
         data.batch(0, s)
     data_s = (time.perf_counter() - t0) / 3
-    recipe = train_recipe(suite.method_of(name), size, suite.overrides_for(name, "recipe"))
-    cfg = TrainConfig(steps=warmup + steps, batch_size=batch, seed=0, precision=precision, device=suite.device,
-                      log_every=1, recipe=recipe, compile=compile)
-    with tempfile.TemporaryDirectory(prefix="vlpbench-perf-") as tmp:
-        Trainer(model, data, cfg, Path(tmp), progress=False).fit()
-        history = [json.loads(line) for line in (Path(tmp) / "history.jsonl").read_text().splitlines()]
+    history = train_history(ctx, name, size, model, data, warmup + steps, compile=compile)
     step_times = [batch / h["samples_per_s"] for h in history[warmup:]]
     step_s = statistics.median(step_times)
     flops = step_flops(model, data.batch(0, warmup + steps).to(device), data.steps_per_epoch)
