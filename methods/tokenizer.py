@@ -1,30 +1,46 @@
 """An offline text tokenizer that travels with the model.
 
-Two sources, neither touching a hub:
+Sources, none touching a hub:
 - `TextTokenizer.train_wordpiece(corpus)`: a BERT-style WordPiece vocabulary built
   deterministically from a text corpus (the built-in dataset's default);
 - `TextTokenizer.from_dir(path)`: a local directory holding `tokenizer.json` or a BERT
-  `vocab.txt` (a downloaded BERT, for `base` configs).
+  `vocab.txt` (a downloaded BERT, for `base` configs), a Hugging Face CLIP tokenizer folder, or a
+  tokenizer saved by `save` (any kind: the `vlpbench_tokenizer.json` beside `tokenizer.json` says
+  which, with its options);
+- `methods.clip_tokenizer.CLIPBPETokenizer`: CLIP's byte-level BPE (open_clip or Hugging Face ids).
+
+Options that change ids are part of a tokenizer's identity (saved with it, in its fingerprint):
+`template` (`cls_text_sep`: `[CLS] X [SEP]`, stock BERT; `cls_text`: `[CLS] X`, the vendored BERT
+tokenizer of ALBEF/TCL) and `clean` (text cleaning before encoding, `methods.text_clean`).
 
 Loading is validated: transformers 5 silently returns a 5-token BERT tokenizer when a vocab is
-missing offline (../shared/reference/environment.md, trap 1), so a vocabulary with fewer than
-`MIN_VOCAB` entries or without the special tokens is an error naming the directory.
+missing offline, so a vocabulary with fewer than `MIN_VOCAB` entries or without the special
+tokens is an error naming the directory.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+
+from methods.text_clean import NONE as NONE_CLEAN
+from methods.text_clean import canonical_clean_spec, make_cleaner
 
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 SPECIAL_TOKENS: tuple[str, ...] = (PAD, UNK, CLS, SEP, MASK)
 MIN_VOCAB = 32
+TEMPLATES: tuple[str, ...] = ("cls_text_sep", "cls_text")
+DEFAULT_TEMPLATE = "cls_text_sep"
+META_FILE = "vlpbench_tokenizer.json"   # kind and options of a tokenizer written by `save`, beside tokenizer.json
+META_FORMAT = 1
 
 
 class TokenizerError(ValueError):
@@ -51,9 +67,24 @@ class TokenBatch:
 
 
 class TextTokenizer:
-    """`[CLS] text [SEP]`, lower-cased WordPiece, fixed-length right padding, [SEP] kept on truncation."""
+    """Lower-cased BERT WordPiece with fixed-length right padding.
 
-    def __init__(self, backend: Tokenizer, source: str) -> None:
+    `template` (saved, fingerprinted):
+    - `cls_text_sep` (default): `[CLS] X [SEP]` as stock BERT (transformers' `BertTokenizer`);
+      truncation keeps `[CLS]`, the first `max_length - 2` text tokens and `[SEP]`.
+    - `cls_text`: `[CLS] X` with no `[SEP]`, as the BERT tokenizer vendored by ALBEF and TCL
+      (salesforce/ALBEF and uta-smile/TCL, models/tokenization_bert.py:
+      `build_inputs_with_special_tokens` returns `[cls] + token_ids_0` for one sequence);
+      truncation keeps `[CLS]` and the first `max_length - 1` text tokens (transformers counts one
+      special token to add for that template, so nothing is appended after truncating).
+    `clean` (saved, fingerprinted): text cleaning applied before encoding (`methods.text_clean`),
+    e.g. `pre_caption:30` for ALBEF/TCL captions.
+    """
+
+    kind = "wordpiece"
+
+    def __init__(self, backend: Tokenizer, source: str, *, template: str = DEFAULT_TEMPLATE,
+                 clean: str = NONE_CLEAN) -> None:
         self.backend = backend
         self.source = source
         vocab = backend.get_vocab()
@@ -66,7 +97,14 @@ class TextTokenizer:
                 f"tokenizer from {source} has only {len(vocab)} tokens (fewer than {MIN_VOCAB}); this is what "
                 "transformers returns offline when the vocab file is missing. Point to a directory with "
                 "tokenizer.json or vocab.txt, or train one with TextTokenizer.train_wordpiece")
+        if template not in TEMPLATES:
+            raise TokenizerError(f"tokenizer from {source}: unknown template {template!r}; expected one of {TEMPLATES}")
+        self.template = template
+        self.clean = canonical_clean_spec(clean)
+        self._cleaner = make_cleaner(self.clean)
         self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id = (vocab[t] for t in SPECIAL_TOKENS)
+        if template == "cls_text":
+            _add_template(self.backend, with_sep=False)
         self.backend.no_padding()
         self.backend.no_truncation()
 
@@ -78,58 +116,110 @@ class TextTokenizer:
     def special_ids(self) -> tuple[int, ...]:
         return (self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id)
 
+    def options(self) -> dict[str, Any]:
+        """What, besides tokenizer.json, decides the ids: written to vlpbench_tokenizer.json by `save`."""
+        return {"kind": self.kind, "template": self.template, "clean": self.clean}
+
     def fingerprint(self) -> str:
-        return hashlib.sha256(self.backend.to_str().encode()).hexdigest()
+        """sha256 of the backend (and of the options when they are not the defaults, so tokenizers saved
+        before options existed keep their fingerprint)."""
+        text = self.backend.to_str()
+        if (self.template, self.clean) != (DEFAULT_TEMPLATE, NONE_CLEAN):
+            text += json.dumps(self.options(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def cleaned(self, texts: Sequence[str]) -> list[str]:
+        """The texts after this tokenizer's `clean` step (unchanged for 'none')."""
+        return list(texts) if self._cleaner is None else [self._cleaner(t) for t in texts]
+
+    def encode_text(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each text after cleaning, without special tokens and untruncated."""
+        texts = self.cleaned(texts)
+        return [e.ids for e in self.backend.encode_batch(texts, add_special_tokens=False)] if texts else []
 
     def __call__(self, texts: Sequence[str], max_length: int) -> TokenBatch:
         if max_length < 2:
             raise ValueError("max_length must leave room for [CLS] and [SEP]")
-        encodings = self.backend.encode_batch(list(texts))
-        ids = torch.full((len(encodings), max_length), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(encodings), max_length), dtype=torch.long)
-        for i, enc in enumerate(encodings):
-            seq = enc.ids
-            if len(seq) > max_length:
-                seq = seq[: max_length - 1] + [self.sep_id]
-            ids[i, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-            mask[i, : len(seq)] = 1
-        return TokenBatch(ids, mask)
+        texts = self.cleaned(texts)
+        seqs = [enc.ids for enc in self.backend.encode_batch(texts)] if texts else []
+        if self.template == "cls_text":
+            seqs = [seq[:max_length] for seq in seqs]
+        else:
+            seqs = [seq[: max_length - 1] + [self.sep_id] if len(seq) > max_length else seq for seq in seqs]
+        return pad_batch(seqs, max_length, self.pad_id)
 
     def decode(self, ids: Sequence[int]) -> str:
-        return self.backend.decode(list(ids), skip_special_tokens=True)
+        """The text of the ids, special tokens (padding included) dropped: a backend built by `train_wordpiece`
+        does not mark them special, so `skip_special_tokens` alone would keep them."""
+        special = set(self.special_ids)
+        return self.backend.decode([i for i in ids if i not in special], skip_special_tokens=True)
+
+    def with_options(self, *, template: str | None = None, clean: str | None = None) -> "TextTokenizer":
+        """The same vocabulary with another template and/or cleaning (None keeps the current one)."""
+        backend = Tokenizer.from_str(self.backend.to_str())
+        template = self.template if template is None else template
+        if template == DEFAULT_TEMPLATE and self.template != DEFAULT_TEMPLATE:
+            _add_template(backend, with_sep=True)
+        return TextTokenizer(backend, self.source, template=template, clean=self.clean if clean is None else clean)
 
     def save(self, directory: Path) -> Path:
+        """tokenizer.json (the backend) and vlpbench_tokenizer.json (kind and options) in `directory`."""
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / "tokenizer.json"
         self.backend.save(str(path))
+        meta = {"format": META_FORMAT, **self.options()}
+        (directory / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         return path
 
     @classmethod
     def from_dir(cls, directory: Path | str) -> "TextTokenizer":
+        """A tokenizer from a local directory, by what it holds:
+        - `vlpbench_tokenizer.json` + `tokenizer.json` (written by `save`): the kind and options it names;
+        - a Hugging Face CLIP tokenizer folder (`tokenizer.json` with a BPE model whose words end in
+          `</w>`, or `vocab.json` + `merges.txt`): `CLIPBPETokenizer.from_hf`;
+        - `tokenizer.json` (BERT WordPiece) or `vocab.txt`: WordPiece, `[CLS] X [SEP]`, no cleaning. From a
+          `vocab.txt` the ids equal transformers' `BertTokenizer(vocab_file, do_lower_case=True)` (truncation
+          keeps [SEP]; special tokens written in the text map to their ids). One known difference from the
+          Python BERT tokenizer (`BertTokenizerLegacy`, and the one ALBEF/TCL vendor): `tokenizers` lower-cases
+          character by character, so a word-final capital sigma becomes σ, not ς as Python's str.lower() gives.
+        """
         directory = Path(directory)
-        if (directory / "tokenizer.json").is_file():
-            return cls(Tokenizer.from_file(str(directory / "tokenizer.json")), str(directory))
+        if (directory / META_FILE).is_file():
+            return _from_saved(directory)
+        tokenizer_json = directory / "tokenizer.json"
+        if _is_clip_bpe_folder(directory):
+            from methods.clip_tokenizer import CLIPBPETokenizer
+            return CLIPBPETokenizer.from_hf(directory)
+        if tokenizer_json.is_file():
+            return cls(Tokenizer.from_file(str(tokenizer_json)), str(directory))
         if (directory / "vocab.txt").is_file():
-            vocab_lines = (directory / "vocab.txt").read_text(encoding="utf-8").splitlines()
-            vocab = {tok: i for i, tok in enumerate(vocab_lines) if tok}
-            return cls(_bert_backend(models.WordPiece(vocab, unk_token=UNK), vocab), str(directory))
-        raise TokenizerError(f"no tokenizer in {directory}: expected tokenizer.json or vocab.txt there")
+            backend = _bert_backend(models.WordPiece(read_vocab_txt(directory / "vocab.txt"), unk_token=UNK))
+            # As transformers' BertTokenizer: the special tokens written in a text are those tokens ("[MASK]" -> 103).
+            backend.add_special_tokens([AddedToken(t, special=True, normalized=False)
+                                        for t in SPECIAL_TOKENS if t in backend.get_vocab()])
+            return cls(backend, str(directory))
+        raise TokenizerError(f"no tokenizer in {directory}: expected tokenizer.json or vocab.txt there "
+                             "(or vocab.json + merges.txt for a CLIP tokenizer)")
 
     @classmethod
-    def train_wordpiece(cls, corpus: Iterable[str], vocab_size: int = 2000, min_frequency: int = 1
-                        ) -> "TextTokenizer":
+    def train_wordpiece(cls, corpus: Iterable[str], vocab_size: int = 2000, min_frequency: int = 1, *,
+                        template: str = DEFAULT_TEMPLATE, clean: str = NONE_CLEAN) -> "TextTokenizer":
         """A WordPiece vocabulary from a corpus, deterministically.
 
         The vocabulary is the special tokens, every character seen (as a word start and as a
         `##` continuation, so any word in the corpus' alphabet is encodable), then whole words by
         decreasing frequency (ties alphabetical) up to `vocab_size`. `tokenizers`' own
         WordPieceTrainer is not used: it breaks frequency ties in hash order, so two trainings on
-        the same corpus give different vocabularies (and different models).
+        the same corpus give different vocabularies (and different models). The corpus is cleaned
+        with `clean` first, as the texts the tokenizer will encode are.
         """
+        cleaner = make_cleaner(clean)
         probe = Tokenizer(models.WordPiece({UNK: 0}, unk_token=UNK))
         _configure(probe)
         counts: Counter[str] = Counter()
         for text in corpus:
+            if cleaner is not None:
+                text = cleaner(text)
             normalized = probe.normalizer.normalize_str(text)  # type: ignore[union-attr]
             counts.update(w for w, _ in probe.pre_tokenizer.pre_tokenize_str(normalized))  # type: ignore[union-attr]
         chars = sorted({c for w in counts for c in w})
@@ -142,8 +232,74 @@ class TextTokenizer:
                 vocab_list.append(word)
                 seen.add(word)
         vocab = {tok: i for i, tok in enumerate(vocab_list)}
-        tok = _bert_backend(models.WordPiece(vocab, unk_token=UNK, max_input_chars_per_word=100), vocab)
-        return cls(tok, f"wordpiece(vocab_size={vocab_size}, built from corpus: {len(vocab)} tokens)")
+        tok = _bert_backend(models.WordPiece(vocab, unk_token=UNK, max_input_chars_per_word=100))
+        return cls(tok, f"wordpiece(vocab_size={vocab_size}, built from corpus: {len(vocab)} tokens)",
+                   template=template, clean=clean)
+
+
+def pad_batch(seqs: Sequence[Sequence[int]], max_length: int, pad_id: int) -> TokenBatch:
+    """Sequences no longer than max_length, right-padded with pad_id; attention_mask marks the real tokens."""
+    ids = torch.full((len(seqs), max_length), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), max_length), dtype=torch.long)
+    for i, seq in enumerate(seqs):
+        ids[i, : len(seq)] = torch.tensor(list(seq), dtype=torch.long)
+        mask[i, : len(seq)] = 1
+    return TokenBatch(ids, mask)
+
+
+def read_vocab_txt(path: Path) -> dict[str, int]:
+    """A BERT vocab.txt as transformers reads it (models/bert/tokenization_bert.py:load_vocab): one token per
+    line, split on newlines only (a token may hold other line-breaking characters), id = line number."""
+    with open(path, encoding="utf-8") as reader:   # universal newlines, as transformers opens it
+        lines = reader.readlines()
+    vocab = {line.rstrip("\n"): i for i, line in enumerate(lines)}
+    vocab.pop("", None)
+    return vocab
+
+
+def read_meta(directory: Path) -> dict[str, Any]:
+    """vlpbench_tokenizer.json of a saved tokenizer, checked for its format."""
+    path = directory / META_FILE
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise TokenizerError(f"{path} is not readable JSON ({err}); save the tokenizer again") from err
+    if not isinstance(meta, dict) or meta.get("format") != META_FORMAT or "kind" not in meta:
+        raise TokenizerError(f"{path}: expected {{'format': {META_FORMAT}, 'kind': ...}}, got {meta!r}; "
+                             "it was written by another vlpbench version: save the tokenizer again")
+    if not (directory / "tokenizer.json").is_file():
+        raise TokenizerError(f"{directory} has {META_FILE} but no tokenizer.json beside it")
+    return meta
+
+
+def _from_saved(directory: Path) -> TextTokenizer:
+    meta = read_meta(directory)
+    if meta["kind"] == TextTokenizer.kind:
+        return TextTokenizer(Tokenizer.from_file(str(directory / "tokenizer.json")), str(directory),
+                             template=meta.get("template", DEFAULT_TEMPLATE), clean=meta.get("clean", NONE_CLEAN))
+    from methods.clip_tokenizer import CLIPBPETokenizer
+    if meta["kind"] == CLIPBPETokenizer.kind:
+        return CLIPBPETokenizer.from_saved(directory, meta)
+    raise TokenizerError(f"{directory / META_FILE}: unknown tokenizer kind {meta['kind']!r}; expected "
+                         f"{TextTokenizer.kind!r} or {CLIPBPETokenizer.kind!r}")
+
+
+def tokenizer_json_model(path: Path) -> dict:
+    """The "model" section of a Hugging Face tokenizer.json ({} when it has none)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("model") or {}
+    except json.JSONDecodeError as err:
+        raise TokenizerError(f"{path} is not valid JSON ({err})") from err
+
+
+def _is_clip_bpe_folder(directory: Path) -> bool:
+    """A Hugging Face CLIP tokenizer folder: tokenizer.json with a BPE model marking word ends with `</w>`,
+    or (without tokenizer.json) vocab.json + merges.txt."""
+    tokenizer_json = directory / "tokenizer.json"
+    if tokenizer_json.is_file():
+        model = tokenizer_json_model(tokenizer_json)
+        return bool(model.get("type") == "BPE" and model.get("end_of_word_suffix") == "</w>")
+    return (directory / "vocab.json").is_file() and (directory / "merges.txt").is_file()
 
 
 def _configure(tok: Tokenizer) -> None:
@@ -152,16 +308,18 @@ def _configure(tok: Tokenizer) -> None:
     tok.decoder = decoders.WordPiece()
 
 
-def _add_template(tok: Tokenizer) -> None:
+def _add_template(tok: Tokenizer, with_sep: bool = True) -> None:
     vocab = tok.get_vocab()
+    single = f"{CLS} $A {SEP}" if with_sep else f"{CLS} $A"
     tok.post_processor = processors.TemplateProcessing(
-        single=f"{CLS} $A {SEP}", pair=f"{CLS} $A {SEP} $B:1 {SEP}:1",
+        single=single, pair=f"{CLS} $A {SEP} $B:1 {SEP}:1",
         special_tokens=[(CLS, vocab[CLS]), (SEP, vocab[SEP])])
 
 
-def _bert_backend(model: models.Model, vocab: dict[str, int]) -> Tokenizer:
+def _bert_backend(model: models.Model) -> Tokenizer:
     tok = Tokenizer(model)
     _configure(tok)
+    vocab = tok.get_vocab()
     if CLS in vocab and SEP in vocab:
         _add_template(tok)
     return tok
