@@ -11,9 +11,10 @@ from __future__ import annotations
 import copy
 import difflib
 from collections.abc import Mapping
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, ValidationError, field_validator,
+                      model_serializer)
 
 
 class ConfigError(ValueError):
@@ -22,6 +23,19 @@ class ConfigError(ValueError):
 
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+    # Fields added after results were recorded: left out of dumps while at their default, so every configuration
+    # (and job fingerprint) written before the field existed stays byte-identical; set, they are dumped as usual.
+    omit_when_default: ClassVar[frozenset[str]] = frozenset()
+
+    @model_serializer(mode="wrap")
+    def _omit_defaults(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        if self.omit_when_default and isinstance(data, dict):
+            fields = type(self).model_fields
+            for name in self.omit_when_default:
+                if name in data and getattr(self, name) == fields[name].default:
+                    del data[name]
+        return data
 
 
 class TrainRecipe(StrictModel):

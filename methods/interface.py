@@ -76,6 +76,8 @@ class VLPModel(nn.Module, abc.ABC):
         self.config = config
         self.tokenizer = tokenizer
         self.preprocess = preprocess
+        # Every set_eval_resolution call, in order (the harness copies them into the evaluation protocol).
+        self.resolution_changes: list[dict[str, Any]] = []
 
     @classmethod
     @abc.abstractmethod
@@ -178,12 +180,46 @@ class VLPModel(nn.Module, abc.ABC):
         return StepOutput(losses={"itc_i2t": i2t, "itc_t2i": t2i}, total=(i2t + t2i) / 2,
                           stats={"logit_scale": float(scale.detach()), "itc_acc": contrastive_accuracy(logits)})
 
+    def start_finetuning(self) -> None:
+        """Called once when a pretrained model starts retrieval fine-tuning, before its first finetune_step (not
+        when a fine-tuning run resumes from its own checkpoint). Default: nothing; TCL empties its id queue, as
+        its `models/model_retrieval.py` starts with `idx_queue` filled with -100."""
+
     def after_optimizer_step(self, ctx: StepContext) -> None:
         """Called after each optimizer step (clamps, EMA updates...). Default: nothing."""
 
     def no_weight_decay(self) -> set[str]:
         """Parameter names exempt from weight decay beyond the default rule (ndim < 2)."""
         return set()
+
+    # ---- evaluation resolution ------------------------------------------------------------------
+    def set_eval_resolution(self, size: int) -> dict[str, Any]:
+        """Run at `size` px from now on, as ALBEF/TCL's `Retrieval.py` evaluates a 256 px checkpoint at
+        `image_res` 384: every VisionTower inside the model (momentum copies included) gets its pos_embed
+        resampled by the official `interpolate_pos_embed` (methods/towers.py) and its patch grid resized;
+        `preprocess` and the config (every vision tower's image_size, the preprocess resolution) follow, so a
+        saved model reloads. Returns the change, also appended to `resolution_changes`."""
+        from methods.towers import VisionTower
+
+        if isinstance(size, bool) or not isinstance(size, int) or size < 8:
+            raise ValueError(f"evaluation resolution must be an integer >= 8 px, got {size!r}")
+        towers = [(name, m) for name, m in self.named_modules() if isinstance(m, VisionTower)]
+        if not towers:
+            raise NotImplementedError(f"{type(self).__name__} has no VisionTower whose resolution could change")
+        for _, tower in towers:                 # every tower accepts the size before any changes
+            tower.check_image_size(size)
+        before = {name: m.image_size for name, m in towers}
+        for _, tower in towers:
+            tower.set_image_size(size)
+        old = int(self.preprocess.config.resolution)
+        self.preprocess = ImagePreprocess(self.preprocess.config.model_copy(update={"resolution": size}))
+        self.config = _config_at_resolution(self.config, size)
+        change: dict[str, Any] = {
+            "from": old, "to": size, "towers": before,
+            "pos_embed": "patch grid resampled bicubic (align_corners=False, no antialias), class token kept: "
+                         "models/vit.py interpolate_pos_embed of uta-smile/TCL and salesforce/ALBEF"}
+        self.resolution_changes.append(change)
+        return change
 
     # ---- optional re-ranking (fusion models) --------------------------------------------------
     supports_rerank: ClassVar[bool] = False
@@ -199,3 +235,25 @@ class VLPModel(nn.Module, abc.ABC):
                      ) -> torch.Tensor:
         """Cross-encoder match scores (P,) for P aligned (image, text) pairs (e.g. the ITM logit)."""
         raise NotImplementedError(f"{type(self).__name__} has no re-ranking head")
+
+
+def _config_at_resolution(config: StrictModel, size: int) -> StrictModel:
+    """`config` with every VisionTowerConfig's image_size and every ImagePreprocessConfig's resolution set to
+    `size`, validated again (the config's own checks, e.g. image size = preprocess resolution, still hold)."""
+    from pydantic import BaseModel
+
+    from methods.preprocess import ImagePreprocessConfig
+    from methods.towers import VisionTowerConfig
+
+    def walk(obj: Any) -> Any:
+        if isinstance(obj, VisionTowerConfig):
+            return obj.model_copy(update={"image_size": size})
+        if isinstance(obj, ImagePreprocessConfig):
+            return obj.model_copy(update={"resolution": size})
+        if isinstance(obj, BaseModel):
+            changed = {k: walk(getattr(obj, k)) for k in type(obj).model_fields}
+            changed = {k: v for k, v in changed.items() if v is not getattr(obj, k)}
+            return obj.model_copy(update=changed) if changed else obj
+        return obj
+
+    return type(config).model_validate(walk(config).model_dump())

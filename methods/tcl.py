@@ -23,21 +23,23 @@ from pydantic import Field, model_validator
 from torch import nn
 from transformers import BertConfig
 
-from methods.card import Confidence, Deviation, MethodCard, retrieval_claim
+from methods.card import Checkpoint, Confidence, Deviation, MethodCard, retrieval_claim
 from methods.config import StrictModel
 from methods.fusion import FusionEncoder, MLMHead
 from methods.interface import PretrainBatch, StepContext, StepOutput, VLPModel
 from methods.losses import distilled_targets, global_local_infonce, info_nce, masked_lm_loss, positives_from_ids
 from methods.masking import mask_tokens
 from methods.momentum import FeatureQueues, MomentumPairs, frozen_copy
-from methods.preprocess import ImagePreprocess, ImagePreprocessConfig
+from methods.preprocess import CLIP_MEAN, CLIP_STD, ImagePreprocess, ImagePreprocessConfig
 from methods.registry import MethodSpec, register_method
-from methods.tcl_checkpoint import load_bert_init
+from methods.tcl_checkpoint import EMPTY_ID, load_bert_init
 from methods.tokenizer import TextTokenizer, TokenBatch
 from methods.towers import TextTower, TextTowerConfig, VisionTower, VisionTowerConfig, check_tower_shapes
 
 
 class TCLConfig(StrictModel):
+    omit_when_default = frozenset({"mlm_head"})
+
     vision: VisionTowerConfig
     text: TextTowerConfig = Field(description="The whole BERT: depth counts text and fusion layers.")
     fusion_layer: int = Field(gt=0, description="First fusion layer (ALBEF config_bert.json 'fusion_layer').")
@@ -58,6 +60,9 @@ class TCLConfig(StrictModel):
         "official", description="official: MLM + ITM + mean of the six contrastive terms; "
                                 "paper: CMA + IMC + LMI + ITM + MLM, each contrastive term ½(two directions).")
     lmi_grid: int = Field(4, gt=0, description="Image locals: patch features average-pooled to grid × grid.")
+    mlm_head: bool = Field(
+        True, description="Build the MLM head (pretraining needs it). False: the model of models/model_retrieval.py, "
+                          "which has none (TCL's fine-tuned checkpoints): fine-tuning and evaluation only.")
     positives: Literal["pair", "image_id"] = Field(
         "pair", description="pair: the diagonal; image_id: every queue/batch entry with the same image id "
                             "(fine-tuning, multi-positive targets; ITM negatives skip the same id).")
@@ -73,7 +78,8 @@ class TCLConfig(StrictModel):
 
 
 class TCLText(nn.Module):
-    """BERT split in two: `bert` (text layers, with embeddings) and `fusion` (cross-attention layers), plus MLM."""
+    """BERT split in two: `tower` (text layers, with embeddings) and `fusion` (cross-attention layers), plus the
+    MLM head unless the config builds the retrieval model (mlm_head=False: `mlm` is None)."""
 
     def __init__(self, config: TCLConfig, vocab_size: int, pad_id: int, cls_id: int, sep_id: int) -> None:
         super().__init__()
@@ -81,7 +87,8 @@ class TCLText(nn.Module):
         self.tower = TextTower(text_cfg, vocab_size, pad_id, cls_id, sep_id)
         bert_cfg: BertConfig = self.tower.model.config
         self.fusion = FusionEncoder(bert_cfg, config.text.depth - config.fusion_layer, config.fusion_layer)
-        self.mlm = MLMHead(bert_cfg, self.tower.model.embeddings.word_embeddings)
+        self.mlm: MLMHead | None = (MLMHead(bert_cfg, self.tower.model.embeddings.word_embeddings)
+                                    if config.mlm_head else None)
         if config.text.pretrained_dir:
             load_bert_init(self, Path(config.text.pretrained_dir), config.fusion_layer, vocab_size)
 
@@ -96,6 +103,8 @@ class TCLText(nn.Module):
         return self.fusion(text_embeds, text_mask, image_embeds)
 
     def mlm_logits(self, input_ids: torch.Tensor, text_mask: torch.Tensor, image_embeds: torch.Tensor) -> torch.Tensor:
+        if self.mlm is None:
+            raise RuntimeError("this TCL has no MLM head (mlm_head=False, the retrieval model): it cannot pretrain")
         hidden = self.tower(input_ids, text_mask).tokens
         return self.mlm(self.fuse(hidden, text_mask, image_embeds))
 
@@ -112,6 +121,12 @@ def sample_hard_negatives(weights: torch.Tensor, allowed: torch.Tensor) -> torch
     bad = ~(torch.isfinite(w).all(dim=1) & (w.sum(dim=1) > 0))
     w = torch.where(bad[:, None], allowed.to(w.dtype), w)
     return torch.multinomial(w, 1).squeeze(1)
+
+
+def itm_logits_fp32(head: nn.Linear, cls: torch.Tensor) -> torch.Tensor:
+    """(P, 2) ITM logits of (P, D) fused [CLS] features, computed in float32 with autocast off."""
+    with torch.autocast(device_type=cls.device.type, enabled=False):
+        return F.linear(cls.float(), head.weight.float(), None if head.bias is None else head.bias.float())
 
 
 def pool_patches(patches: torch.Tensor, grid: int) -> torch.Tensor:
@@ -144,7 +159,7 @@ class TCL(VLPModel):
         self._ema = MomentumPairs([(self.visual, self.visual_m), (self.vision_proj, self.vision_proj_m),
                                    (self.text, self.text_m), (self.text_proj, self.text_proj_m)], config.momentum)
         self.queues = FeatureQueues(config.queue_size, {"image": e, "text": e, "ids": 0},
-                                    fill={"ids": -1}, dtype={"ids": torch.long})
+                                    fill={"ids": EMPTY_ID}, dtype={"ids": torch.long})
 
     @classmethod
     def from_config(cls, config: TCLConfig, tokenizer: TextTokenizer) -> "TCL":
@@ -167,8 +182,12 @@ class TCL(VLPModel):
         return {"embeds": self.text.encode(text), "mask": text.attention_mask}
 
     def rerank_score(self, image_features: torch.Tensor, text_features: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The raw ITM 'match' logit, `itm_head(fused[CLS])[:, 1]`, as TCL's Retrieval.py `evaluation` scores
+        the top-k (ITC not added). The fusion encoder runs under the caller's precision; the head always runs
+        in float32 outside autocast on the float32 [CLS] feature, so scores are float32 (the official
+        evaluation has no autocast): a bf16 head would round logits to 8 significant bits and tie candidates."""
         fused = self.text.fuse(text_features["embeds"], text_features["mask"], image_features)
-        return self.itm_head(fused[:, 0])[:, 1]
+        return itm_logits_fp32(self.itm_head, fused[:, 0])[:, 1]
 
     # ---- pretraining ---------------------------------------------------------------------------
     def alpha_at(self, ctx: StepContext) -> float:
@@ -178,11 +197,24 @@ class TCL(VLPModel):
         return cfg.alpha
 
     def pretrain_step(self, batch: PretrainBatch, ctx: StepContext) -> StepOutput:
+        if self.text.mlm is None:
+            raise RuntimeError("TCL built with mlm_head=False (the retrieval model of an official fine-tuned "
+                               "checkpoint) cannot pretrain: pretraining needs the MLM head; fine-tune or evaluate it")
         return self._step(batch, ctx, mlm=True, positives=self.config.positives)
 
     @property
     def finetune_fields(self) -> frozenset[str]:
         return self.data_fields | {"image_id"}   # the momentum encoder's second view, as in pretraining
+
+    @torch.no_grad()
+    def start_finetuning(self) -> None:
+        """Fine-tuning starts as TCL's Retrieval.py starts it from a pretraining checkpoint: `idx_queue` is the
+        retrieval model's fresh buffer, all -100 (models/model_retrieval.py; the pretraining model has none), so
+        no queued corpus index can pass for an image id; `image_queue`, `text_queue` and `queue_ptr` exist in
+        both models and are loaded from the checkpoint (load_state_dict(strict=False)): kept. (From a retrieval
+        checkpoint Retrieval.py would keep its idx_queue, the image indices of the set it was fine-tuned on; they
+        mean nothing for the next set, so they are cleared too.)"""
+        self.queues.queue_ids.fill_(EMPTY_ID)
 
     def finetune_step(self, batch: PretrainBatch, ctx: StepContext) -> StepOutput:
         """TCL's retrieval fine-tuning (`models/model_retrieval.py`): the same six contrastive terms and ITM, no
@@ -309,8 +341,67 @@ RECIPES: dict[str, dict[str, Any]] = {
                         "iterations, cosine to 1e-5"),
 }
 
+# TCL's retrieval evaluation (uta-smile/TCL @ 74a3e4f), each field with the file that sets it in "sources".
+DEFAULT_PROTOCOL: dict[str, Any] = {
+    "scoring": "itm",
+    "itm_score": "itm_head(fusion [CLS])[:, 1]: the raw 'match' logit of each top-k ITC candidate, ITC not added",
+    "rerank_k": {"flickr30k": 128, "coco": 256},
+    "unscored": -100.0,
+    "score_precision": "fp32",
+    "text_max_length": 30,
+    "text_template": "[CLS] X, no [SEP]",
+    "caption_clean": "pre_caption:30",
+    "resolution": 384,
+    "image_transform": "Resize((384, 384)) bicubic, aspect not kept, no crop; ToTensor; Normalize(mean, std)",
+    "mean": list(CLIP_MEAN),
+    "std": list(CLIP_STD),
+    "pos_embed": "checkpoint grid resampled to 384 px / patch 16 = 24x24 for visual_encoder and visual_encoder_m: "
+                 "bicubic, align_corners=False, no antialias, class token kept",
+    "lineage": "zero-shot Flickr30K = COCO-fine-tuned checkpoint; zero-shot COCO = pretrained",
+    "sources": {
+        "scoring, itm_score, unscored": "Retrieval.py evaluation(): score_matrix filled with -100.0, the top "
+                                        "k_test of image_embeds @ text_embeds re-scored with "
+                                        "model.itm_head(output.last_hidden_state[:,0,:])[:,1]",
+        "rerank_k": "configs/Retrieval_flickr.yaml k_test: 128; configs/Retrieval_coco.yaml k_test: 256",
+        "score_precision": "Retrieval.py evaluation() runs the fp32 model with no autocast",
+        "text_max_length": "Retrieval.py evaluation(): tokenizer(..., padding='max_length', max_length=30)",
+        "text_template": "models/tokenization_bert.py build_inputs_with_special_tokens: [cls] + token_ids_0",
+        "caption_clean": "dataset/caption_dataset.py re_eval_dataset: pre_caption(caption, max_words=30) of "
+                         "dataset/utils.py",
+        "resolution": "configs/Retrieval_{flickr,coco}.yaml image_res: 384",
+        "image_transform, mean, std": "dataset/__init__.py test_transform: transforms.Resize((image_res, "
+                                      "image_res), interpolation=Image.BICUBIC), ToTensor, Normalize((0.48145466, "
+                                      "0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))",
+        "pos_embed": "Retrieval.py main(): interpolate_pos_embed of models/vit.py applied to "
+                     "visual_encoder.pos_embed and visual_encoder_m.pos_embed of the checkpoint",
+        "lineage": "README.md: zero-shot Flickr30K evaluates output/pretrain_e30_Retrieval_coco/checkpoint_best.pth, "
+                   "zero-shot COCO output/pretrain/checkpoint_29.pth",
+    },
+}
+
 _FLICKR = "flickr30k-karpathy-test-1k"
 _COCO = "coco-karpathy-test-5k"
+
+
+def _drive(name: str, file_id: str) -> Checkpoint:
+    """A checkpoint of the uta-smile/TCL README (Google Drive; no hash is published, so every record carries the
+    sha256 of the file that was evaluated)."""
+    return Checkpoint(name=name, url=f"https://drive.google.com/file/d/{file_id}/view", format="tcl", arch="base",
+                      note="Google Drive (uta-smile/TCL README); no hash published; needs bert-base-uncased's "
+                           "vocab.txt (--tokenizer); predates the MLM-distillation fix of commit 74a3e4f")
+
+
+_DRIVE = {
+    "TCL_4M": _drive("TCL_4M.pth", "1Cb1azBdcdbm0pRMFs-tupKxILTCXlB4O"),
+    "TCL_Retrieval_Coco_Finetune": _drive("TCL_Retrieval_Coco_Finetune.pth", "1PtcZF_XzJgIceg4rXLWqGQiXjizvxxS6"),
+    "TCL_Retrieval_Flickr_Finetune": _drive("TCL_Retrieval_Flickr_Finetune.pth",
+                                            "1qwWfqyCu1F5YZqQNxjkqy1REESoU6pOT"),
+}
+# Retrieval.py / configs/Retrieval_*.yaml (uta-smile/TCL @ 74a3e4f): 384 px with pos_embed resampled, 30 tokens
+# ([CLS] X, pre_caption), top-k ITC candidates re-scored by the raw ITM logit in fp32.
+_RETRIEVAL_PROTOCOL: dict[str, Any] = dict(resolution=384, text_max_length=30, scoring="itm", tie_policy="pessimistic",
+                                           score_dtype="float32", resize="square (Resize((384, 384)), no crop)",
+                                           caption_clean="pre_caption:30", text_template="[CLS] X, no [SEP]")
 
 CARD = MethodCard(
     name="tcl",
@@ -321,23 +412,31 @@ CARD = MethodCard(
     architecture="ViT image encoder; BERT text encoder (first layers) and fusion encoder (last layers, "
                  "cross-attention to image tokens); momentum copies and queues; CMA + IMC + LMI contrastive "
                  "terms, ITM with hard negatives, MLM with momentum distillation; ITM re-ranking of top-k.",
-    default_protocol={"scoring": "itm", "rerank_k": {"flickr30k": 128, "coco": 256}, "text_max_length": 30,
-                      "lineage": "zero-shot Flickr30K = COCO-fine-tuned checkpoint; zero-shot COCO = pretrained",
-                      "resolution": 384},
+    default_protocol=DEFAULT_PROTOCOL,
     claimed=(
         retrieval_claim(_COCO, "zero-shot", "TCL (4M), ViT-B/16", (71.4, 90.8, 95.4), (53.5, 79.0, 87.1),
-                        "paperswithcode TCL page (paper Table 2)", Confidence.SECONDARY,
-                        lineage="pretrained (4M)", scoring="itm", rerank_k=256),
+                        "paper (arXiv 2202.10401) Table 2, zero-shot COCO 5K, as listed on the paperswithcode TCL "
+                        "page (the table itself not read)", Confidence.SECONDARY, id="tcl/coco-zeroshot",
+                        checkpoint=_DRIVE["TCL_4M"], **_RETRIEVAL_PROTOCOL, rerank_k=256,
+                        lineage="pretrained (4M), no fine-tuning"),
         retrieval_claim(_FLICKR, "zero-shot", "TCL (4M), ViT-B/16", (93.0, 99.1, 99.6), (79.6, 95.1, 97.4),
-                        "R@1: TCL issue #10 quoting Table 2 [S]; R@5/R@10 recalled [M-medium]",
-                        Confidence.MEMORY_MEDIUM, lineage="COCO-fine-tuned checkpoint", scoring="itm",
-                        rerank_k=128),
+                        "R@1: a user quoting the paper's Table 2 in uta-smile/TCL issue 10 [S]; R@5/R@10 recalled, "
+                        "not verified", Confidence.MEMORY_MEDIUM, id="tcl/flickr30k-zeroshot",
+                        checkpoint=_DRIVE["TCL_Retrieval_Coco_Finetune"], **_RETRIEVAL_PROTOCOL, rerank_k=128,
+                        lineage="COCO-fine-tuned checkpoint (the README's zero-shot Flickr30K command; the pretrained "
+                                "TCL_4M gives about 4 points less R@1)"),
         retrieval_claim(_FLICKR, "fine-tuned", "TCL (4M), ViT-B/16", (94.9, 99.5, 99.8), (84.0, 96.7, 98.5),
                         "paper Table 1 (recalled, not verified)", Confidence.MEMORY_MEDIUM,
-                        lineage="fine-tuned on Flickr30K from the COCO checkpoint", scoring="itm", rerank_k=128),
+                        id="tcl/flickr30k-finetuned", checkpoint=_DRIVE["TCL_Retrieval_Flickr_Finetune"],
+                        **_RETRIEVAL_PROTOCOL, rerank_k=128,
+                        lineage="fine-tuned on Flickr30K (the README's command starts from the pretrained checkpoint; "
+                                "the authors say the released file was fine-tuned from the COCO one, uta-smile/TCL "
+                                "issue 25)"),
         retrieval_claim(_COCO, "fine-tuned", "TCL (4M), ViT-B/16", (75.6, 92.8, 96.7), (59.0, 83.2, 89.9),
-                        "paper Table 1 (recalled, not verified)", Confidence.MEMORY_MEDIUM,
-                        lineage="fine-tuned on COCO", scoring="itm", rerank_k=256),
+                        "paper Table 1: IR@1 59.0 listed by an aggregator [S]; the other five recalled, not verified",
+                        Confidence.MEMORY_MEDIUM, id="tcl/coco-finetuned",
+                        checkpoint=_DRIVE["TCL_Retrieval_Coco_Finetune"], **_RETRIEVAL_PROTOCOL, rerank_k=256,
+                        lineage="fine-tuned on COCO"),
     ),
     deviations=(
         Deviation(option="suite.finetune.recipe_overrides", ours='tiny: lr 2e-4 (a tenth of tiny pretraining), 100 x 128 steps on the built-in train split',
@@ -345,9 +444,15 @@ CARD = MethodCard(
         Deviation(option="loss_weighting", ours="'official': MLM + ITM + mean of the six contrastive terms",
                   reference="paper (recalled): unweighted sum CMA + IMC + LMI + ITM + MLM",
                   reason="matches the released checkpoints; 'paper' is the other option"),
-        Deviation(option="lmi_grid", ours="patch features pooled to 4x4 = 16 locals at any resolution",
-                  reference="pretraining code pools with kernel int(sqrt(side)) (4x4 at 256 px); fine-tuning "
-                            "fixes 16 locals", reason="equal to the official code at 256 px and at 64 px/patch 8"),
+        Deviation(option="lmi_grid", ours="patch features average-pooled to 4x4 = 16 locals (kernel side / 4) at "
+                                          "any grid side divisible by 4",
+                  reference="models/model_pretrain.py patch_pooling: kernel c = int(sqrt(side)), output reshaped "
+                            "to c*c locals, which only fits when side // c == c (16x16 grid at 256 px / patch 16: "
+                            "kernel 4, 16 locals; at 64 px / patch 8 the 8x8 grid pools to 4x4 and the reshape "
+                            "to 2*2 raises); models/model_retrieval.py patch_pooling: 16 locals, kernel side // 4",
+                  reason="equal to the pretraining code at 256 px / patch 16 and to the fine-tuning code wherever "
+                         "side % 4 == 0 (8x8 at tiny, 24x24 at 384 px); the pretraining code cannot run tiny's "
+                         "8x8 grid"),
         Deviation(option="preprocess.train_crop_scale", ours="random resized crop (0.2-1.0) only",
                   reference="crop + colour jitter (p 0.8) + grayscale (p 0.2) + blur (p 0.5) + flip + "
                             "RandAugment(2, 7)", reason="the other augmentations are not implemented yet"),
@@ -376,7 +481,18 @@ CARD = MethodCard(
     ),
     notes=(
         "temp (0-d) is not weight-decayed; ALBEF's timm optimizer factory decays it (wd 0.02, negligible).",
-        "Queues hold momentum features of this process only until DDP lands (issue 8); official: all-gathered.",
+        "Queues receive the momentum features of every process, all-gathered in rank order before they are "
+        "enqueued (methods/momentum.py FeatureQueues.enqueue via methods/distributed.py), as the official "
+        "concat_all_gather in models/model_pretrain.py and models/model_retrieval.py does.",
+        "start_finetuning() sets the id queue to -100 (models/model_retrieval.py's fresh idx_queue) and keeps the "
+        "pretrained image/text queues and pointer, as Retrieval.py's non-strict load of a pretraining checkpoint "
+        "does; a fine-tuning run calls it once before its first step, else queued corpus indices equal to an "
+        "image id count as positives.",
+        "Re-ranking: the ITM head runs in fp32 outside autocast, so scores are fp32 at every precision; under "
+        "bf16/fp16 the fusion encoder runs at that precision (the official evaluation is fp32 throughout: use "
+        "precision fp32 for an exact comparison).",
+        "Official checkpoints load in either layout (methods/tcl_checkpoint.py load_official_tcl): pretraining "
+        "(text_encoder.bert.*, MLM head) or retrieval (text_encoder.*, no MLM head: built with mlm_head=False).",
         "MLM distillation uses the softmax over the vocabulary (the fix of commit 74a3e4f); the released "
         "checkpoints predate it.",
         "tiny: ViT 4x128 at 64 px/patch 8, BERT 2 text + 2 fusion layers of width 128. From random init it does "

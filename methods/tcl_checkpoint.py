@@ -1,65 +1,164 @@
 """Official TCL/ALBEF checkpoints <-> our TCL, mapped name by name.
 
-The official layout (uta-smile/TCL, salesforce/ALBEF `model_pretrain.py`):
-`visual_encoder.*` (timm-style ViT), `text_encoder.bert.embeddings.*`,
-`text_encoder.bert.encoder.layer.{i}.*` (layers >= fusion_layer carry `crossattention.*`),
-`text_encoder.cls.predictions.*` (MLM head, decoder tied to the word embeddings),
-`vision_proj`, `text_proj`, `itm_head`, `temp`, the same with `_m` for the momentum copies, and
-the queues `image_queue`/`text_queue` stored as (dim, size) plus `queue_ptr` (and `idx_queue` in
-retrieval fine-tuning). Every key is either mapped, checked (tied copies) or named as ignored;
-anything else, and any of our parameters left unfilled, is an error listing the keys.
+Two official layouts exist (uta-smile/TCL, an ALBEF fork; salesforce/ALBEF has the same names):
+- "pretrain", the model of `models/model_pretrain.py` (`Pretrain.py` saves it, e.g. TCL_4M):
+  `text_encoder` is a BertForMaskedLM, so `text_encoder.bert.embeddings.*`,
+  `text_encoder.bert.encoder.layer.{i}.*` and the MLM head `text_encoder.cls.predictions.*` (decoder tied
+  to the word embeddings); queues `image_queue`, `text_queue` (dim, size) and `queue_ptr`, no id queue.
+- "retrieval", the model of `models/model_retrieval.py` (`Retrieval.py` saves it, e.g.
+  TCL_Retrieval_Coco_Finetune): `text_encoder` is a BertModel, so `text_encoder.embeddings.*` and
+  `text_encoder.encoder.layer.{i}.*` (Retrieval.py strips `bert.` when it loads a pretraining
+  checkpoint), no MLM head, plus `idx_queue` (1, size).
+Both hold `visual_encoder.*` (timm-style ViT), `vision_proj`, `text_proj`, `itm_head`, `temp`, the
+momentum copies (`*_m`) and the BERT `embeddings.position_ids` buffer. Layers >= fusion_layer carry
+`crossattention.*`. Files are the dict both scripts save, {'model': state, 'optimizer', 'lr_scheduler',
+'config', 'epoch'}, or a bare state dict.
+
+Every key is mapped, checked (tied copies, position ids) or rejected; any of our entries a file has no
+counterpart for is filled only where the official model fills it the same way (the id queue: -100) and
+named in the load report; anything else is an error listing the keys. A retrieval checkpoint has no MLM
+head, so a TCL built from one has none either (`TCLConfig.mlm_head = False`): no random weights left.
 """
 
 from __future__ import annotations
 
+import pickle
 import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
-from methods.towers import WeightsError, load_state_dict_file, load_local_hf, load_weights_strict
+from methods.towers import (WeightsError, interpolate_pos_embed, load_local_hf, load_state_dict_file,
+                            load_weights_strict)
 
-# Official keys we knowingly drop: buffers that transformers rebuilds.
-IGNORED = re.compile(r"^text_encoder(_m)?\.bert\.embeddings\.position_ids$")
-_LAYER = re.compile(r"^(text_encoder(?:_m)?)\.bert\.encoder\.layer\.(\d+)\.(.+)$")
+if TYPE_CHECKING:
+    from methods.tcl import TCL
+    from methods.tokenizer import TextTokenizer
+
+Layout = Literal["pretrain", "retrieval"]
+LAYOUTS: tuple[Layout, ...] = ("pretrain", "retrieval")
+# models/model_retrieval.py: self.register_buffer("idx_queue", torch.full((1, self.queue_size), -100))
+EMPTY_ID = -100
+_SIDES = {"text_encoder": "text", "text_encoder_m": "text_m"}
+_BERT_PREFIX: dict[Layout, str] = {"pretrain": "bert.", "retrieval": ""}
 _SIMPLE = {
     "visual_encoder.": "visual.vit.", "visual_encoder_m.": "visual_m.vit.",
     "vision_proj.": "vision_proj.", "vision_proj_m.": "vision_proj_m.",
     "text_proj.": "text_proj.", "text_proj_m.": "text_proj_m.",
     "itm_head.": "itm_head.",
 }
-_TEXT = {"text_encoder": "text", "text_encoder_m": "text_m"}
+_TEXT_KEY = re.compile(r"^(text_encoder(?:_m)?)\.(.+)$")
+_TIED = re.compile(r"^(text_encoder(?:_m)?)\.cls\.predictions\.decoder\.(weight|bias)$")
+_POSITION_IDS = re.compile(r"^text_encoder(?:_m)?\.(?:bert\.)?embeddings\.position_ids$")
 
 
-def _ours(key: str, fusion_layer: int) -> str | None:
-    """Our name for an official key, or None for keys handled elsewhere (tied, queues, ignored)."""
+@dataclass
+class OfficialLoadReport:
+    """What loading an official checkpoint did, for the run record."""
+
+    source: str
+    layout: Layout
+    wrapper_keys: tuple[str, ...] = ()          # top-level entries beside 'model' (optimizer, config, ...), unused
+    checked: tuple[str, ...] = ()               # official keys verified and not loaded (tied copies, position ids)
+    filled: dict[str, str] = field(default_factory=dict)   # our entries the file lacks -> how they were set
+    pos_embed_resampled: dict[str, list[int]] = field(default_factory=dict)  # official key -> [old, new] grid side
+    mlm_head: bool = True
+    resolution_change: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def read_official_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], tuple[str, ...]]:
+    """(state dict, other top-level keys) of a file saved by TCL's Pretrain.py / Retrieval.py
+    ({'model': state, 'optimizer', 'lr_scheduler', 'config', 'epoch'}), a bare state dict or a safetensors file.
+    Read with torch.load(weights_only=True): nothing in the file is executed."""
+    if not path.is_file():
+        raise WeightsError(f"official TCL checkpoint {path} does not exist")
+    if path.suffix == ".safetensors":
+        return load_state_dict_file(path), ()
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise WeightsError(f"{path} holds objects a weights-only load refuses ({e}); if you trust the file, "
+                           "re-save its state alone: torch.save(torch.load(p, weights_only=False)['model'], q)") from e
+    if not isinstance(raw, dict):
+        raise WeightsError(f"{path} holds a {type(raw).__name__}, not a state dict or {{'model': state}}")
+    if isinstance(raw.get("model"), dict):
+        return raw["model"], tuple(sorted(k for k in raw if k != "model"))
+    if not raw or not all(isinstance(v, torch.Tensor) for v in raw.values()):
+        raise WeightsError(f"{path} is neither a state dict nor {{'model': state}}: top-level keys "
+                           f"{sorted(raw)[:8]}")
+    return raw, ()
+
+
+def detect_layout(state: Mapping[str, Any], source: str = "the checkpoint") -> Layout:
+    """'pretrain' (text_encoder.bert.* / text_encoder.cls.*) or 'retrieval' (text_encoder.embeddings.* /
+    text_encoder.encoder.*); a state dict with both, or neither, is an error."""
+    pre = sorted(k for k in state if re.match(r"^text_encoder(_m)?\.(bert|cls)\.", k))
+    ret = sorted(k for k in state if re.match(r"^text_encoder(_m)?\.(embeddings|encoder)\.", k))
+    if pre and ret:
+        raise WeightsError(f"{source} mixes the pretraining layout ({pre[0]}, ...) and the retrieval layout "
+                           f"({ret[0]}, ...) of TCL's text encoder; it is neither models/model_pretrain.py's nor "
+                           "models/model_retrieval.py's state dict")
+    if not pre and not ret:
+        raise WeightsError(f"{source} has no text_encoder.bert.* / text_encoder.embeddings.* keys: not a TCL/ALBEF "
+                           f"checkpoint (first keys: {sorted(state)[:5]})")
+    return "pretrain" if pre else "retrieval"
+
+
+def _text_name(key: str, fusion_layer: int, layout: Layout) -> str | None:
+    """Our name for an official text-encoder key, or None when the key has no place in this layout."""
+    m = _TEXT_KEY.match(key)
+    if not m:
+        return None
+    side, rest = _SIDES[m.group(1)], m.group(2)
+    prefix = _BERT_PREFIX[layout]
+    if rest.startswith(prefix + "embeddings."):
+        return f"{side}.tower.model.embeddings." + rest[len(prefix + "embeddings."):]
+    layer = re.match(rf"^{re.escape(prefix)}encoder\.layer\.(\d+)\.(.+)$", rest)
+    if layer:
+        i, tail = int(layer.group(1)), layer.group(2)
+        if i < fusion_layer:
+            return f"{side}.tower.model.encoder.layer.{i}.{tail}"
+        return f"{side}.fusion.layers.{i - fusion_layer}.{tail}"
+    if layout == "pretrain":
+        if rest.startswith("cls.predictions.transform."):
+            return f"{side}.mlm.predictions.transform." + rest[len("cls.predictions.transform."):]
+        if rest == "cls.predictions.bias":
+            return f"{side}.mlm.predictions.bias"
+    return None
+
+
+def _ours(key: str, fusion_layer: int, layout: Layout) -> str | None:
     for old, new in _SIMPLE.items():
         if key.startswith(old):
             return new + key[len(old):]
     if key == "temp":
         return "temp"
-    m = _LAYER.match(key)
-    if m:
-        side, i, rest = _TEXT[m.group(1)], int(m.group(2)), m.group(3)
-        if i < fusion_layer:
-            return f"{side}.tower.model.encoder.layer.{i}.{rest}"
-        return f"{side}.fusion.layers.{i - fusion_layer}.{rest}"
-    for official, side in _TEXT.items():
-        if key.startswith(f"{official}.bert.embeddings."):
-            return f"{side}.tower.model.embeddings." + key[len(f"{official}.bert.embeddings."):]
-        if key.startswith(f"{official}.cls.predictions.transform."):
-            return f"{side}.mlm.predictions.transform." + key[len(f"{official}.cls.predictions.transform."):]
-        if key == f"{official}.cls.predictions.bias":
-            return f"{side}.mlm.predictions.bias"
-    return None
+    return _text_name(key, fusion_layer, layout)
 
 
-def from_official(state: dict[str, torch.Tensor], fusion_layer: int) -> dict[str, torch.Tensor]:
-    """Map an official state dict to our names; raise on anything unmapped or inconsistent."""
+def _check_position_ids(key: str, value: torch.Tensor) -> None:
+    """xbert's BertEmbeddings buffer: torch.arange(max_position_embeddings).expand((1, -1)); ours is rebuilt
+    the same, so any other content would change the model."""
+    if not torch.equal(value.reshape(-1).long(), torch.arange(value.numel())):
+        raise WeightsError(f"{key} is not 0, 1, 2, ...: our BERT numbers positions that way, the model would change")
+
+
+def from_official(state: Mapping[str, torch.Tensor], fusion_layer: int,
+                  layout: Layout | None = None) -> dict[str, torch.Tensor]:
+    """Map an official state dict (either layout; detected when not given) to our names; raise on anything
+    unmapped or inconsistent. Queues: (dim, size) -> (size, dim); idx_queue (1, size) -> (size,)."""
+    layout = layout or detect_layout(state)
     out: dict[str, torch.Tensor] = {}
     unmapped = []
     for key, value in state.items():
-        if IGNORED.match(key):
+        if _POSITION_IDS.match(key):
+            _check_position_ids(key, value)
             continue
         if key in ("image_queue", "text_queue"):
             out[f"queues.queue_{key.split('_')[0]}"] = value.t().contiguous()
@@ -70,74 +169,186 @@ def from_official(state: dict[str, torch.Tensor], fusion_layer: int) -> dict[str
         if key == "queue_ptr":
             out["queues.ptr"] = value.reshape(()).long()
             continue
-        tied = re.match(r"^(text_encoder(?:_m)?)\.cls\.predictions\.decoder\.(weight|bias)$", key)
+        tied = _TIED.match(key) if layout == "pretrain" else None
         if tied:
             src = (f"{tied.group(1)}.bert.embeddings.word_embeddings.weight" if tied.group(2) == "weight"
                    else f"{tied.group(1)}.cls.predictions.bias")
             if src in state and not torch.equal(state[src], value):
                 raise WeightsError(f"{key} is not tied to {src}: our MLM head ties them, the weights would change")
             continue
-        name = _ours(key, fusion_layer)
+        name = _ours(key, fusion_layer, layout)
         if name is None:
             unmapped.append(key)
         else:
             out[name] = value
     if unmapped:
-        raise WeightsError(f"{len(unmapped)} official keys have no place in our TCL (nothing was loaded): "
-                           + ", ".join(sorted(unmapped)[:10]))
+        raise WeightsError(f"{len(unmapped)} official keys have no place in our TCL ({layout} layout; nothing was "
+                           "loaded): " + ", ".join(sorted(unmapped)[:10]))
     return out
 
 
-def to_official(state: dict[str, torch.Tensor], fusion_layer: int) -> dict[str, torch.Tensor]:
-    """Our state dict in the official layout (the inverse of from_official, tied copies included)."""
-    inverse: dict[str, str] = {}
-    out: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        if key.startswith("queues."):
-            continue
-        official = _official(key, fusion_layer)
-        inverse[official] = key
-        out[official] = value
-    for side in ("text_encoder", "text_encoder_m"):
-        out[f"{side}.cls.predictions.decoder.weight"] = out[f"{side}.bert.embeddings.word_embeddings.weight"]
-        out[f"{side}.cls.predictions.decoder.bias"] = out[f"{side}.cls.predictions.bias"]
-    out["image_queue"] = state["queues.queue_image"].t().contiguous()
-    out["text_queue"] = state["queues.queue_text"].t().contiguous()
-    out["idx_queue"] = state["queues.queue_ids"].reshape(1, -1)
-    out["queue_ptr"] = state["queues.ptr"].reshape(1)
-    return out
-
-
-def _official(key: str, fusion_layer: int) -> str:
+def _official_name(key: str, fusion_layer: int, layout: Layout) -> str | None:
+    """The official name of one of our keys; None for our MLM head in the retrieval layout (it has none)."""
     for old, new in _SIMPLE.items():
         if key.startswith(new):
             return old + key[len(new):]
     if key == "temp":
         return key
-    m = re.match(r"^(text|text_m)\.(tower\.model\.encoder\.layer|fusion\.layers)\.(\d+)\.(.+)$", key)
     side = {"text": "text_encoder", "text_m": "text_encoder_m"}
+    prefix = _BERT_PREFIX[layout]
+    m = re.match(r"^(text|text_m)\.(tower\.model\.encoder\.layer|fusion\.layers)\.(\d+)\.(.+)$", key)
     if m:
         i = int(m.group(3)) + (fusion_layer if m.group(2).startswith("fusion") else 0)
-        return f"{side[m.group(1)]}.bert.encoder.layer.{i}.{m.group(4)}"
+        return f"{side[m.group(1)]}.{prefix}encoder.layer.{i}.{m.group(4)}"
     m = re.match(r"^(text|text_m)\.tower\.model\.embeddings\.(.+)$", key)
     if m:
-        return f"{side[m.group(1)]}.bert.embeddings.{m.group(2)}"
+        return f"{side[m.group(1)]}.{prefix}embeddings.{m.group(2)}"
     m = re.match(r"^(text|text_m)\.mlm\.predictions\.(.+)$", key)
     if m:
-        return f"{side[m.group(1)]}.cls.predictions.{m.group(2)}"
+        return f"{side[m.group(1)]}.cls.predictions.{m.group(2)}" if layout == "pretrain" else None
     raise WeightsError(f"no official name for {key}")
 
 
-def load_official(model: torch.nn.Module, path: Path, fusion_layer: int) -> None:
-    """Load an official TCL/ALBEF checkpoint file into our TCL (strict: every key accounted for)."""
-    state = load_state_dict_file(path)
-    mapped = from_official(state, fusion_layer)
+def to_official(state: Mapping[str, torch.Tensor], fusion_layer: int,
+                layout: Layout = "pretrain") -> dict[str, torch.Tensor]:
+    """Our state dict in an official layout (the inverse of from_official): the tied decoder copies and
+    position ids included; `idx_queue` only in the retrieval layout, which also has no MLM head (our MLM
+    head is left out there, as Retrieval.py's non-strict load drops `text_encoder.cls.*`)."""
+    if layout == "pretrain" and not any(k.startswith("text.mlm.") for k in state):
+        raise WeightsError("the pretraining layout has an MLM head (text_encoder.cls.predictions.*) and this model "
+                           "has none (mlm_head=False): export it with layout='retrieval'")
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if key.startswith("queues."):
+            continue
+        official = _official_name(key, fusion_layer, layout)
+        if official is not None:
+            out[official] = value
+    prefix = _BERT_PREFIX[layout]
+    for side in ("text_encoder", "text_encoder_m"):
+        rows = out[f"{side}.{prefix}embeddings.position_embeddings.weight"].shape[0]
+        out[f"{side}.{prefix}embeddings.position_ids"] = torch.arange(rows).expand((1, -1))
+        if layout == "pretrain":
+            out[f"{side}.cls.predictions.decoder.weight"] = out[f"{side}.bert.embeddings.word_embeddings.weight"]
+            out[f"{side}.cls.predictions.decoder.bias"] = out[f"{side}.cls.predictions.bias"]
+    out["image_queue"] = state["queues.queue_image"].t().contiguous()
+    out["text_queue"] = state["queues.queue_text"].t().contiguous()
+    out["queue_ptr"] = state["queues.ptr"].reshape(1)
+    if layout == "retrieval":
+        out["idx_queue"] = state["queues.queue_ids"].reshape(1, -1)
+    return out
+
+
+def _load_state(model: TCL, state: Mapping[str, torch.Tensor], source: str,
+                wrapper_keys: tuple[str, ...]) -> OfficialLoadReport:
+    """Strictly load an official state dict into `model`, resampling pos_embed to the model's grid."""
+    layout = detect_layout(state, source)
+    has_mlm = model.text.mlm is not None
+    if layout == "retrieval" and has_mlm:
+        raise WeightsError(f"{source} is in the retrieval layout (models/model_retrieval.py): it has no MLM head "
+                           "(text_encoder.cls.predictions.*) for this model's, which would stay random: build the "
+                           "model with mlm_head=False (load_official_tcl does)")
+    if layout == "pretrain" and not has_mlm:
+        raise WeightsError(f"{source} is in the pretraining layout and has an MLM head (text_encoder.cls."
+                           "predictions.*) that a model built with mlm_head=False cannot hold: build it with "
+                           "mlm_head=True")
+    words = state.get(f"text_encoder.{_BERT_PREFIX[layout]}embeddings.word_embeddings.weight")
+    if words is not None and words.shape[0] != model.tokenizer.vocab_size:
+        raise WeightsError(f"{source} has a vocabulary of {words.shape[0]} word pieces, the tokenizer "
+                           f"{model.tokenizer.vocab_size}: load the tokenizer the checkpoint was trained with "
+                           "(bert-base-uncased for TCL's releases, tokenizer kind 'pretrained')")
+    report = OfficialLoadReport(source=source, layout=layout, wrapper_keys=wrapper_keys, mlm_head=has_mlm)
+    state = dict(state)
+    for key, tower in (("visual_encoder.pos_embed", model.visual), ("visual_encoder_m.pos_embed", model.visual_m)):
+        # Retrieval.py: interpolate_pos_embed(state_dict[key], model.visual_encoder(_m)) before loading
+        pos = state.get(key)
+        if pos is not None and pos.shape != tower.vit.pos_embed.shape:
+            old_side = int(round((pos.shape[1] - tower.pos_extra_tokens) ** 0.5))
+            state[key] = interpolate_pos_embed(pos, tower.grid, tower.pos_extra_tokens)
+            report.pos_embed_resampled[key] = [old_side, tower.grid]
+    mapped = from_official(state, model.config.fusion_layer, layout)
+    report.checked = tuple(sorted(k for k in state if _POSITION_IDS.match(k) or _TIED.match(k)))
     own = model.state_dict()
-    if "queues.filled" in own and "queues.filled" not in mapped:
+    if "queues.filled" in own:
         mapped["queues.filled"] = torch.tensor(own["queues.queue_image"].shape[0])
-    if "queues.queue_ids" in own and "queues.queue_ids" not in mapped:  # pretraining checkpoints have no ids
-        mapped["queues.queue_ids"] = torch.full_like(own["queues.queue_ids"], -1)
-    load_weights_strict(model, mapped, str(path))
+        report.filled["queues.filled"] = "queue size (the official queues are always used whole)"
+    if "queues.queue_ids" not in mapped:
+        mapped["queues.queue_ids"] = torch.full_like(own["queues.queue_ids"], EMPTY_ID)
+        report.filled["queues.queue_ids"] = (f"{EMPTY_ID} (models/model_pretrain.py has no idx_queue; "
+                                             f"models/model_retrieval.py starts it at {EMPTY_ID})")
+    load_weights_strict(model, mapped, source)
+    return report
+
+
+def load_official(model: TCL, path: Path, fusion_layer: int | None = None) -> OfficialLoadReport:
+    """Load an official TCL/ALBEF checkpoint file (either layout) into our TCL: strict, pos_embed of both
+    visual encoders resampled to the model's resolution as Retrieval.py does. `fusion_layer`, when given,
+    must equal the model's."""
+    if fusion_layer is not None and fusion_layer != model.config.fusion_layer:
+        raise WeightsError(f"fusion_layer {fusion_layer} differs from the model's {model.config.fusion_layer}")
+    state, wrapper = read_official_checkpoint(path)
+    return _load_state(model, state, str(path), wrapper)
+
+
+def load_official_tcl(path: Path, tokenizer: TextTokenizer, *, size: str = "base",
+                      overrides: Mapping[str, Any] | None = None,
+                      eval_resolution: int | None = None) -> tuple[TCL, OfficialLoadReport]:
+    """A TCL built for an official checkpoint and loaded from it, with the report (its `layout` says which).
+
+    The model is built from the `size` preset and `overrides` at the checkpoint's own resolution (read from
+    visual_encoder.pos_embed and the patch size), with the MLM head only when the file has one (pretraining
+    layout). With `eval_resolution` (384 for TCL's retrieval evaluation, configs/Retrieval_*.yaml
+    `image_res`), `set_eval_resolution` then resamples both visual encoders' pos_embed, as Retrieval.py does.
+    `tokenizer` must be the checkpoint's (bert-base-uncased for TCL's releases). Returned in eval mode."""
+    from methods.config import deep_merge
+    from methods.registry import create_method
+    from methods.tcl import TCL
+
+    state, wrapper = read_official_checkpoint(path)
+    layout = detect_layout(state, str(path))
+    pos, proj = state.get("visual_encoder.pos_embed"), state.get("visual_encoder.patch_embed.proj.weight")
+    if pos is None or proj is None:
+        raise WeightsError(f"{path} lacks visual_encoder.pos_embed or visual_encoder.patch_embed.proj.weight")
+    side = int(round((pos.shape[1] - 1) ** 0.5))
+    native = side * int(proj.shape[-1])
+    built = deep_merge({"vision": {"image_size": native}, "preprocess": {"resolution": native}},
+                       dict(overrides or {}))
+    built = deep_merge(built, {"mlm_head": layout == "pretrain"})
+    model = create_method("tcl", size, tokenizer=tokenizer, overrides=built)
+    if not isinstance(model, TCL):
+        raise TypeError(f"method 'tcl' built a {type(model).__name__}")
+    report = _load_state(model, state, str(path), wrapper)
+    if eval_resolution is not None and eval_resolution != model.preprocess.config.resolution:
+        report.resolution_change = model.set_eval_resolution(eval_resolution)
+    return model.eval(), report
+
+
+# How TCL's captions are tokenised: the BERT tokenizer vendored in models/tokenization_bert.py builds `[CLS] X`
+# (no [SEP]) and the caption datasets apply dataset/utils.py pre_caption(caption, max_words=30).
+OFFICIAL_TEXT_OPTIONS: dict[str, str] = {"template": "cls_text", "clean": "pre_caption:30"}
+
+
+def import_official(path: Path | str, *, tokenizer: Path | None = None, arch: str | None = None,
+                    eval_resolution: int | None = None) -> tuple[TCL, dict[str, Any]]:
+    """`load_official_tcl` for the checkpoint importer (methods/checkpoints/importer.py): `tokenizer` is the
+    folder holding bert-base-uncased's vocab.txt (or tokenizer.json), read with TCL's own text options
+    (OFFICIAL_TEXT_OPTIONS); `arch` is our size preset (default 'base': ViT-B/16 + BERT-base split 6/6).
+    Returns the model and the load report as JSON with the size and tokenizer added."""
+    from methods.registry import SIZES
+    from methods.tokenizer import TextTokenizer
+
+    path = Path(path)
+    size = arch or "base"
+    if size not in SIZES:
+        raise WeightsError(f"{path}: TCL's arch is one of our size presets {SIZES}, not {size!r}")
+    if tokenizer is None:
+        raise WeightsError(f"{path}: TCL's checkpoints need the bert-base-uncased vocabulary they were trained "
+                           "with; pass the folder holding its vocab.txt as the tokenizer (nothing is downloaded)")
+    folder = tokenizer.parent if tokenizer.is_file() else tokenizer
+    tok = TextTokenizer.from_dir(folder).with_options(**OFFICIAL_TEXT_OPTIONS)
+    model, report = load_official_tcl(path, tok, size=size, eval_resolution=eval_resolution)
+    return model, {"size": size, "tokenizer": tok.source, "text_options": dict(OFFICIAL_TEXT_OPTIONS),
+                   **report.to_json()}
 
 
 def bert_init_state(directory: Path, fusion_layer: int, vocab_size: int) -> dict[str, torch.Tensor]:
@@ -154,13 +365,16 @@ def bert_init_state(directory: Path, fusion_layer: int, vocab_size: int) -> dict
         raise WeightsError(f"BERT in {directory} has {bert.config.num_hidden_layers} layers; TCL needs more than "
                            f"fusion_layer = {fusion_layer} (text layers below it, fusion layers from it)")
     state = {f"text_encoder.{k}": v for k, v in bert.state_dict().items() if not k.startswith("bert.pooler.")}
-    mapped = from_official(state, fusion_layer)
+    mapped = from_official(state, fusion_layer, "pretrain")
     return {k[len("text."):]: v for k, v in mapped.items()}
 
 
 def load_bert_init(text: torch.nn.Module, directory: Path, fusion_layer: int, vocab_size: int) -> list[str]:
-    """Load BERT weights into a TCLText; returns the keys left at their initialisation (cross-attention only)."""
+    """Load BERT weights into a TCLText; returns the keys left at their initialisation (cross-attention only).
+    A TCLText without an MLM head (mlm_head=False) takes BERT's encoder only; BERT's MLM head is not used."""
     state = bert_init_state(directory, fusion_layer, vocab_size)
+    if getattr(text, "mlm", None) is None:
+        state = {k: v for k, v in state.items() if not k.startswith("mlm.")}
     own = text.state_dict()
     fresh = sorted(k for k in own if k not in state)
     unexpected = sorted(k for k in state if k not in own)

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import timm
 import torch
+import torch.nn.functional as F
 from pydantic import Field
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
@@ -131,6 +132,29 @@ def load_weights_strict(module: nn.Module, state: dict[str, torch.Tensor], sourc
     module.load_state_dict(state, strict=True)
 
 
+def interpolate_pos_embed(pos_embed: torch.Tensor, new_side: int, num_extra_tokens: int) -> torch.Tensor:
+    """(1, extra + side², D) position embeddings -> (1, extra + new_side², D), exactly as uta-smile/TCL's
+    `models/vit.py::interpolate_pos_embed` (identical in salesforce/ALBEF): the extra (class) token rows kept,
+    the square patch grid resized by `F.interpolate(mode="bicubic", align_corners=False)` without
+    antialiasing, and the input returned unchanged when the grid already fits. (timm's
+    `resample_abs_pos_embed` antialiases by default: another kernel.) Computed in float32 like the official
+    checkpoints, then cast back to the input's dtype."""
+    if pos_embed.ndim != 3 or pos_embed.shape[0] != 1:
+        raise ValueError(f"pos_embed must have shape (1, tokens, dim), got {tuple(pos_embed.shape)}")
+    dim = pos_embed.shape[-1]
+    old_side = int(round((pos_embed.shape[1] - num_extra_tokens) ** 0.5))
+    if old_side * old_side != pos_embed.shape[1] - num_extra_tokens:
+        raise ValueError(f"pos_embed with {pos_embed.shape[1]} rows is not {num_extra_tokens} extra token(s) plus "
+                         "a square grid")
+    if old_side == new_side:
+        return pos_embed
+    extra = pos_embed[:, :num_extra_tokens]
+    grid = pos_embed[:, num_extra_tokens:].float().reshape(-1, old_side, old_side, dim).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid, size=(new_side, new_side), mode="bicubic", align_corners=False)
+    grid = grid.permute(0, 2, 3, 1).flatten(1, 2).to(pos_embed.dtype)
+    return torch.cat((extra, grid), dim=1)
+
+
 class VisionTower(nn.Module):
     def __init__(self, config: VisionTowerConfig) -> None:
         super().__init__()
@@ -152,23 +176,56 @@ class VisionTower(nn.Module):
             load_weights_strict(self.vit, self._fit_pos_embed(state), config.weights, ignore_prefixes=("head.",))
 
     def _fit_pos_embed(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Checkpoints trained at another resolution (DeiT at 224 px into TCL at 256 px): the patch
-        position embeddings are resampled bicubically to our grid, as ALBEF/TCL's
-        `interpolate_pos_embed` and timm's loader do; prefix-token embeddings are kept."""
-        from timm.layers import resample_abs_pos_embed
-
+        """Checkpoints trained at another resolution (DeiT at 224 px into TCL at 256 px): the patch position
+        embeddings are resampled to our grid with the official `interpolate_pos_embed` (uta-smile/TCL and
+        salesforce/ALBEF `models/vit.py`, applied to DeiT-B/16 in `models/model_pretrain.py`); prefix-token rows
+        are kept."""
         pos = state.get("pos_embed")
         own = self.vit.pos_embed
         if pos is None or pos.shape == own.shape or pos.shape[-1] != own.shape[-1]:
             return state
-        prefix = self.num_prefix_tokens
-        old_side = int(round((pos.shape[1] - prefix) ** 0.5))
-        if old_side * old_side != pos.shape[1] - prefix:
-            raise WeightsError(f"pos_embed of shape {tuple(pos.shape)} is not a square grid plus {prefix} prefix "
+        extra = self.pos_extra_tokens
+        old_side = int(round((pos.shape[1] - extra) ** 0.5)) if pos.ndim == 3 else -1
+        if pos.ndim != 3 or old_side * old_side != pos.shape[1] - extra:
+            raise WeightsError(f"pos_embed of shape {tuple(pos.shape)} is not a square grid plus {extra} prefix "
                                "token(s); cannot resample it")
-        new_grid = list(self.vit.patch_embed.grid_size)
-        return {**state, "pos_embed": resample_abs_pos_embed(pos, new_grid, [old_side, old_side],
-                                                             num_prefix_tokens=prefix)}
+        return {**state, "pos_embed": interpolate_pos_embed(pos, self.grid, extra)}
+
+    @property
+    def pos_extra_tokens(self) -> int:
+        """Rows of pos_embed before the patch grid (the class token; none when timm's no_embed_class is set)."""
+        return 0 if self.vit.no_embed_class else self.num_prefix_tokens
+
+    @property
+    def image_size(self) -> int:
+        return int(self.vit.patch_embed.img_size[0])
+
+    def check_image_size(self, size: int) -> None:
+        """Raise unless `size` px makes a square grid of whole patches with a learnt pos_embed to resample."""
+        patch = tuple(self.vit.patch_embed.patch_size)
+        if patch[0] != patch[1] or size <= 0 or size % patch[0]:
+            raise ValueError(f"image size {size} must be a positive multiple of the patch size {patch[0]} "
+                             "(a square grid of whole patches)")
+        if self.vit.pos_embed is None or self.vit.dynamic_img_size:
+            raise ValueError("set_image_size resamples a fixed learnt pos_embed; this ViT has none")
+
+    def set_image_size(self, size: int) -> None:
+        """Run at another square input size: pos_embed resampled in place by the official
+        `interpolate_pos_embed` (as TCL's `Retrieval.py` does to `visual_encoder.pos_embed` and
+        `visual_encoder_m.pos_embed` when it evaluates a 256 px checkpoint at `image_res` 384), and timm's
+        patch embedding told the new size so forward accepts it. The parameter object is replaced: build
+        optimizers after calling this."""
+        self.check_image_size(size)
+        if size == self.image_size:
+            return
+        old = self.vit.pos_embed
+        # on the CPU, as Retrieval.py resamples the checkpoint loaded with map_location='cpu' (a GPU's bicubic
+        # kernel need not round the same)
+        side = size // int(self.vit.patch_embed.patch_size[0])
+        resampled = interpolate_pos_embed(old.detach().cpu(), side, self.pos_extra_tokens).to(old.device)
+        self.vit.patch_embed.set_input_size(img_size=(size, size))
+        self.vit.pos_embed = nn.Parameter(resampled, requires_grad=old.requires_grad)
+        self.config = self.config.model_copy(update={"image_size": size})
 
     @property
     def width(self) -> int:

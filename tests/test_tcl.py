@@ -197,7 +197,7 @@ def test_ema_update_and_queue_fill_in_a_step(micro_tcl: TCL, small_world: Builti
     with torch.no_grad():
         feats = F.normalize(model.vision_proj_m(model.visual_m(batch.extras["image_view2"]).pooled), dim=-1)
     torch.testing.assert_close(model.queues.get("image")[:4], feats)
-    assert torch.equal(model.queues.get("ids")[:4], batch.index) and (model.queues.get("ids")[4:] == -1).all()
+    assert torch.equal(model.queues.get("ids")[:4], batch.index) and (model.queues.get("ids")[4:] == -100).all()
 
 
 def _subset(split: RetrievalSplit, n_images: int) -> RetrievalSplit:
@@ -279,7 +279,7 @@ def test_image_id_positives_spread_targets_and_skip_same_id_negatives(tokenizer:
     assert hard.shape == (4, 4 + 8) and torch.allclose(hard.sum(1), torch.ones(4))
     torch.testing.assert_close(hard[0, :4], torch.tensor([0.5, 0.5, 0.0, 0.0]))   # both captions of image 7
     torch.testing.assert_close(hard[2, :4], torch.tensor([0.0, 0.0, 1.0, 0.0]))
-    assert hard[:, 4:].sum() == 0                                                # queue ids are -1 (empty)
+    assert hard[:, 4:].sum() == 0                                                # queue ids are -100 (empty)
     allowed = seen["allowed"]
     assert not allowed[0, 1] and not allowed[1, 0] and not allowed.diagonal().any() and allowed[0, 2]
     assert torch.equal(model.queues.get("ids")[:4], torch.tensor([7, 7, 8, 9]))
@@ -313,3 +313,111 @@ def test_base_keeps_the_papers_values_and_tiny_deviations_are_on_the_card() -> N
     assert (tiny.momentum, tiny.queue_size) == (0.9, 256) and train_recipe("tcl", "tiny").lr_scale == {"temp": 0.1}
     options = {d.option for d in TCL.card.deviations}
     assert {"momentum, queue_size (tiny)", "train.recipe.lr_scale (tiny)"} <= options
+
+
+def test_set_eval_resolution_resamples_every_pos_embed_as_the_official_interpolate(
+        micro_tcl: TCL, small_world: BuiltinDataset, tmp_path: Path) -> None:
+    """TCL's Retrieval.py evaluates at image_res 384 after models/vit.py interpolate_pos_embed of both
+    visual_encoder.pos_embed and visual_encoder_m.pos_embed: bicubic, align_corners=False, class row kept."""
+    from methods import load_pretrained, save_pretrained
+
+    model = micro_tcl.eval()
+    with torch.no_grad():                                         # the momentum copy differs from the online one
+        model.visual_m.vit.pos_embed.add_(torch.randn_like(model.visual_m.vit.pos_embed))
+    before = {name: m.vit.pos_embed.detach().clone() for name, m in (("visual", model.visual),
+                                                                    ("visual_m", model.visual_m))}
+    change = model.set_eval_resolution(96)                        # 64 px / patch 8 -> 96 px: grid 8 -> 12
+    assert change["from"] == 64 and change["to"] == 96 and change["towers"] == {"visual": 64, "visual_m": 64}
+    assert model.resolution_changes == [change]
+    for name, tower in (("visual", model.visual), ("visual_m", model.visual_m)):
+        pos = before[name]
+        grid = pos[:, 1:].reshape(1, 8, 8, -1).permute(0, 3, 1, 2)
+        grid = F.interpolate(grid, size=(12, 12), mode="bicubic", align_corners=False)
+        expected = torch.cat([pos[:, :1], grid.permute(0, 2, 3, 1).flatten(1, 2)], dim=1)
+        assert torch.equal(tower.vit.pos_embed.detach(), expected), name
+        assert tower.vit.pos_embed.requires_grad == (name == "visual") and tower.grid == 12
+    assert model.preprocess.config.resolution == 96
+    assert model.config.vision.image_size == 96 and model.config.preprocess.resolution == 96
+    split = small_world.retrieval_split("test")
+    images = model.preprocess.eval(split.images.get(np.arange(2)))
+    assert images.shape[-2:] == (96, 96)
+    with torch.no_grad():
+        assert model.encode_image(images).shape == (2, 16)
+        assert model.rerank_image_features(images).shape == (2, 1 + 144, 32)
+    save_pretrained(model, tmp_path / "m", "tcl", "tiny")          # config and weights agree: it reloads
+    again, _ = load_pretrained(tmp_path / "m")
+    assert torch.equal(again.visual.vit.pos_embed, model.visual.vit.pos_embed)
+    with pytest.raises(ValueError, match="multiple of the patch size 8"):
+        model.set_eval_resolution(100)
+
+
+def test_itm_scores_are_fp32_under_bf16_autocast(micro_tcl: TCL, small_world: BuiltinDataset) -> None:
+    """The official evaluation scores in fp32. Under bf16 autocast a bf16 ITM head rounds logits to 8 significant
+    bits (ties); rerank_score runs the head in fp32 on the fusion output."""
+    model = micro_tcl.eval()
+    split = small_world.retrieval_split("test")
+    n = 24
+    images = model.preprocess.eval(split.images.get(np.arange(1)))
+    text = model.tokenize(list(split.texts[:n]))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        img = model.rerank_image_features(images).expand(n, -1, -1)
+        feats = model.rerank_text_features(text)
+        scores = model.rerank_score(img, feats)
+        cls = model.text.fuse(feats["embeds"], feats["mask"], img)[:, 0]
+    assert scores.dtype == torch.float32
+    with torch.no_grad():
+        w, b = model.itm_head.weight[1].double(), model.itm_head.bias[1].double()
+        exact = cls.double() @ w + b                               # the head in float64 on the same fused [CLS]
+        # fp32 dot product of d terms plus a bias: |error| <= gamma_(d+1) * (sum |w_i h_i| + |b|), u = 2^-24
+        d = cls.shape[1]
+        bound = (d + 1) * 2.0 ** -24 / (1 - (d + 1) * 2.0 ** -24) * ((cls.double().abs() @ w.abs()) + b.abs())
+    assert ((scores.double() - exact).abs() <= bound).all()
+    assert (scores.to(torch.bfloat16).float() != scores).float().mean() > 0.9   # not on the bf16 grid
+    assert scores.unique().numel() == n                                         # no ties
+
+
+def test_finetuning_starts_with_the_id_queue_empty(tokenizer: TextTokenizer, small_world: BuiltinDataset,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pretraining queues corpus indices; models/model_retrieval.py starts fine-tuning with idx_queue all -100,
+    so an image id equal to an old corpus index must not make that queue row a positive. The feature queues
+    and pointer stay (Retrieval.py loads them from the pretraining checkpoint)."""
+    torch.manual_seed(0)
+    model = create_method("tcl", "tiny", tokenizer=tokenizer, overrides=MICRO_TCL).eval()
+    batches = PretrainBatches(small_world.pretrain_corpus(), model, 4, seed=0)
+    for i in range(2):
+        model.pretrain_step(batches.batch(0, i), StepContext(i, 10, 6, 1))
+    old_ids = model.queues.get("ids")
+    assert (old_ids >= 0).all()                                    # 8 corpus indices fill the queue
+    feats, ptr = model.queues.get("image"), int(model.queues.ptr)
+    model.start_finetuning()
+    assert (model.queues.get("ids") == -100).all()
+    assert torch.equal(model.queues.get("image"), feats) and int(model.queues.ptr) == ptr
+    seen: dict[str, torch.Tensor] = {}
+
+    def spy_targets(teacher: torch.Tensor, hard: torch.Tensor, alpha: float) -> torch.Tensor:
+        seen.setdefault("hard", hard.clone())
+        return hard
+
+    monkeypatch.setattr("methods.tcl.distilled_targets", spy_targets)
+    batch = batches.batch(1, 0)
+    batch.extras["image_id"] = old_ids[:4].clone()                 # image ids that collide with queued indices
+    model.finetune_step(batch, StepContext(0, 10, 6, 0))
+    hard = seen["hard"]
+    assert hard[:, 4:].sum() == 0 and torch.allclose(hard[:, :4].sum(1), torch.ones(4))
+
+
+def test_a_tcl_without_mlm_head_fine_tunes_but_does_not_pretrain(tokenizer: TextTokenizer,
+                                                                 small_world: BuiltinDataset) -> None:
+    from methods import method_config
+
+    assert "mlm_head" not in method_config("tcl", "tiny").model_dump()   # default left out: fingerprints unchanged
+    torch.manual_seed(0)
+    model = create_method("tcl", "tiny", tokenizer=tokenizer, overrides={**MICRO_TCL, "mlm_head": False})
+    assert model.config.model_dump()["mlm_head"] is False
+    assert not any(".mlm." in k for k in model.state_dict())
+    batch = PretrainBatches(small_world.pretrain_corpus(), model, 4, seed=0).batch(0, 0)
+    batch.extras["image_id"] = batch.index
+    out = model.finetune_step(batch, StepContext(0, 10, 6, 1))
+    assert torch.isfinite(out.total) and "mlm" not in out.losses
+    with pytest.raises(RuntimeError, match="cannot pretrain"):
+        model.pretrain_step(batch, StepContext(0, 10, 6, 1))
