@@ -3,6 +3,10 @@
     vlpbench run [--suite FILE] [--output DIR] [--tracking-uri URI] [--resume latest]
                  [--executor inline|debug|local|slurm] [--cluster NAME] [--dry-run] [--no-wait]
     vlpbench status [--suite FILE] [--output DIR] [--resubmit-failed]
+    vlpbench eval --weights PATH [--format auto|vlpbench|open_clip|openai|hf_clip|tcl|albef|ernie_vil2] [--arch NAME]
+                  --dataset builtin|flickr30k|coco|msrvtt [--root DIR] [--split test] [--protocol KEY=VALUE ...]
+                  [--device cpu|cuda] [--output DIR] [--json FILE]
+    vlpbench reproduce --list | CLAIM --weights PATH --root DIR [--device ...] [--output DIR] [--json FILE]
     vlpbench list
     vlpbench card METHOD
     vlpbench data build [--set key=value ...]
@@ -364,6 +368,63 @@ def _perf_headline(name: str, result: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in result.items() if k in ("speedup", "targets")}
 
 
+def _log_standalone(args: argparse.Namespace, record_path: Path, name: str) -> str:
+    """Log a record of `eval`/`reproduce` (already written) to MLflow; returns the run id."""
+    output = Path(args.output)
+    uri = tracking.resolve_tracking_uri(args.tracking_uri, output)
+    artifact_root = output / "mlartifacts" if tracking.is_embedded(uri) else None
+    return tracking.log_evaluation(record_path, output / name, uri, f"vlpbench-{name}", artifact_root)
+
+
+def _print_eval(result: Any, run_id: str, json_path: str | None) -> None:
+    rec = result.record
+    print(f"{rec.job}/{rec.benchmark}: {_headline(rec.metrics)}")
+    print(f"  record: {result.record_path}  (MLflow run {run_id})")
+    print(f"  report: vlpbench report --filter \"tags.`vlpbench.suite` = '{rec.suite}'\" --title {rec.suite}")
+    if json_path:
+        print(f"  json:   {json_path}")
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from benchmarks.evaluate import evaluate_weights, parse_protocol, write_summary_json
+
+    code_version()
+    result = evaluate_weights(Path(args.weights), fmt=args.format or "auto", arch=args.arch,
+                              tokenizer=Path(args.tokenizer) if args.tokenizer else None, dataset=args.dataset,
+                              root=Path(args.root) if args.root else None, split=args.split,
+                              protocol=parse_protocol(args.protocol), device=args.device, output=Path(args.output),
+                              name=args.name)
+    if args.json:
+        write_summary_json(Path(args.json), result.record)
+    _print_eval(result, _log_standalone(args, result.record_path, args.name), args.json)
+    return 0
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from benchmarks import reproduce as rp
+    from benchmarks.evaluate import parse_protocol, write_summary_json
+
+    if args.list:
+        print("\n".join(rp.list_lines()))
+        return 0
+    if not args.claim or not args.weights:
+        raise ConfigError("vlpbench reproduce CLAIM --weights PATH --root DIR (or --list to see the claims)")
+    code_version()
+    method, claim = rp.get_claim(args.claim)
+    result = rp.reproduce(claim, Path(args.weights), Path(args.root) if args.root else None, fmt=args.format,
+                          arch=args.arch, tokenizer=Path(args.tokenizer) if args.tokenizer else None,
+                          device=args.device, output=Path(args.output), name=args.name, method=method,
+                          protocol_overrides=parse_protocol(args.protocol))
+    verdict = result.record.reproduction or {}
+    if args.json:
+        write_summary_json(Path(args.json), result.record, {"reproduction": verdict})
+    _print_eval(result, _log_standalone(args, result.record_path, args.name), args.json)
+    print(f"  {claim.id}: {verdict.get('status')}" + (f" ({', '.join(verdict['not_reproduced'])} outside the 95 % "
+                                                       f"interval and ±{claim.tolerance:g} points)"
+                                                       if verdict.get("not_reproduced") else ""))
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     for name in list_methods():
         spec = get_spec(name)
@@ -542,6 +603,44 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="as given to vlpbench run")
     ft.add_argument("--no-progress", action="store_true", help="no progress bars")
     ft.set_defaults(fn=cmd_finetune)
+
+    def checkpoint_args(cmd: argparse.ArgumentParser) -> None:
+        cmd.add_argument("--format", default=None, choices=("auto", "vlpbench", "open_clip", "openai", "hf_clip",
+                                                            "tcl", "albef", "ernie_vil2"),
+                         help="checkpoint layout (default: auto, told from the files)")
+        cmd.add_argument("--arch", help="architecture when the file does not say it: an open_clip config name "
+                                        "(ViT-B-32, ViT-B-32-quickgelu, ViT-L-14-336...)")
+        cmd.add_argument("--tokenizer", help="tokenizer files when the checkpoint has none: open_clip's "
+                                             "bpe_simple_vocab_16e6.txt.gz, a Hugging Face tokenizer folder, or a "
+                                             "folder with bert-base-uncased's vocab.txt (TCL/ALBEF)")
+        cmd.add_argument("--protocol", action="append", default=[], metavar="KEY=VALUE",
+                         help="protocol field: setting, resolution, text_max_length, prompt, scoring, rerank_k, "
+                              "tie_policy, precision, batch_size, check_counts")
+        cmd.add_argument("--device", default="auto", help="cpu, cuda, cuda:N (default: cuda when available)")
+        cmd.add_argument("--output", default="outputs", help="output root (default: ./outputs)")
+        cmd.add_argument("--tracking-uri", help="MLflow tracking URI (default: as vlpbench run)")
+        cmd.add_argument("--json", help="also write the metrics (i2t_R1 ... rsum) and the protocol to this file")
+
+    ev = sub.add_parser("eval", help="evaluate given weights (a vlpbench model folder or a released checkpoint) on "
+                                     "one benchmark, without pretraining")
+    ev.add_argument("--weights", required=True, help="checkpoint file or folder")
+    ev.add_argument("--dataset", required=True, choices=("builtin", "flickr30k", "coco", "msrvtt"))
+    ev.add_argument("--root", help="the dataset's local folder (builtin: a built folder; default: the cache)")
+    ev.add_argument("--split", default="test")
+    ev.add_argument("--name", default="eval", help="the folder under --output and the MLflow experiment "
+                                                   "(vlpbench-<name>); default: eval")
+    checkpoint_args(ev)
+    ev.set_defaults(fn=cmd_eval)
+
+    rp = sub.add_parser("reproduce", help="evaluate a card's claim from its released weights under the claim's "
+                                          "protocol: reproduced / not reproduced")
+    rp.add_argument("claim", nargs="?", help="claim id (vlpbench reproduce --list)")
+    rp.add_argument("--list", action="store_true", help="every claim of every card, with what it needs")
+    rp.add_argument("--weights", help="the claim's checkpoint")
+    rp.add_argument("--root", help="the claim's dataset folder")
+    rp.add_argument("--name", default="reproduce", help="folder under --output and MLflow experiment suffix")
+    checkpoint_args(rp)
+    rp.set_defaults(fn=cmd_reproduce)
 
     sub.add_parser("list", help="list registered methods").set_defaults(fn=cmd_list)
     card = sub.add_parser("card", help="print a method's card (claims, deviations, presets) as JSON")

@@ -58,6 +58,8 @@ def describe_lineage(lineage: list[dict[str, Any]]) -> str:
             parts.append(f"dVAE tokenizer ({e['vocab_size']} codes, {e['steps']} steps)")
         elif e["stage"] == "init":
             parts.append("init from " + ", ".join(f"{k}={v}" for k, v in e["supplied"].items()))
+        elif e["stage"] == "released":
+            parts.append(f"released weights {e['checkpoint']} ({e['format']}, sha256 {e['sha256'][:12]})")
         elif e["stage"] == "pretrain":
             parts.append(f"pretrained on {e['dataset']['dataset']}/{e['dataset']['split']} "
                          f"({e['steps']} x {e['batch_size']})")
@@ -79,10 +81,16 @@ def _zeroshot_protocols(job: Job, model: VLPModel, prefix: str = "zeroshot_retri
         suffix = "" if real is None else f"@{real.key}"
         out[prefix + suffix] = (real, spec.protocol)
         if rerank:
-            k = spec.rerank_k if real is None or real.rerank_k is None else real.rerank_k
+            k = spec.rerank_k if real is None else real.rerank_k or _card_k(model, real.name) or spec.rerank_k
             out[prefix + "_rerank" + suffix] = (real, spec.protocol.model_copy(
                 update={"scoring": scoring, "rerank_k": k}))
     return out
+
+
+def _card_k(model: VLPModel, dataset: str) -> int | None:
+    """The re-ranking k a method's card gives for a real dataset (TCL: k_test 128 Flickr30K, 256 COCO)."""
+    k = model.card.default_protocol.get("rerank_k")
+    return k.get(dataset) if isinstance(k, dict) else k
 
 
 def _retrieval_split(job: Job, real: EvalDataset | None, dataset: BuiltinDataset, model: VLPModel
@@ -176,6 +184,7 @@ def _finetune(job: Job, job_dir: Path, dataset: BuiltinDataset, pre: PretrainRec
         return model.to(device), json.loads((ft_dir / "model" / "model_config.json").read_text())["lineage"]
     shutil.rmtree(ft_dir, ignore_errors=True)
     model, _ = load_pretrained(job_dir / "model")          # a fresh copy: the zero-shot model stays as it was
+    model.start_finetuning()   # e.g. TCL's id queue starts at -100, as the official model_retrieval.py
     lineage = json.loads((job_dir / "model" / "model_config.json").read_text())["lineage"]
     data = PretrainBatches(corpus, model, budget.batch_size, job.seed, fields=model.finetune_fields)
     tcfg = TrainConfig(steps=budget.steps, batch_size=budget.batch_size, seed=job.seed, precision=suite.precision,

@@ -95,8 +95,9 @@ class EvalDataset(StrictModel):
     split: Literal["train", "val", "test"] = "test"
     options: dict[str, Any] = Field(default_factory=dict, description="Layout fields (KarpathyLayout); "
                                                                       "image_size defaults to the model's resolution.")
-    rerank_k: int | None = Field(None, ge=10, description="k for re-ranking on this set (Flickr30K 128, COCO 256); "
-                                                         "None = retrieval.rerank_k.")
+    rerank_k: int | None = Field(None, ge=10, description="k for re-ranking on this set; None = the method card's "
+                                                         "k for it (TCL: k_test 128 Flickr30K, 256 COCO), else "
+                                                         "retrieval.rerank_k.")
     label: str | None = Field(None, pattern=NAME_PATTERN, description="Record name suffix; default: the name.")
 
     @property

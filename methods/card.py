@@ -24,8 +24,20 @@ class Confidence(str, Enum):
 
 
 @dataclass(frozen=True)
+class Checkpoint:
+    """The released weights a claim was measured with (what `vlpbench reproduce` evaluates)."""
+
+    name: str                   # the file or tag, e.g. "ViT-L-14-336px.pt"
+    url: str                    # where it is published (as the official README/code gives it)
+    sha256: str | None = None   # when published; `vlpbench reproduce` refuses other weights
+    format: str = "auto"        # `vlpbench eval --format`
+    arch: str | None = None     # `vlpbench eval --arch`, when the file does not say (open_clip state dicts)
+    note: str = ""
+
+
+@dataclass(frozen=True)
 class ClaimedResult:
-    """One row of a paper's results table."""
+    """One row of a paper's results table, and how to reproduce it (a runnable spec when weights are released)."""
 
     benchmark: str            # our benchmark family, e.g. "image_text_retrieval"
     dataset: str              # e.g. "flickr30k-karpathy-test-1k", "coco-karpathy-test-5k"
@@ -36,16 +48,29 @@ class ClaimedResult:
     confidence: Confidence
     protocol: dict[str, Any] = field(default_factory=dict)  # resolution, prompt, lineage, scoring...
     notes: str = ""
+    id: str = ""                        # e.g. "tcl/flickr30k-zeroshot"; `vlpbench reproduce ID`
+    checkpoint: Checkpoint | None = None  # None: no released weights reproduce it (no_weights says why)
+    no_weights: str = ""
+    tolerance: float = 1.0              # points (percent) a reproduction may differ, fixed before running
+
+    @property
+    def reproducible(self) -> bool:
+        return self.checkpoint is not None
 
 
 def retrieval_claim(dataset: str, setting: str, model: str, i2t: tuple[float, float, float],
-                    t2i: tuple[float, float, float], source: str, confidence: Confidence, **protocol: Any
-                    ) -> ClaimedResult:
+                    t2i: tuple[float, float, float], source: str, confidence: Confidence, *, id: str = "",
+                    checkpoint: Checkpoint | None = None, no_weights: str = "", tolerance: float = 1.0,
+                    notes: str = "", **protocol: Any) -> ClaimedResult:
     """A paper's image-text retrieval row: TR@1/5/10 (image→text) and IR@1/5/10 (text→image)."""
     metrics = {f"i2t_R{k}": v for k, v in zip((1, 5, 10), i2t)}
     metrics.update({f"t2i_R{k}": v for k, v in zip((1, 5, 10), t2i)})
+    if (checkpoint is None) == (not no_weights):
+        raise ValueError(f"claim {id or model}: name its released checkpoint, or say why none gives the number "
+                         "(no_weights), not both")
     return ClaimedResult(benchmark="image_text_retrieval", dataset=dataset, setting=setting, model=model,
-                         metrics=metrics, source=source, confidence=confidence, protocol=protocol)
+                         metrics=metrics, source=source, confidence=confidence, protocol=protocol, notes=notes,
+                         id=id, checkpoint=checkpoint, no_weights=no_weights, tolerance=tolerance)
 
 
 @dataclass(frozen=True)

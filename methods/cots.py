@@ -298,7 +298,9 @@ RECIPES: dict[str, dict[str, Any]] = {
 
 _FLICKR = "flickr30k-karpathy-test-1k"
 _COCO = "coco-karpathy-test-5k"
-_RECALLED = "methods.md §3.5: recollection of paper Table 1, not verified"
+_NO_WEIGHTS = ("COTS released neither code nor weights (the CVPR 2022 open-access page lists only the paper, its "
+               "supplement and arXiv)")
+_RECALLED = "recollection of the paper's Table 1 (arXiv 2204.07441), not verified against the paper"
 
 CARD = MethodCard(
     name="cots",
@@ -315,13 +317,19 @@ CARD = MethodCard(
                       "lineage": "fine-tuned numbers: pretrained then fine-tuned on each dataset", "resolution": 384},
     claimed=(
         retrieval_claim(_FLICKR, "fine-tuned", "COTS (5.3M), ViT-B/16", (88.2, 98.5, 99.7), (75.2, 93.6, 96.5),
-                        _RECALLED, Confidence.MEMORY_LOW, lineage="fine-tuned on Flickr30K", scoring="itc"),
+                        _RECALLED, Confidence.MEMORY_LOW, id="cots/flickr30k-finetuned-5m", no_weights=_NO_WEIGHTS,
+                        lineage="fine-tuned on Flickr30K", scoring="itc"),
         retrieval_claim(_COCO, "fine-tuned", "COTS (5.3M), ViT-B/16", (66.9, 88.8, 94.0), (50.5, 77.6, 86.1),
-                        _RECALLED, Confidence.MEMORY_LOW, lineage="fine-tuned on COCO", scoring="itc"),
+                        _RECALLED, Confidence.MEMORY_LOW, id="cots/coco-finetuned-5m", no_weights=_NO_WEIGHTS,
+                        lineage="fine-tuned on COCO", scoring="itc"),
         retrieval_claim(_FLICKR, "fine-tuned", "COTS (15.3M), ViT-B/16", (90.6, 98.7, 99.7), (76.5, 93.9, 96.6),
-                        _RECALLED, Confidence.MEMORY_LOW, lineage="fine-tuned on Flickr30K", scoring="itc"),
+                        _RECALLED, Confidence.MEMORY_LOW, id="cots/flickr30k-finetuned-15m", no_weights=_NO_WEIGHTS,
+                        lineage="fine-tuned on Flickr30K", scoring="itc",
+                        notes="TR@1 90.6 is quoted by an aggregator (S), which gives IR@1 78.3, not 76.5, possibly "
+                              "for another row of the paper; the other numbers are recollection"),
         retrieval_claim(_COCO, "fine-tuned", "COTS (15.3M), ViT-B/16", (69.0, 90.4, 94.9), (52.4, 79.0, 86.9),
-                        _RECALLED, Confidence.MEMORY_LOW, lineage="fine-tuned on COCO", scoring="itc"),
+                        _RECALLED, Confidence.MEMORY_LOW, id="cots/coco-finetuned-15m", no_weights=_NO_WEIGHTS,
+                        lineage="fine-tuned on COCO", scoring="itc"),
     ),
     assumptions=(
         Assumption("momentum", "0.995 (tiny: 0.9)", "MoCo/ALBEF value; not found in the paper"),
@@ -384,10 +392,13 @@ CARD = MethodCard(
     notes=(
         "Separate passes: the contrastive and KL terms use unmasked inputs; CMLM and CMVM run extra masked "
         "passes (the paper may share them).",
-        "AMF leaves filtered pairs out of every loss of the step; they are still enqueued. The filter's "
+        "AMF leaves filtered pairs out of every loss as queries (rows); they are still enqueued. Under "
+        "instance_negatives 'batch_and_queue' the filtered pairs of the batch still serve as negatives and as KL "
+        "candidates (columns), since only rows are dropped (methods/cots.py _retrieval_logits). The filter's "
         "precision/recall against the built-in dataset's known mismatched pairs is in each run's pretrain "
         "record (summary.filters.amf_dropped).",
-        "Queues hold momentum features of this process only until DDP lands (issue 8).",
+        "Queues hold the momentum features of every process, gathered in rank order before they are enqueued "
+        "(methods/momentum.py FeatureQueues.enqueue), as MoCo/ALBEF's concat_all_gather.",
         "tiny, default data (5 % mismatched pairs), seed 0, 2-core CPU: test ITC RSUM 179.0 (untrained copy 3.6; "
         "CLIP-tiny 240.2 in the same run, TCL-tiny 74.6); AMF dropped 4.6 % of pairs with precision 47.2 % and "
         "recall 43.5 % against the known mismatched pairs (chance: 5 %). Before the two tiny deviations the "

@@ -11,15 +11,16 @@ published. The model follows methods.md §4:
   (`tags_source`: another caption of the same image, or the caption's content words);
 - loss: Σ over the enabled view pairs {image–caption, image–tags, image view 1–image view 2,
   caption–tags} of w · ½[CE(s·A·Bᵀ) + CE(s·B·Aᵀ)], each term with the global batch as negatives
-  (features of every process gathered with gradients). The released `ContrastiveHead` overwrites
-  the gathered features with the local ones, i.e. uses local negatives only; we do not copy that.
+  (features of every process gathered with gradients). Neither release does exactly this: the ERNIE
+  repo's `ContrastiveHead` overwrites the gathered features with the local ones (local negatives only),
+  and PaddleNLP's `ErnieViLModel` gathers other processes' features without gradient, re-inserting only
+  its own, so each process's gradient is 1/W of the global loss's (W processes).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -27,7 +28,7 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import nn
 
-from methods.card import Assumption, Confidence, Deviation, MethodCard, retrieval_claim
+from methods.card import Assumption, Checkpoint, Confidence, Deviation, MethodCard, retrieval_claim
 from methods.config import StrictModel
 from methods.interface import PretrainBatch, StepContext, StepOutput, VLPModel
 from methods.losses import clip_loss, contrastive_accuracy
@@ -228,6 +229,9 @@ RECIPES: dict[str, dict[str, Any]] = {
 
 _FLICKR = "flickr30k-karpathy-test-1k"
 _COCO = "coco-karpathy-test-5k"
+_NO_ENGLISH = ("only the Chinese base model (ViT-B/16 + ERNIE 3.0 base) was released; the English models and the "
+               "paper's best are not public (PaddlePaddle/ERNIE Research/ERNIE-ViL2 readme.md: the Large model and "
+               "the best results are on the Wenxin site)")
 _README = "official READMEs (PaddlePaddle/ERNIE Research/ERNIE-ViL2, PaddleNLP model_zoo/ernie-vil2.0)"
 
 CARD = MethodCard(
@@ -245,22 +249,37 @@ CARD = MethodCard(
     claimed=(
         retrieval_claim(_FLICKR, "zero-shot", "ERNIE-ViL 2.0 (paper's best, English 29M)", (96.1, 99.9, 100.0),
                         (85.0, 97.0, 98.3), _README + ": 'the paper's best'", Confidence.VERIFIED,
+                        id="ernie_vil2/flickr30k-zeroshot-en", no_weights=_NO_ENGLISH,
                         lineage="pretrained (29M English pairs)", scoring="itc"),
-        replace(retrieval_claim(_FLICKR, "fine-tuned", "ERNIE-ViL 2.0 (English 29M)", (97.2, 100.0, 100.0),
-                                (93.3, 99.4, 99.8), "TR@1: paperswithcode; the rest: recollection (methods.md §4.4)",
-                                Confidence.MEMORY_MEDIUM, lineage="fine-tuned on Flickr30K", scoring="itc"),
-                notes="TR@1 97.2 is [S]; the other five are [M-medium]"),
-        replace(retrieval_claim(_COCO, "fine-tuned", "ERNIE-ViL 2.0 (English 29M)", (77.4, 93.6, 97.1),
-                                (59.5, 83.4, 90.1), "TR@1, TR@10: hyper.ai benchmark list; the rest: recollection",
-                                Confidence.MEMORY_MEDIUM, lineage="fine-tuned on COCO", scoring="itc"),
-                notes="TR@1 77.4 and TR@10 97.1 are [S] (TR@5 shown truncated as '93.…'); IR@1/5/10 [M-medium]"),
+        retrieval_claim(_FLICKR, "fine-tuned", "ERNIE-ViL 2.0 (English 29M)", (97.2, 100.0, 100.0),
+                        (93.3, 99.4, 99.8), "TR@1: paperswithcode; the rest: recollection of the paper (arXiv "
+                        "2209.15270), not verified", Confidence.MEMORY_MEDIUM, id="ernie_vil2/flickr30k-finetuned-en",
+                        no_weights=_NO_ENGLISH, lineage="fine-tuned on Flickr30K", scoring="itc",
+                        notes="TR@1 97.2 is [S]; the other five are [M-medium]"),
+        retrieval_claim(_COCO, "fine-tuned", "ERNIE-ViL 2.0 (English 29M)", (77.4, 93.6, 97.1),
+                        (59.5, 83.4, 90.1), "TR@1, TR@10: hyper.ai benchmark list; the rest: recollection of the "
+                        "paper, not verified", Confidence.MEMORY_MEDIUM, id="ernie_vil2/coco-finetuned-en",
+                        no_weights=_NO_ENGLISH, lineage="fine-tuned on COCO", scoring="itc",
+                        notes="TR@1 77.4 and TR@10 97.1 are [S] (TR@5 shown truncated as '93.…'); IR@1/5/10 [M-medium]"),
         retrieval_claim(_COCO, "zero-shot", "ERNIE-ViL 2.0 (English 29M)", (63.1, 85.7, 91.4), (46.0, 71.4, 80.4),
-                        "recollection of the paper (methods.md §4.4)", Confidence.MEMORY_LOW,
+                        "recollection of the paper (arXiv 2209.15270), not verified", Confidence.MEMORY_LOW,
+                        id="ernie_vil2/coco-zeroshot-en", no_weights=_NO_ENGLISH,
                         lineage="pretrained (29M English pairs)", scoring="itc"),
-        retrieval_claim("coco-cn-1k", "zero-shot", "ERNIE-ViL 2.0 Base (ViT), Chinese 1.5B", (65.90, 91.40, 96.30),
-                        (66.00, 90.00, 96.10), "ERNIE Research/ERNIE-ViL2 readme_en.md (the Chinese readme at another "
-                        "commit differs by up to 0.6)", Confidence.VERIFIED, lineage="pretrained (1.5B Chinese pairs)",
-                        scoring="itc", language="zh"),
+        retrieval_claim("coco-cn-1k", "zero-shot", "ERNIE-ViL 2.0 Base (ViT), Chinese 1.5B", (66.5, 91.6, 96.2),
+                        (65.9, 90.1, 96.1), "PaddlePaddle/ERNIE Research/ERNIE-ViL2 readme.md and readme_en.md (both "
+                        "since Dec 2022; before, readme_en.md gave I2T 65.90/91.40/96.30, T2I 66.00/90.00/96.10)",
+                        Confidence.VERIFIED, id="ernie_vil2/coco-cn-zeroshot-base-zh",
+                        checkpoint=Checkpoint(
+                            name="OPEN_ERNIE_VIL2_BASE_ViT.pdparams",
+                            url="http://bj.bcebos.com/wenxin-models/OPEN_ERNIE_VIL2_BASE_ViT.pdparams",
+                            format="ernie_vil2",
+                            note="Paddle pickle (read with an unpickler that admits only numpy arrays); renamed from "
+                                 "ERNIE_VIL2_BASE_ViT.pdparams in Jan 2023, no hash published. PaddleNLP's "
+                                 "ernie_vil-2.0-base-zh (model_state.pdparams, md5 38d8c8e01f74ba881e87d9a3f669e5ae) "
+                                 "has another key layout and is not documented to hold the same weights"),
+                        lineage="pretrained (1.5B Chinese pairs)", scoring="itc", language="zh", resolution=224,
+                        text_max_length=48, resize="square cv2 INTER_LINEAR, ImageNet mean/std",
+                        tie_policy="optimistic (eval_retri.py counts strictly greater scores)"),
     ),
     deviations=(
         Deviation(option="suite.finetune.recipe_overrides", ours="the harness' id-aware image-caption contrastive fine-tuning; tiny lr 2e-4",
@@ -271,10 +290,14 @@ CARD = MethodCard(
                   reason="the release clearly intends a bound; ln 100 is the CLIP convention. null = no clamp"),
         Deviation(option="negatives", ours="global: every term uses the global batch, features of all processes "
                   "gathered with gradients (methods/distributed.py)",
-                  reference="release ContrastiveHead: gathered features overwritten by the local ones, so only local "
-                            "in-batch negatives (methods.md §4.2)",
-                  reason="the paper's negatives are the global batch; the release's overwrite is a bug. "
-                         "negatives: local reproduces the release"),
+                  reference="PaddlePaddle/ERNIE Research/ERNIE-ViL2 ContrastiveHead: the gathered features are "
+                            "overwritten by the local ones, so only local in-batch negatives; PaddleNLP "
+                            "paddlenlp/transformers/ernie_vil/modeling.py ErnieViLModel.forward: global negatives, "
+                            "but other processes' features are gathered without gradient (only the local slice "
+                            "is re-inserted), so the gradient is 1/W of the global loss's",
+                  reason="the paper's negatives are the global batch; the ERNIE repo's overwrite is a bug. "
+                         "negatives: local reproduces the ERNIE repo; PaddleNLP's no-gradient gather equals "
+                         "'global' in the forward pass and in the gradient up to a factor W"),
         Deviation(option="vision.activation, vision.pre_norm (tiny)", ours="tiny: GELU, no pre-LN (TCL/COTS-tiny's "
                   "towers, so the three methods share one unimodal-init stage)",
                   reference="release ViT: quick_gelu with CLIP's pre-LN (base preset keeps them)",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -23,12 +24,18 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 class ImagePreprocessConfig(StrictModel):
+    omit_when_default = frozenset({"resize_mode"})
+
     resolution: int = Field(ge=8)
     mean: tuple[float, float, float] = CLIP_MEAN
     std: tuple[float, float, float] = CLIP_STD
     train_crop_scale: tuple[float, float] = Field((0.9, 1.0), description="RandomResizedCrop area range.")
     train_crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
     interpolation: str = Field("bicubic", pattern="^(bilinear|bicubic)$")
+    resize_mode: Literal["squash", "shortest"] = Field(
+        "squash", description="Evaluation resize: squash = to the square, aspect not kept (ALBEF/TCL "
+                              "Resize((r, r))); shortest = shorter side to r, then the centre square (CLIP). Real "
+                              "datasets are decoded with it (benchmarks/data/files.py resize_pil).")
 
 
 def _to_float_nchw(images: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -50,9 +57,17 @@ class ImagePreprocess:
         return (x - self._mean) / self._std
 
     def eval(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """Resize (antialiased) to the model resolution and normalise."""
+        """Resize (antialiased; `resize_mode`) to the model resolution and normalise. Images that are already
+        r x r (real datasets decode with the model's transform) are only normalised."""
         x = _to_float_nchw(images)
         r = self.config.resolution
+        h, w = x.shape[-2:]
+        if self.config.resize_mode == "shortest" and h != w:
+            size = (r, max(r, int(r * w / h))) if h < w else (max(r, int(r * h / w)), r)
+            x = F.interpolate(x, size=size, mode=self.config.interpolation, antialias=True,
+                              align_corners=False).clamp_(0, 1)
+            top, left = int(round((size[0] - r) / 2.0)), int(round((size[1] - r) / 2.0))
+            x = x[..., top:top + r, left:left + r]
         if x.shape[-2:] != (r, r):
             x = F.interpolate(x, size=(r, r), mode=self.config.interpolation, antialias=True,
                               align_corners=False).clamp_(0, 1)

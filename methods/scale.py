@@ -540,15 +540,19 @@ RECIPES: dict[str, dict[str, Any]] = {
                         "linear decay, no bias correction, per-tensor clipping; ours: AdamW, cosine, global clip)"),
 }
 
+_NO_WEIGHTS = ("no SCALE weights are published: Xiaodongsuper/SCALE_code, M5Product_toolkit and the M5Product "
+               "dataset site hold code, loaders and the evaluator only (docs/research/scale_code.md)")
 _SITE = "M5Product_dataset benchmark.html @cc82729 (project website; docs/research/m5product.md §4)"
 
 
 def _product_claim(dataset: str, setting: str, model: str, values: tuple[float, ...], **protocol: Any
                    ) -> ClaimedResult:
     names = ("mAP@1", "mAP@5", "mAP@10", "Prec@1", "Prec@5", "Prec@10")
+    slug = model.lower().replace("scale, ", "").replace("+ ", "plus-").replace(" ", "-")
     return ClaimedResult(benchmark="product_retrieval", dataset=dataset, setting=setting, model=model,
                          metrics=dict(zip(names, values)), source=_SITE, confidence=Confidence.VERIFIED,
-                         protocol={"relevance": "same category label", **protocol})
+                         protocol={"relevance": "same category label", **protocol},
+                         id=f"scale/{dataset}-{setting.replace(' ', '-')}-{slug}", no_weights=_NO_WEIGHTS)
 
 
 CARD = MethodCard(
@@ -616,7 +620,7 @@ CARD = MethodCard(
                   reason="CPU step time at tiny, batch 256, measured: dropout off 5.0 -> 3.7 s, then GELU 3.7 -> 3.0 s"),
         Deviation(option="simcl.negatives", ours="simclr: NT-Xent within the local batch, as SCALE_code (DataParallel, "
                   "no gather)", reference="paper: pairwise InfoNCE with in-batch negatives (cross_modal: CLIP's form)",
-                  reason="SCALE_code's loss; negatives gathered across processes are issue 8's"),
+                  reason="SCALE_code's loss (DataParallel: one process sees the whole batch)"),
     ),
     assumptions=(
         Assumption("simcl.form", "code: per-sample S'_b (diagonal in the softmax, rows L2-normalised) scaling "

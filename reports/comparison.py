@@ -7,7 +7,11 @@ Statuses:
 - ``not comparable``: we have a run of that method, benchmark and setting, but its protocol differs — the
   reason lists every field that differs (dataset/split, scoring rule, k, resolution, prompt, model size,
   pretraining data);
-- ``claimed only``: no run of that method, benchmark and setting (e.g. no public weights and no real data here).
+- ``claimed only``: no run of that method, benchmark and setting (e.g. no public weights and no real data here);
+- ``not reproducible: no released weights``: the card says no public checkpoint gives the number (and why).
+
+A record made by `vlpbench reproduce` for the claim (its ``reproduction.claim`` is the claim's id) is the one
+compared, and its stored verdict — computed under the claim's protocol from its released weights — is the status.
 
 A claim is matched to the records of the same method (or variant of it) and setting — zero-shot claims to
 ``zeroshot_retrieval*`` records, fine-tuned ones to ``finetuned_retrieval*`` — preferring, in order, a record on
@@ -112,6 +116,14 @@ def protocol_differences(claim: Mapping[str, Any], rec: Any) -> list[str]:
             out.append(f"{key}: {ours.get(key)} vs {proto[key]}")
     if rec.size == "tiny":
         out.append(f"model: {rec.method}-tiny (our CPU-size preset) vs {claim['model']}")
+    released = next((s for s in rec.lineage if s.get("stage") == "released"), None)
+    ck = claim.get("checkpoint")
+    if released is not None:
+        if not ck:
+            out.append(f"weights: {released['checkpoint']} vs none released for this claim")
+        elif (ck.get("sha256") or released["sha256"]) != released["sha256"] or \
+                (not ck.get("sha256") and ck.get("name") != released["checkpoint"]):
+            out.append(f"weights: {released['checkpoint']} (sha256 {released['sha256'][:12]}) vs {ck['name']}")
     pre = _pretrained_on(rec)
     if pre is not None and pre.startswith("builtin/"):
         out.append(f"pretraining: {pre} (the built-in world) vs {proto.get('lineage', 'the paper’s data')}")
@@ -126,10 +138,42 @@ def _candidates(claim: Mapping[str, Any], method: str, records: Sequence[Any]) -
                                                           or r.benchmark.startswith(prefix + "_rerank"))]
 
 
+NO_WEIGHTS = "not reproducible: no released weights"
+
+
+def _reproductions(claim: Mapping[str, Any], method: str, records: Sequence[Any]) -> list[Comparison]:
+    """Rows from the newest `vlpbench reproduce` record of this claim ([] when there is none)."""
+    mine = [r for r in records if r.method == method and getattr(r, "reproduction", None)
+            and claim.get("id") and r.reproduction.get("claim") == claim["id"]]
+    if not mine:
+        return []
+    rec = max(mine, key=lambda r: r.created_utc)
+    rows = []
+    for metric, claimed in claim["metrics"].items():
+        v = rec.reproduction["metrics"].get(metric, {})
+        iv = v.get("interval")
+        rows.append(Comparison(
+            method=method, dataset=claim["dataset"], setting=claim["setting"], model=claim["model"], metric=metric,
+            claimed=float(claimed), ours=v.get("ours"), interval=None if iv is None else Interval(**iv),
+            status="reproduced" if v.get("reproduced") else "not reproduced",
+            reason=f"released weights, claim's protocol: {v.get('why', 'no value')}", source=claim["source"],
+            confidence=claim["confidence"], record=f"{rec.job}/{rec.benchmark}"))
+    return rows
+
+
 def compare(claim: Mapping[str, Any], method: str, records: Sequence[Any],
             intervals: Callable[[Any], Mapping[str, Interval] | None], tolerance: float = 1.0) -> list[Comparison]:
     """One row per claimed metric. `intervals(record)` gives its bootstrap intervals (None if its ranks are
-    not available); `tolerance` is in points (percent)."""
+    not available); `tolerance` is in points (percent), the claim's own when it states one."""
+    if claim.get("no_weights") and claim.get("checkpoint") is None:
+        return [Comparison(method=method, dataset=claim["dataset"], setting=claim["setting"], model=claim["model"],
+                           metric=m, claimed=float(v), ours=None, interval=None, status=NO_WEIGHTS,
+                           reason=claim["no_weights"], source=claim["source"], confidence=claim["confidence"],
+                           record=None) for m, v in claim["metrics"].items()]
+    reproduced = _reproductions(claim, method, records)
+    if reproduced:
+        return reproduced
+    tolerance = float(claim.get("tolerance", tolerance))
     cands = _candidates(claim, method, records)
     rec = min(cands, key=lambda r: (len(protocol_differences(claim, r)), r.benchmark, r.job)) if cands else None
     diffs = protocol_differences(claim, rec) if rec is not None else []

@@ -117,6 +117,9 @@ class EvaluationRecord(_Record):
     timings: dict[str, float] = Field(default_factory=dict)
     ranks_file: str | None = RANKS_FILE
     card: dict[str, Any]
+    # `vlpbench reproduce`: the claim this record was evaluated for and its verdict (claim id, status, tolerance,
+    # per-metric claimed / ours / bootstrap interval); None for every other record.
+    reproduction: dict[str, Any] | None = None
 
 
 def write_record(path: Path, record: _Record) -> Path:

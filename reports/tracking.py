@@ -165,21 +165,45 @@ def log_job(job_dir: Path, suite_dir: Path, tracking_uri: str, experiment: str,
     for results in sorted(job_dir.glob(f"eval/*/{RESULTS_FILE}")):
         ev = read_evaluation(results)
         key = f"{ev.benchmark}@{ev.created_utc}"
-        if key in mine:
-            runs[ev.benchmark] = mine[key]
-            continue
-        tags = {**_common_tags(ev, suite_dir), "vlpbench.kind": "evaluation", "vlpbench.benchmark": ev.benchmark,
-                "mlflow.parentRunId": parent, "mlflow.runName": f"{ev.job}/{ev.benchmark}",
-                **{f"protocol.{k}": json.dumps(v) if not isinstance(v, str) else v for k, v in ev.protocol.items()}}
-        run_id = client.create_run(exp_id, tags=tags).info.run_id
-        _log(client, run_id, flatten(ev.config), [(k, v, 0) for k, v in ev.metrics.items()]
-             + [(f"time/{k}", v, 0) for k, v in ev.timings.items()])
-        client.log_artifact(run_id, str(results))
-        if ev.ranks_file and (results.parent / ev.ranks_file).is_file():
-            client.log_artifact(run_id, str(results.parent / ev.ranks_file))
-        _log_artifact_json(client, run_id, "config.json", ev.config)
-        client.set_terminated(run_id, "FINISHED")
-        mine[key] = run_id
-        atomic_write_json(ledger_path, ledger)
-        runs[ev.benchmark] = run_id
+        if key not in mine:
+            mine[key] = _log_evaluation_run(client, exp_id, results, ev, suite_dir, parent)
+            atomic_write_json(ledger_path, ledger)
+        runs[ev.benchmark] = mine[key]
     return runs
+
+
+def _log_evaluation_run(client: Any, exp_id: str, results: Path, ev: EvaluationRecord, suite_dir: Path,
+                        parent: str | None) -> str:
+    """One MLflow run for one evaluation record: tags (protocol, reproduction status), metrics, artifacts."""
+    tags = {**_common_tags(ev, suite_dir), "vlpbench.kind": "evaluation", "vlpbench.benchmark": ev.benchmark,
+            "mlflow.runName": f"{ev.job}/{ev.benchmark}",
+            **({"mlflow.parentRunId": parent} if parent else {}),
+            **{f"protocol.{k}": json.dumps(v) if not isinstance(v, str) else v for k, v in ev.protocol.items()}}
+    if ev.reproduction is not None:
+        tags.update({"vlpbench.claim": ev.reproduction["claim"], "vlpbench.reproduction": ev.reproduction["status"]})
+    run_id = client.create_run(exp_id, tags=tags).info.run_id
+    _log(client, run_id, flatten(ev.config), [(k, v, 0) for k, v in ev.metrics.items()]
+         + [(f"time/{k}", v, 0) for k, v in ev.timings.items()])
+    client.log_artifact(run_id, str(results))
+    if ev.ranks_file and (results.parent / ev.ranks_file).is_file():
+        client.log_artifact(run_id, str(results.parent / ev.ranks_file))
+    _log_artifact_json(client, run_id, "config.json", ev.config)
+    client.set_terminated(run_id, "FINISHED")
+    return run_id
+
+
+def log_evaluation(results: Path, suite_dir: Path, tracking_uri: str, experiment: str,
+                   artifact_root: Path | None = None) -> str:
+    """Log one evaluation record that has no pretraining job (`vlpbench eval` / `reproduce`); returns the run id.
+    Logged once per record (a ledger beside it), so a re-run of the logging adds no duplicate."""
+    ev = read_evaluation(results)
+    ledger_path = results.parent / LEDGER
+    ledger: dict[str, Any] = json.loads(ledger_path.read_text()) if ledger_path.is_file() else {}
+    mine = ledger.setdefault(tracking_uri, {})
+    key = f"{ev.benchmark}@{ev.created_utc}"
+    if key not in mine:
+        client = mlflow_client(tracking_uri)
+        mine[key] = _log_evaluation_run(client, experiment_id(client, experiment, artifact_root), results, ev,
+                                        suite_dir, None)
+        atomic_write_json(ledger_path, ledger)
+    return str(mine[key])

@@ -148,8 +148,16 @@ class ArrayLauncher:
         """The sbatch script an array of n tasks would be submitted with (nothing is submitted)."""
         import submitit
 
+        class PreviewExecutor(submitit.SlurmExecutor):   # type: ignore[misc]
+            """Writes the sbatch script only: a preview submits nothing, so it needs no `srun` on this machine
+            (submitit's SlurmExecutor refuses to start without one)."""
+
+            @classmethod
+            def affinity(cls) -> int:
+                return 1
+
         assert self.profile is not None, "dry runs show SLURM scripts: give a cluster profile"
-        ex = submitit.SlurmExecutor(folder=self.folder / "%j", max_num_timeout=self.profile.max_requeues)
+        ex = PreviewExecutor(folder=self.folder / "%j", max_num_timeout=self.profile.max_requeues)
         params = self.profile.slurm_parameters(job_name=job_name, training=training, sharded=sharded)
         if dependency:
             params["dependency"] = dependency

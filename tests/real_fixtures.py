@@ -112,3 +112,24 @@ def make_msrvtt(root: Path) -> Path:
     for v in vids:
         write_video(root / "videos" / "all" / f"{v}.mp4", video_frames(int(v[5:])))
     return root
+
+
+WORDS = ("dog", "cat", "red", "blue", "car", "boat", "runs", "sits", "small", "big", "green", "tree", "man",
+         "woman", "on", "a", "the", "near", "water", "grass")
+
+
+def make_flickr_retrieval(root: Path, n_images: int = 24, captions: int = 5, seed: int = 0) -> Path:
+    """A Flickr30K-layout test split (ALBEF JSON) of random-noise JPEGs of several aspect ratios (so resize and
+    centre crop matter) with `captions` random captions each; returns root."""
+    rng = np.random.default_rng(seed)
+    recs = []
+    for i in range(n_images):
+        h, w = [(40, 56), (64, 48), (50, 50), (33, 71)][i % 4]
+        arr = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+        name = f"flickr30k-images/{1000 + i}.jpg"
+        (root / "flickr30k-images").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(arr).save(root / name, quality=95)
+        caps = [" ".join(rng.choice(WORDS, size=int(rng.integers(3, 9)))) for _ in range(captions)]
+        recs.append({"image": name, "caption": caps})
+    (root / "flickr30k_test.json").write_text(json.dumps(recs))
+    return root

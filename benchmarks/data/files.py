@@ -8,7 +8,7 @@ import hashlib
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -58,16 +58,38 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
                                    "object") from None
 
 
-def decode_image(data: bytes | Path, size: int, where: str) -> np.ndarray:
-    """(size, size, 3) uint8 RGB: decoded with Pillow and resized bicubically to a square (aspect not kept, as
-    the ALBEF/TCL/LAVIS retrieval transform `Resize((size, size))` does)."""
+ResizeMode = Literal["squash", "shortest"]
+
+
+def resize_pil(im: Any, size: int, resize: ResizeMode) -> Any:
+    """A Pillow image to (size, size), bicubic: ``squash`` resizes to the square, aspect not kept (the ALBEF/TCL/LAVIS
+    retrieval transform ``Resize((size, size))``); ``shortest`` resizes the shorter side to ``size`` and takes the
+    centre square (CLIP's ``Resize(size)`` + ``CenterCrop(size)``, open_clip ``transform.py`` with resize_mode
+    'shortest', transformers' ``CLIPImageProcessor``), with torchvision's size and crop-offset arithmetic."""
+    from PIL import Image
+
+    if resize == "squash":
+        return im.resize((size, size), Image.Resampling.BICUBIC)
+    w, h = im.size
+    if w <= h:
+        new_w, new_h = size, int(size * h / w)
+    else:
+        new_w, new_h = int(size * w / h), size
+    if (new_w, new_h) != (w, h):
+        im = im.resize((new_w, new_h), Image.Resampling.BICUBIC)
+    top, left = int(round((new_h - size) / 2.0)), int(round((new_w - size) / 2.0))
+    return im.crop((left, top, left + size, top + size))
+
+
+def decode_image(data: bytes | Path, size: int, where: str, resize: ResizeMode = "squash") -> np.ndarray:
+    """(size, size, 3) uint8 RGB, decoded with Pillow and resized bicubically (`resize_pil`)."""
     import io
 
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as im:
-            rgb = im.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
+            rgb = resize_pil(im.convert("RGB"), size, resize)
             return np.asarray(rgb, dtype=np.uint8)
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
         raise DatasetError(f"{where}: cannot decode the image ({err}); replace the file or remove its "
@@ -75,11 +97,12 @@ def decode_image(data: bytes | Path, size: int, where: str) -> np.ndarray:
 
 
 class FileImages:
-    """An ImageSource over image files, decoded on access and resized to one square size."""
+    """An ImageSource over image files, decoded on access and resized to one square size (`resize_pil`)."""
 
-    def __init__(self, paths: Sequence[Path], size: int) -> None:
+    def __init__(self, paths: Sequence[Path], size: int, resize: ResizeMode = "squash") -> None:
         self.paths = list(paths)
         self.size = int(size)
+        self.resize: ResizeMode = resize
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -92,5 +115,5 @@ class FileImages:
             if not path.is_file():
                 raise DatasetError(f"{path}: the image file is missing; restore it or remove its annotation "
                                    "(`vlpbench data verify` lists every missing file)")
-            out[k] = decode_image(path, self.size, str(path))
+            out[k] = decode_image(path, self.size, str(path), self.resize)
         return out

@@ -48,6 +48,9 @@ class KarpathyLayout(StrictModel):
     image_size: int = Field(384, ge=16, description="Images are decoded and resized to this square (ALBEF/TCL's "
                                                     "retrieval transform Resize((s, s)); the model resizes again "
                                                     "only when its resolution differs).")
+    image_resize: Literal["squash", "shortest"] = Field(
+        "squash", description="squash: Resize((s, s)), aspect not kept (ALBEF/TCL); shortest: shorter side to s, "
+                              "centre crop (CLIP). The model's own eval transform sets it (preprocess.resize_mode).")
     train_includes_restval: bool = Field(True, description="karpathy format: COCO's 'restval' images join train.")
 
 
@@ -181,7 +184,8 @@ class KarpathyDataset:
         items = self.items(split)
         texts = [c for it in items for c in it.captions]
         txt2img = np.repeat(np.arange(len(items)), [len(it.captions) for it in items])
-        images = FileImages([self.image_root / it.image for it in items], self.layout.image_size)
+        images = FileImages([self.image_root / it.image for it in items], self.layout.image_size,
+                            self.layout.image_resize)
         return RetrievalSplit(ref=self.ref(split), images=images, texts=texts, txt2img=txt2img)
 
     def pretrain_corpus(self, split: str = "train") -> PairCorpus:
@@ -190,7 +194,8 @@ class KarpathyDataset:
         paths = [self.image_root / it.image for it in items for _ in it.captions]
         texts = [c for it in items for c in it.captions]
         image_ids = np.repeat(np.arange(len(items)), [len(it.captions) for it in items])
-        return PairCorpus(ref=self.ref(split), images=FileImages(paths, self.layout.image_size), texts=texts,
+        return PairCorpus(ref=self.ref(split), texts=texts,
+                          images=FileImages(paths, self.layout.image_size, self.layout.image_resize),
                           extras={"image_id": image_ids})
 
     def tokenizer_corpus(self) -> list[str]:

@@ -11,7 +11,8 @@ Tie policy (a score equal to the best positive's score):
 - "pessimistic" (default): every tied negative is ranked above the positive. A constant
   scorer gets R@1 = 0, never a perfect score by accident of ordering.
 - "optimistic": tied negatives are ranked below the positive.
-- "index": ties are broken by column index, as a stable sort would (open_clip's choice).
+- "index": ties are broken by column index, as a stable sort would. (open_clip's and CLIP_benchmark's
+  torch argsort/topk are not stable: their tie order is arbitrary, so no policy equals theirs exactly.)
 
 Ranks are computed one chunk of queries at a time (`chunked_ranks`, any per-query scores such as
 re-ranked rows) or, for one score matrix serving both directions, one tile at a time in a single
