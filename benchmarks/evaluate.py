@@ -54,7 +54,9 @@ class EvalProtocol(StrictModel):
     tie_policy: TiePolicy = "pessimistic"
     precision: Precision = Field("fp32", description="Autocast of the forward passes; scores are always ranked "
                                                      "in fp32.")
-    batch_size: int = Field(256, gt=0)
+    batch_size: int | None = Field(None, gt=0, description="Encoding batch (does not change results); None = 256 on "
+                                                            "CUDA, 32 on CPU (measured: a 1K-image ViT-B/16 "
+                                                            "evaluation took 300 s at 256, 222 s at 32 on 2 cores)")
     check_counts: bool = Field(True, description="Refuse a Flickr30K/COCO test split whose image/caption "
                                                  "counts are not the standard ones.")
 
@@ -108,7 +110,8 @@ def apply_protocol(model: VLPModel, proto: EvalProtocol) -> list[str]:
     return notes
 
 
-def retrieval_protocol(model: VLPModel, proto: EvalProtocol, dataset: str) -> RetrievalProtocol:
+def retrieval_protocol(model: VLPModel, proto: EvalProtocol, dataset: str, batch_size: int = 256
+                       ) -> RetrievalProtocol:
     """The ranking protocol: the card's defaults (scoring; k per dataset, e.g. TCL's k_test 128 Flickr30K / 256
     COCO) unless the protocol sets them."""
     scoring = proto.scoring or model.card.default_protocol.get("scoring", "itc")
@@ -122,7 +125,7 @@ def retrieval_protocol(model: VLPModel, proto: EvalProtocol, dataset: str) -> Re
         if k is None:
             raise ConfigError(f"scoring {scoring!r} needs --protocol rerank_k=K (k_test: 128 Flickr30K, 256 COCO)")
     return RetrievalProtocol(scoring=scoring, rerank_k=k, tie_policy=proto.tie_policy, prompt=proto.prompt,
-                             batch_size=proto.batch_size)
+                             batch_size=proto.batch_size or batch_size)
 
 
 def open_split(dataset: str, root: Path | None, split: str, model: VLPModel) -> tuple[RetrievalSplit, dict[str, Any]]:
@@ -182,7 +185,7 @@ def evaluate_weights(weights: Path, *, fmt: str = "auto", arch: str | None = Non
     else:
         data, read_as = open_split(dataset, root, split, model)
         counts = check_counts(dataset, split, (data.n_images, data.n_texts), proto.check_counts)
-        rproto = retrieval_protocol(model, proto, dataset)
+        rproto = retrieval_protocol(model, proto, dataset, 256 if dev.type == "cuda" else 32)
         outcome = evaluate_image_text(model, data, rproto, dev, precision)
         ref = data.ref
         bench = ("zeroshot_retrieval" if proto.setting == "zero-shot" else "finetuned_retrieval") \

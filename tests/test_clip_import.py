@@ -309,3 +309,18 @@ def test_vlpbench_eval_on_msrvtt_1k_a(tmp_path: Path, small_arch: str) -> None:
     assert got["benchmark"] == "video_retrieval@msrvtt" and got["protocol"]["n_videos"] == 3
     assert got["protocol"]["split"] == "msrvtt/1k-A" and got["protocol"]["split_counts"].startswith("nonstandard")
     assert {"t2v_R1", "v2t_R1", "t2v_medr"} <= set(got["metrics"])
+
+
+def test_vlpbench_eval_of_a_hugging_face_folder(tmp_path: Path) -> None:
+    from benchmarks.cli import main
+
+    _, folder = _hf_clip_folder(tmp_path)
+    root = make_flickr_retrieval(tmp_path / "flickr", n_images=8)
+    out = tmp_path / "hf.json"
+    assert main(["eval", "--weights", str(folder), "--dataset", "flickr30k", "--root", str(root), "--protocol",
+                 "check_counts=false", "--protocol", "prompt=a photo of", "--output", str(tmp_path / "outputs"),
+                 "--json", str(out), "--device", "cpu"]) == 0
+    got = json.loads(out.read_text())
+    assert got["lineage"][0]["format"] == "hf_clip" and got["protocol"]["prompt"] == "a photo of"
+    assert got["protocol"]["prompt_side"].startswith("text") and got["protocol"]["tokenizer_source"].startswith("hf:")
+    assert set(got["metrics"]) >= {"i2t_R1", "i2t_R5", "i2t_R10", "t2i_R1", "t2i_R5", "t2i_R10", "rsum"}

@@ -214,3 +214,18 @@ def test_tcl_zero_shot_flickr_is_the_coco_fine_tuned_checkpoint_at_384_with_k_12
     for c in claims.values():
         assert (c.protocol["resolution"], c.protocol["text_max_length"], c.protocol["scoring"]) == (384, 30, "itm")
         assert rp.claim_protocol(c)["rerank_k"] == c.protocol["rerank_k"]
+
+
+def test_reproduce_command_end_to_end(trained: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """`vlpbench reproduce CLAIM` as a user types it (the fixture claim stands in for a card's): record, MLflow run,
+    --json with the verdict, the status printed."""
+    monkeypatch.setattr("methods.checkpoints.clip.open_clip_config_dir", lambda: trained["configs"])
+    claim = _claim(json.loads(trained["claimed"].read_text()))
+    monkeypatch.setattr(rp, "get_claim", lambda claim_id: ("clip", claim))
+    out = tmp_path / "verdict.json"
+    assert main(["reproduce", "clip/fixture", "--weights", str(trained["trained"]), "--root", str(trained["root"]),
+                 "--output", str(tmp_path), "--device", "cpu", "--json", str(out)]) == 0
+    got = json.loads(out.read_text())
+    assert got["reproduction"]["status"] == "reproduced" and got["protocol"]["claim"] == "clip/fixture"
+    assert "clip/fixture: reproduced" in capsys.readouterr().out
