@@ -314,13 +314,44 @@ def test_vlpbench_eval_on_msrvtt_1k_a(tmp_path: Path, small_arch: str) -> None:
 def test_vlpbench_eval_of_a_hugging_face_folder(tmp_path: Path) -> None:
     from benchmarks.cli import main
 
-    _, folder = _hf_clip_folder(tmp_path)
-    root = make_flickr_retrieval(tmp_path / "flickr", n_images=8)
+    ref, folder = _hf_clip_folder(tmp_path)
+    root = make_flickr_retrieval(tmp_path / "flickr", n_images=16)
     out = tmp_path / "hf.json"
     assert main(["eval", "--weights", str(folder), "--dataset", "flickr30k", "--root", str(root), "--protocol",
                  "check_counts=false", "--protocol", "prompt=a photo of", "--output", str(tmp_path / "outputs"),
                  "--json", str(out), "--device", "cpu"]) == 0
     got = json.loads(out.read_text())
+    # the reference: transformers' own processor, tokenizer and CLIPModel, recalls from the definitions
+    import transformers
+    from PIL import Image
+
+    recs = json.loads((root / "flickr30k_test.json").read_text())
+    proc = transformers.CLIPImageProcessor.from_pretrained(folder)
+    tok = transformers.CLIPTokenizer.from_pretrained(folder)
+    caps = [f"a photo of {c}" for r in recs for c in r["caption"]]
+    with torch.no_grad():
+        pixels = proc(images=[Image.open(root / r["image"]).convert("RGB") for r in recs],
+                      return_tensors="pt")["pixel_values"]
+        img = F.normalize(_features(ref.get_image_features(pixel_values=pixels)), dim=-1)
+        ids = tok(caps, padding="max_length", truncation=True, max_length=77, return_tensors="pt")
+        txt = F.normalize(_features(ref.get_text_features(**ids)), dim=-1)
+    owner = np.repeat(np.arange(len(recs)), [len(r["caption"]) for r in recs])
+    for k, v in _independent_recalls(img.numpy(), txt.numpy(), owner).items():
+        assert got["metrics"][k] == pytest.approx(v, abs=1e-9), k
     assert got["lineage"][0]["format"] == "hf_clip" and got["protocol"]["prompt"] == "a photo of"
     assert got["protocol"]["prompt_side"].startswith("text") and got["protocol"]["tokenizer_source"].startswith("hf:")
     assert set(got["metrics"]) >= {"i2t_R1", "i2t_R5", "i2t_R10", "t2i_R1", "t2i_R5", "t2i_R10", "rsum"}
+    # and `reproduce` on the folder: a fixture claim holding the reference's numbers reads reproduced
+    from benchmarks import reproduce as rp
+    from methods.card import Checkpoint, Confidence, retrieval_claim
+
+    m = got["metrics"]
+    claim = retrieval_claim("flickr30k-karpathy-test-1k", "zero-shot", "HF CLIPModel (fixture)",
+                            tuple(m[f"i2t_R{k}"] for k in (1, 5, 10)), tuple(m[f"t2i_R{k}"] for k in (1, 5, 10)),
+                            "transformers on the fixture", Confidence.VERIFIED, id="clip/hf-fixture",
+                            checkpoint=Checkpoint(name=folder.name, url="tests", format="hf_clip"), resolution=32,
+                            text_max_length=77, prompt="a photo of", scoring="itc", tie_policy="pessimistic",
+                            check_counts=False)
+    result = rp.reproduce(claim, folder, root, output=tmp_path, device="cpu", n_resamples=200)
+    assert result.record.reproduction["status"] == rp.REPRODUCED
+    assert result.record.protocol["prompt"] == "a photo of"
