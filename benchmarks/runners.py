@@ -100,11 +100,26 @@ def _retrieval_split(job: Job, real: EvalDataset | None, dataset: BuiltinDataset
         return dataset.retrieval_split(job.suite.retrieval.split), {}
     options = dict(real.options)
     options.setdefault("image_size", int(model.preprocess.config.resolution))  # decode once, at the model's size
+    options.setdefault("image_resize", model.preprocess.config.resize_mode)
     source = open_dataset(real.name, real.root, options)
     split = source.retrieval_split(real.split)
-    return split, {"image_decode": f"Resize(({options['image_size']}, {options['image_size']})) bicubic, aspect "
-                                   "not kept (ALBEF/TCL retrieval transform)",
-                   "annotation_format": source.format, "captions": "raw from the annotation file"}
+    size = options["image_size"]
+    decode = (f"Resize(({size}, {size})) bicubic, aspect not kept (ALBEF/TCL retrieval transform)"
+              if options["image_resize"] == "squash" else f"Resize({size}) shortest side, bicubic, CenterCrop({size})")
+    return split, {"image_decode": decode, "annotation_format": source.format,
+                   "captions": "raw from the annotation file"}
+
+
+def at_resolution(model: VLPModel, real: EvalDataset | None) -> VLPModel:
+    """The model a real set is evaluated with: itself, or a copy at the set's `resolution` (position embeddings
+    resampled; the copy's `resolution_changes` say from what)."""
+    if real is None or real.resolution is None or real.resolution == model.preprocess.config.resolution:
+        return model
+    import copy
+
+    resized = copy.deepcopy(model)
+    resized.set_eval_resolution(real.resolution)
+    return resized
 
 
 def _eval_context(job: Job, job_dir: Path, model: VLPModel) -> tuple[torch.device, str, list[dict[str, Any]]]:
@@ -125,6 +140,7 @@ def _image_text_record(job: Job, out_dir: Path, model: VLPModel, split: Retrieva
         "split": f"{split.ref.dataset}/{split.ref.split}", "n_images": split.n_images, "n_texts": split.n_texts,
         "captions_per_image": split.captions_per_image(),
         "resolution": int(model.preprocess.config.resolution), "text_max_length": model.text_max_length,
+        **({"resolution_changes": model.resolution_changes} if getattr(model, "resolution_changes", None) else {}),
         "scoring": proto.scoring, "rerank_k": proto.rerank_k, "tie_policy": proto.tie_policy,
         "prompt": proto.prompt, "precision": precision, "metric_units": "percent", "rank_base": 1,
         "tokenizer": config["tokenizer"]["fingerprint"][:16], **read_as,
@@ -154,13 +170,15 @@ def _evaluate_zeroshot(job: Job, job_dir: Path, model: VLPModel, dataset: Builti
     device, precision, lineage = _eval_context(job, job_dir, model)
     written = {}
     splits: dict[str, tuple[RetrievalSplit, dict[str, Any]]] = {}
+    models: dict[str, VLPModel] = {}
     for name, (real, proto) in _zeroshot_protocols(job, model).items():
         key = "" if real is None else real.key
         if key not in splits:
-            splits[key] = _retrieval_split(job, real, dataset, model)
+            models[key] = at_resolution(model, real)
+            splits[key] = _retrieval_split(job, real, dataset, models[key])
         split, read_as = splits[key]
-        written[name] = _image_text_record(job, job_dir / "eval" / name, model, split, proto, "zero-shot", lineage,
-                                           " (no fine-tuning)", read_as, config, device, precision)
+        written[name] = _image_text_record(job, job_dir / "eval" / name, models[key], split, proto, "zero-shot",
+                                           lineage, " (no fine-tuning)", read_as, config, device, precision)
     return written
 
 
@@ -226,11 +244,12 @@ def _evaluate_finetuned(job: Job, job_dir: Path, model: VLPModel, dataset: Built
     for name, (real, proto) in _zeroshot_protocols(job, tuned, "finetuned_retrieval").items():
         # the suite's real sets too: a model fine-tuned on one set evaluated on another is ALBEF/TCL's
         # "zero-shot Flickr30K" (the COCO-fine-tuned model) — labelled as a transfer, never as zero-shot
-        split, how = own if real is None else _retrieval_split(job, real, dataset, tuned)
+        evaluated = at_resolution(tuned, real)
+        split, how = own if real is None else _retrieval_split(job, real, dataset, evaluated)
         same = split.ref.dataset == tuned_on["dataset"]
         setting = "fine-tuned" if same else f"transfer: fine-tuned on {tuned_on['dataset']}/{tuned_on['split']}"
-        written[name] = _image_text_record(job, job_dir / "eval" / name, tuned, split, proto, setting, lineage, "",
-                                           {**how, **recipe}, config, device, precision)
+        written[name] = _image_text_record(job, job_dir / "eval" / name, evaluated, split, proto, setting, lineage,
+                                           "", {**how, **recipe}, config, device, precision)
     return written
 
 
@@ -262,6 +281,7 @@ def _evaluate_products(job: Job, job_dir: Path, model: VLPModel, dataset: Builti
         "cutoff": proto.cutoff, "missing_fraction": None if missing is None else
         {m: round(float(v), 4) for m, v in zip(PRODUCT_MODALITIES, missing.mean(axis=0))},
         "resolution": int(model.preprocess.config.resolution), "text_max_length": model.text_max_length,
+        **({"resolution_changes": model.resolution_changes} if getattr(model, "resolution_changes", None) else {}),
         "precision": precision, "metric_units": "percent", "tokenizer": config["tokenizer"]["fingerprint"][:16],
     }
     return {"product_retrieval": _write(job, job_dir / "eval" / "product_retrieval", config, device, corpus.ref,

@@ -99,6 +99,11 @@ class EvalDataset(StrictModel):
                                                          "k for it (TCL: k_test 128 Flickr30K, 256 COCO), else "
                                                          "retrieval.rerank_k.")
     label: str | None = Field(None, pattern=NAME_PATTERN, description="Record name suffix; default: the name.")
+    resolution: int | None = Field(None, ge=16, description="Evaluate this set at another input size than the "
+                                                            "model's (a copy of it, ViT position embeddings resampled "
+                                                            "bicubically as ALBEF/TCL's interpolate_pos_embed): TCL's "
+                                                            "released protocol is 384 for a 256 px model.")
+    omit_when_default = frozenset({"resolution"})
 
     @property
     def key(self) -> str:
