@@ -40,10 +40,11 @@ os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 logging.getLogger("alembic").setLevel(logging.WARNING)
 
 from benchmarks.data import BuiltinConfig, DatasetError, open_dataset  # noqa: E402
+from benchmarks.data.files import check_image_header  # noqa: E402
 from benchmarks.pipeline import MissingPretraining, expand_jobs, open_corpus, run_job  # noqa: E402
 from benchmarks.suite import Suite, load_suite  # noqa: E402
 from benchmarks.training.checkpoint import CheckpointError  # noqa: E402
-from benchmarks.runtime import code_version  # noqa: E402
+from benchmarks.runtime import FolderBusy, code_version, folder_lock  # noqa: E402
 from methods import ConfigError, create_method, get_spec, list_methods, method_config  # noqa: E402
 from methods.config import validate  # noqa: E402
 from methods.registry import SIZES  # noqa: E402
@@ -56,16 +57,30 @@ from slurm import get_executor  # noqa: E402
 from slurm.profiles import ProfileError  # noqa: E402
 
 USER_ERRORS = (ConfigError, DatasetError, CheckpointError, TokenizerError, WeightsError, FileNotFoundError,
-               ProfileError, sources.SelectionError, ScreenshotError, MissingPretraining)
+               ProfileError, sources.SelectionError, ScreenshotError, MissingPretraining, FolderBusy,
+               tracking.TrackingError)
 
 
 def _parse_sets(items: list[str]) -> dict[str, Any]:
+    """--set KEY=VALUE items (YAML values; a dotted key sets a nested field: train.tiny.steps=2)."""
     out: dict[str, Any] = {}
     for item in items:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected key=value")
         key, value = item.split("=", 1)
-        out[key] = yaml.safe_load(value)
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({getattr(err, 'problem', err)}); "
+                              "quote it for the shell, e.g. --set 'methods=[clip, tcl]'") from None
+        *parents, leaf = key.split(".")
+        node = out
+        for part in parents:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {item!r}: {part} is set to a value earlier, not a mapping")
+            node = child
+        node[leaf] = parsed
     return out
 
 
@@ -132,8 +147,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     jobs = expand_jobs(suite)
     if suite.dataset.corpus is not None:  # a wrong root fails now, not after hours of pretraining
         open_corpus(suite.dataset.corpus)
-    for real in suite.retrieval.datasets:
-        open_dataset(real.name, real.root, real.options).items(real.split)
+    for real in suite.retrieval.datasets:   # every image present and readable (headers) before any training
+        source = open_dataset(real.name, real.root, real.options)
+        for item in source.items(real.split):
+            check_image_header(source.image_root / item.image)
     if "finetuned_retrieval" in suite.benchmarks:
         _check_finetune_dataset(suite)
     if args.dry_run:   # writes nothing
@@ -141,15 +158,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         print(dry_run(suite, suite_dir.resolve(), _launcher(args, suite_dir.resolve())))
         return 0
-    suite_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(suite_dir / "suite.resolved.yaml", yaml.safe_dump(suite.model_dump(mode="json"), sort_keys=False))
-    if args.executor != "inline":
-        return _run_submitted(args, suite, suite_dir, uri, artifact_root)
-    print(f"suite {suite.name!r}: {len(jobs)} job(s) → {suite_dir}; tracking {uri}", flush=True)
-    t0 = time.perf_counter()
-    _run_inline(args.executor, jobs, suite, suite_dir, uri, artifact_root, resume=args.resume,
-                progress=not args.no_progress)
-    report = _render(suite, suite_dir, uri)
+    tracking.check_tracking_uri(uri)   # before any training: a wrong store fails in seconds, not after the jobs
+    with folder_lock(suite_dir) as took_over:
+        if took_over:
+            print(took_over, flush=True)
+        atomic_write_text(suite_dir / "suite.resolved.yaml",
+                          yaml.safe_dump(suite.model_dump(mode="json"), sort_keys=False))
+        if args.executor != "inline":
+            return _run_submitted(args, suite, suite_dir, uri, artifact_root)
+        print(f"suite {suite.name!r}: {len(jobs)} job(s) → {suite_dir}; tracking {uri}", flush=True)
+        t0 = time.perf_counter()
+        _run_inline(args.executor, jobs, suite, suite_dir, uri, artifact_root, resume=args.resume,
+                    progress=not args.no_progress)
+        report = _render(suite, suite_dir, uri)
     print(f"done in {time.perf_counter() - t0:.0f} s")
     _print_report(report)
     return 0
@@ -206,9 +227,13 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     print(f"suite {suite.name!r}: fine-tuning {len(jobs)} pretrained model(s) in {suite_dir} on "
           f"{f'{where.name} ({where.root})' if where else 'the built-in dataset'}; tracking {uri}", flush=True)
     t0 = time.perf_counter()
-    _run_inline("inline", jobs, suite, suite_dir, uri, artifact_root, progress=not args.no_progress,
-                benchmarks=["finetuned_retrieval"], require_pretrained=not args.pretrain)
-    report = _render(suite, suite_dir, uri)
+    tracking.check_tracking_uri(uri)
+    with folder_lock(suite_dir, "vlpbench finetune") as took_over:
+        if took_over:
+            print(took_over, flush=True)
+        _run_inline("inline", jobs, suite, suite_dir, uri, artifact_root, progress=not args.no_progress,
+                    benchmarks=["finetuned_retrieval"], require_pretrained=not args.pretrain)
+        report = _render(suite, suite_dir, uri)
     print(f"done in {time.perf_counter() - t0:.0f} s")
     _print_report(report)
     return 0
@@ -368,6 +393,11 @@ def _perf_headline(name: str, result: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in result.items() if k in ("speedup", "targets")}
 
 
+def _standalone_uri(args: argparse.Namespace) -> str:
+    """The tracking store of `eval`/`reproduce`, checked before anything is evaluated."""
+    return tracking.check_tracking_uri(tracking.resolve_tracking_uri(args.tracking_uri, Path(args.output)))
+
+
 def _log_standalone(args: argparse.Namespace, record_path: Path, name: str) -> str:
     """Log a record of `eval`/`reproduce` (already written) to MLflow; returns the run id."""
     output = Path(args.output)
@@ -389,11 +419,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from benchmarks.evaluate import evaluate_weights, parse_protocol, write_summary_json
 
     code_version()
-    result = evaluate_weights(Path(args.weights), fmt=args.format or "auto", arch=args.arch,
-                              tokenizer=Path(args.tokenizer) if args.tokenizer else None, dataset=args.dataset,
-                              root=Path(args.root) if args.root else None, split=args.split,
-                              protocol=parse_protocol(args.protocol), device=args.device, output=Path(args.output),
-                              name=args.name)
+    _standalone_uri(args)
+    with folder_lock(Path(args.output) / args.name, "vlpbench eval"):
+        result = evaluate_weights(Path(args.weights), fmt=args.format or "auto", arch=args.arch,
+                                  tokenizer=Path(args.tokenizer) if args.tokenizer else None, dataset=args.dataset,
+                                  root=Path(args.root) if args.root else None, split=args.split,
+                                  protocol=parse_protocol(args.protocol), device=args.device,
+                                  output=Path(args.output), name=args.name)
     if args.json:
         write_summary_json(Path(args.json), result.record)
     _print_eval(result, _log_standalone(args, result.record_path, args.name), args.json)
@@ -411,10 +443,12 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         raise ConfigError("vlpbench reproduce CLAIM --weights PATH --root DIR (or --list to see the claims)")
     code_version()
     method, claim = rp.get_claim(args.claim)
-    result = rp.reproduce(claim, Path(args.weights), Path(args.root) if args.root else None, fmt=args.format,
-                          arch=args.arch, tokenizer=Path(args.tokenizer) if args.tokenizer else None,
-                          device=args.device, output=Path(args.output), name=args.name, method=method,
-                          protocol_overrides=parse_protocol(args.protocol))
+    _standalone_uri(args)
+    with folder_lock(Path(args.output) / args.name, "vlpbench reproduce"):
+        result = rp.reproduce(claim, Path(args.weights), Path(args.root) if args.root else None, fmt=args.format,
+                              arch=args.arch, tokenizer=Path(args.tokenizer) if args.tokenizer else None,
+                              device=args.device, output=Path(args.output), name=args.name, method=method,
+                              protocol_overrides=parse_protocol(args.protocol))
     verdict = result.record.reproduction or {}
     if args.json:
         write_summary_json(Path(args.json), result.record, {"reproduction": verdict})
@@ -558,7 +592,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.set_defaults(fn=cmd_run)
 
-    st = sub.add_parser("status", help="the submitted tasks of a suite: state, records, MLflow runs, logs")
+    st = sub.add_parser("status", help="the submitted tasks of a suite: state, records, MLflow runs, logs. It reads "
+                                       "submitit's pickled task files in the output folder, as submitit does: anyone "
+                                       "who can write that folder can run code as you through them, so keep it "
+                                       "writable by you alone")
     st.add_argument("--suite")
     st.add_argument("--output", default="outputs")
     st.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="as given to vlpbench run")
@@ -710,6 +747,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.fn(args))
     except USER_ERRORS as err:
         print(f"vlpbench: error: {err}", file=sys.stderr)
+        return 2
+    except PermissionError as err:   # a read-only --output or job folder
+        print(f"vlpbench: error: cannot write {err.filename or 'a file'}: permission denied; give a writable "
+              "--output, or fix the folder's permissions", file=sys.stderr)
         return 2
 
 

@@ -10,6 +10,7 @@ import random
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -124,6 +125,43 @@ def file_lock(path: Path) -> Iterator[None]:
         try:
             yield
         finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+class FolderBusy(RuntimeError):
+    """Another live process works in the folder; the message names it."""
+
+
+LOCK_FILE = ".vlpbench.lock"
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path, what: str = "vlpbench run") -> Iterator[str | None]:
+    """Hold `folder` for this process (flock on folder/.vlpbench.lock, which names the holder). A live holder is
+    refused at once (FolderBusy naming its pid, host and start); a holder that died without releasing is taken over,
+    and the yielded message says so (else None). Two runs of one suite into one folder would mix their records."""
+    import fcntl
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_FILE
+    with path.open("a+") as f:
+        f.seek(0)
+        previous = f.read().strip()
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise FolderBusy(f"{folder} is in use by {previous or 'another process'}; wait for it to finish, or give "
+                             "another --output") from None
+        try:
+            f.seek(0)
+            f.truncate()
+            f.write(f"{what} (process {os.getpid()} on {socket.gethostname()}, since "
+                    f"{time.strftime('%Y-%m-%d %H:%M:%S')})\n")
+            f.flush()
+            yield (f"{folder}: took over the lock of {previous}, which is no longer running" if previous else None)
+        finally:
+            f.seek(0)
+            f.truncate()
             fcntl.flock(f, fcntl.LOCK_UN)
 
 

@@ -293,6 +293,15 @@ class Suite(StrictModel):
     def _known_benchmarks(cls, v: list[str]) -> list[str]:
         return _members(v, BENCHMARKS, "benchmark")
 
+    @field_validator("train", mode="before")
+    @classmethod
+    def _partial_budgets(cls, v: Any) -> Any:
+        """A budget that names only some fields (`--set train.tiny.steps=2`) keeps the size's defaults for the rest."""
+        if not isinstance(v, dict):
+            return v
+        return {size: {**DEFAULT_BUDGETS[size], **b} if isinstance(b, dict) and size in DEFAULT_BUDGETS else b
+                for size, b in v.items()}
+
     @field_validator("train", "unimodal", "dvae", "method_overrides", "recipe_overrides")
     @classmethod
     def _keys_known(cls, v: dict[str, Any], info: Any) -> dict[str, Any]:
@@ -356,8 +365,8 @@ def load_suite(path: Path | None, overrides: dict[str, Any] | None = None) -> Su
             raise ConfigError(f"{path}: the suite must be a mapping of fields (name, methods, sizes, ...), "
                               f"not a {type(loaded).__name__}")
         data = loaded
-    data.update(overrides or {})
-    return validate(Suite, data, where=where)
+    data = deep_merge(data, overrides or {})   # nested and dotted overrides change one field, not a section
+    return validate(Suite, data, where=where if not overrides else f"{where} with --set {overrides}")
 
 
 def safe_name(text: str) -> str:

@@ -88,7 +88,13 @@ def select_runs(client: Any, *, experiment: str | None = None, suite: str | None
                 ) -> list[Any]:
     """The vlpbench runs a selection names, newest first, one per (suite folder, job, benchmark)."""
     if run_ids:
-        runs = [client.get_run(r) for r in run_ids]
+        runs = []
+        for r in run_ids:
+            try:
+                runs.append(client.get_run(r))
+            except Exception as err:  # MLflow raises MlflowException (or a REST error) for an unknown id
+                raise SelectionError(f"no MLflow run {r!r} at this tracking URI ({type(err).__name__}); "
+                                     "`mlflow runs list --experiment-id ID` lists the ids") from None
     else:
         if experiment is not None:
             exp = client.get_experiment_by_name(experiment)
@@ -101,12 +107,18 @@ def select_runs(client: Any, *, experiment: str | None = None, suite: str | None
         clauses = ["tags.`vlpbench.kind` != ''"]
         if suite is not None:
             clauses.append(f"tags.`vlpbench.suite` = '{suite}'")
-        if suite_dir is not None:
-            clauses.append(f"tags.`vlpbench.suite_dir` = '{suite_dir.resolve()}'")
         if filter_string:
             clauses.append(filter_string)  # MLflow's grammar: clauses joined by `and` (no `or`)
-        runs = client.search_runs(exp_ids, filter_string=" and ".join(clauses),
-                                  order_by=["attributes.start_time DESC"], max_results=5000) if exp_ids else []
+        try:
+            runs = client.search_runs(exp_ids, filter_string=" and ".join(clauses),
+                                      order_by=["attributes.start_time DESC"], max_results=5000) if exp_ids else []
+        except Exception as err:  # a malformed filter: MlflowException with MLflow's own message
+            raise SelectionError(f"MLflow could not search with the filter {filter_string!r}: "
+                                 f"{str(err).splitlines()[0][:300]}; write clauses like "
+                                 "\"tags.`vlpbench.method` = 'clip'\" joined by and") from None
+        if suite_dir is not None:   # compared here, not in the filter: a folder name may hold a quote
+            where = str(suite_dir.resolve())
+            runs = [r for r in runs if r.data.tags.get("vlpbench.suite_dir") == where]
     for run in runs:
         if "vlpbench.kind" not in run.data.tags:
             raise SelectionError(f"run {run.info.run_id} ({run.info.run_name}) was not logged by vlpbench (no "

@@ -29,9 +29,22 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def respect_umask(path: Path | str, directory: bool = False) -> None:
+    """Give a file made by mkstemp (0600) or a folder made by mkdtemp (0700) the mode an ordinary open() or
+    mkdir() would have, so a lab's shared MLflow UI or cache can read what vlpbench writes."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    respect_umask(tmp)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -67,6 +80,7 @@ def save_ranks(path: Path, **ranks: np.ndarray) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp.npz", dir=path.parent)
     os.close(fd)
+    respect_umask(tmp)
     try:
         np.savez_compressed(tmp, **{k: np.asarray(v, dtype=np.int64) for k, v in ranks.items()})
         os.replace(tmp, path)

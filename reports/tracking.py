@@ -35,6 +35,67 @@ def resolve_tracking_uri(uri: str | None, output_root: Path) -> str:
     return f"sqlite:///{(output_root / 'mlflow.db').resolve()}"
 
 
+class TrackingError(ValueError):
+    """The tracking URI cannot be used; the message names it and the fix."""
+
+
+def check_tracking_uri(uri: str, timeout_s: float = 10.0) -> str:
+    """Refuse, within `timeout_s`, a tracking store that logging would fail on after hours of training: a server
+    that does not answer, an sqlite file that is not a database, an unsupported scheme or a bare path. Returns the
+    URI. MLflow itself retries a dead server for minutes; this asks once."""
+    import sqlite3
+    import urllib.error
+    import urllib.request
+    from urllib.parse import urlparse
+
+    scheme = urlparse(uri).scheme
+    if scheme in ("http", "https"):
+        url = uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+                resp.read(1)
+        except urllib.error.HTTPError as err:
+            if err.code in (401, 403):
+                raise TrackingError(f"tracking server {uri} refused the request (HTTP {err.code}): set "
+                                    "MLFLOW_TRACKING_USERNAME/PASSWORD or MLFLOW_TRACKING_TOKEN") from None
+            raise TrackingError(f"tracking server {uri} answered HTTP {err.code} to an experiments search; is it "
+                                "an MLflow tracking server (`mlflow server`)?") from None
+        except (urllib.error.URLError, OSError) as err:
+            reason = getattr(err, "reason", err)
+            raise TrackingError(f"tracking server {uri} did not answer within {timeout_s:g} s ({reason}); start it, "
+                                "fix --tracking-uri / MLFLOW_TRACKING_URI, or leave both unset for the embedded "
+                                "store in the output folder") from None
+        return uri
+    if scheme == "sqlite":
+        path = Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+        if path is None:
+            raise TrackingError(f"tracking URI {uri}: write sqlite:///<absolute path>/mlflow.db")
+        if path.exists():
+            try:
+                with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=timeout_s) as db:
+                    db.execute("PRAGMA schema_version").fetchone()
+            except sqlite3.DatabaseError as err:
+                raise TrackingError(f"tracking store {path} is not a readable SQLite database ({err}); move it "
+                                    "aside (MLflow makes a new one) or point --tracking-uri elsewhere") from None
+        elif not _writable_parent(path):
+            raise TrackingError(f"tracking store {path} cannot be created: {path.parent} is not a writable folder")
+        return uri
+    if scheme == "file":
+        return uri
+    if scheme == "" or (len(scheme) == 1 and uri[1:3] in (":\\", ":/")):
+        raise TrackingError(f"tracking URI {uri!r} is a plain path; write sqlite:///{Path(uri).resolve()}/mlflow.db "
+                            f"(a database in that folder) or {Path(uri).resolve().as_uri()} (MLflow's file store)")
+    raise TrackingError(f"tracking URI {uri}: the scheme {scheme!r} is not supported; use http(s)://host:port (an "
+                        "MLflow server), sqlite:///path/mlflow.db or file:///path")
+
+
+def _writable_parent(path: Path) -> bool:
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    return os.access(parent, os.W_OK)
+
+
 def is_embedded(uri: str) -> bool:
     return uri.startswith("sqlite:") or uri.startswith("file:")
 

@@ -96,6 +96,29 @@ def decode_image(data: bytes | Path, size: int, where: str, resize: ResizeMode =
                            "annotation") from None
 
 
+def check_image_header(path: Path) -> tuple[int, int]:
+    """(width, height) of an image file from its header, after a structural check that decodes no pixels (Pillow's
+    verify; a JPEG must end with its end-of-image marker, which a cut download lacks). Fast enough for every image
+    of a split; `decode_image` is the full check."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            size, fmt = im.size, im.format
+            im.verify()
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
+        raise DatasetError(f"{path}: not a readable image ({err}); replace the file or remove its annotation") from None
+    if fmt == "JPEG":
+        with open(path, "rb") as f:
+            f.seek(max(0, path.stat().st_size - 64))
+            if b"\xff\xd9" not in f.read():
+                raise DatasetError(f"{path}: a truncated JPEG (no end-of-image marker); download the file again or "
+                                   "remove its annotation")
+    if min(size) < 1:
+        raise DatasetError(f"{path}: an image of size {size}; replace the file or remove its annotation")
+    return size
+
+
 class FileImages:
     """An ImageSource over image files, decoded on access and resized to one square size (`resize_pil`)."""
 

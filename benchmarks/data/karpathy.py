@@ -220,12 +220,19 @@ def _parse_albef(data: Any, path: Path) -> list[KarpathyItem]:
                            f"got a {type(data).__name__}; for Karpathy's dataset_*.json set dataset.layout.format: "
                            "karpathy")
     by_image: dict[str, list[str]] = {}
+    first: dict[str, int] = {}
     for k, rec in enumerate(data):
         where = f"{path}: record {k}"
         if not isinstance(rec, dict) or not isinstance(rec.get("image"), str):
             raise DatasetError(f"{where}: needs a string field 'image' (the image path relative to the image root)")
         if "caption" not in rec:
             raise DatasetError(f"{where} ({rec['image']}): no field 'caption'")
+        # val/test files hold one record per image with a caption list; train files one record per caption
+        if isinstance(rec["caption"], list) and rec["image"] in first:
+            raise DatasetError(f"{where}: image {rec['image']} already has record {first[rec['image']]}; an "
+                               "evaluation file holds each image once (its captions as one list). Remove the "
+                               "duplicate record or restore the file (`vlpbench data verify` checks its sha256)")
+        first.setdefault(rec["image"], k)
         by_image.setdefault(rec["image"], []).extend(_caption_list(rec["caption"], f"{where} ({rec['image']})"))
     return [KarpathyItem(image, tuple(caps)) for image, caps in by_image.items()]
 
@@ -236,6 +243,7 @@ def _parse_karpathy(data: Any, path: Path, split: str, restval: bool, name: str)
                            "JSON lists set dataset.layout.format: albef")
     wanted = {split} | ({"restval"} if split == "train" and restval else set())
     items = []
+    seen: dict[str, int] = {}
     for k, rec in enumerate(data["images"]):
         where = f"{path}: images[{k}]"
         if not isinstance(rec, dict) or not isinstance(rec.get("filename"), str) or "split" not in rec:
@@ -248,5 +256,10 @@ def _parse_karpathy(data: Any, path: Path, split: str, restval: bool, name: str)
             raise DatasetError(f"{where} ({rec['filename']}): 'sentences' must be a list of {{'raw': str, ...}}")
         folder = rec.get("filepath") or ("flickr30k-images" if name == "flickr30k" else "")
         image = f"{folder}/{rec['filename']}" if folder else rec["filename"]
+        if image in seen:
+            raise DatasetError(f"{where}: image {image} already appears at images[{seen[image]}] of the {split} "
+                               "split; each image is listed once. Remove the duplicate or restore the file "
+                               "(`vlpbench data verify` checks its sha256)")
+        seen[image] = k
         items.append(KarpathyItem(image, _caption_list([s["raw"] for s in sentences], f"{where} ({image})")))
     return items

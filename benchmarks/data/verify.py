@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import yaml
 
-from benchmarks.data.files import DatasetError, decode_image, read_json, sha256_file
+from benchmarks.data.files import DatasetError, check_image_header, decode_image, read_json, sha256_file
 
 MANIFEST_DIR = Path(__file__).parent / "manifests"
 Status = Literal["ok", "unpinned", "absent", "missing", "different", "broken"]
@@ -165,8 +165,8 @@ def _check_media_folders(report: VerifyReport, root: Path, layout: dict[str, Any
             report.add(label, "ok", f"{n} files")
 
 
-def _check_referenced(report: VerifyReport, label: str, paths: list[Path], decode: Callable[[Path], None] | None,
-                      hint: Callable[[Path], str]) -> None:
+def _check_referenced(report: VerifyReport, label: str, paths: list[Path], decode: Callable[[Path], Any] | None,
+                      hint: Callable[[Path], str], how: str = "decodable") -> None:
     missing = [p for p in paths if not p.is_file()]
     if missing:
         shown = ", ".join(str(p) for p in missing[:5])
@@ -181,9 +181,9 @@ def _check_referenced(report: VerifyReport, label: str, paths: list[Path], decod
             except DatasetError as err:
                 broken.append(str(err))
         if broken:
-            report.add(label, "broken", f"{len(broken)} of {len(paths)} files do not decode: " + "; ".join(broken[:3]))
+            report.add(label, "broken", f"{len(broken)} of {len(paths)} files are not {how}: " + "; ".join(broken[:3]))
             return
-    report.add(label, "ok", f"all {len(paths)} referenced files present{' and decodable' if decode else ''}")
+    report.add(label, "ok", f"all {len(paths)} referenced files present{f' and {how}' if decode else ''}")
 
 
 def _subfolder_hint(image_root: Path) -> Callable[[Path], str]:
@@ -237,9 +237,9 @@ def _check_with_loader(report: VerifyReport, name: str, root: Path, layout: str,
         ds = KarpathyDataset(name, root, KarpathyLayout(format=fmt))
         for split in ds.available_splits():
             paths = [ds.image_root / it.image for it in ds.parse(split)]
-            _check_referenced(report, f"{split} images", paths,
-                              (lambda p: decode_image(p, 32, str(p))) if decode else None,
-                              _subfolder_hint(ds.image_root))
+            _check_referenced(report, f"{split} images", paths,   # headers always; pixels with --decode
+                              (lambda p: decode_image(p, 32, str(p))) if decode else check_image_header,
+                              _subfolder_hint(ds.image_root), "decodable" if decode else "readable (header)")
             if report.checks[-1].status == "ok":
                 report.splits[split] = ds.ref(split).to_json()
     elif name == "msrvtt":

@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from reports.store import respect_umask
+
 _NAME = re.compile(r"^step_(\d{8})\.pt$")
 
 
@@ -42,6 +44,7 @@ def save_checkpoint(directory: Path, step: int, state: dict[str, Any], keep: int
     target = checkpoint_path(directory, step)
     fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=directory)
     os.close(fd)
+    respect_umask(tmp)
     try:
         torch.save(state, tmp)
         os.replace(tmp, target)

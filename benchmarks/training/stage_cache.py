@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.runtime import file_lock
+from reports.store import respect_umask
 
 
 def cached_stage(cache_root: Path, kind: str, fingerprint: str, record_file: str,
@@ -36,7 +37,10 @@ def _lookup_or_build(target: Path, fingerprint: str, record_file: str,
         if record.get("fingerprint") == fingerprint:
             return target, record, True
     target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in target.parent.glob(f".{fingerprint[:16]}-*"):   # a killed build's leftovers (we hold the lock)
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{fingerprint[:16]}-", dir=target.parent))
+    respect_umask(tmp, directory=True)
     try:
         record = {**build(tmp), "fingerprint": fingerprint}
         (tmp / record_file).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")

@@ -227,7 +227,12 @@ def ensure_built(cfg: BuiltinConfig, cache_root: Path | None = None) -> Path:
 
 
 def _generate_into(cfg: BuiltinConfig, target: Path) -> Path:
+    from reports.store import respect_umask
+
+    for stale in target.parent.glob(f"{target.name}.tmp-*"):   # a killed build's leftovers (the caller holds the lock)
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
+    respect_umask(tmp, directory=True)
     try:
         generate(cfg, tmp)
         try:

@@ -18,6 +18,7 @@ import numpy as np
 
 from benchmarks.data.builtin.render import render_audio, render_video
 from benchmarks.data.builtin.scene import Scene
+from reports.store import respect_umask
 
 
 class BuiltinMedia:
@@ -51,6 +52,7 @@ class BuiltinMedia:
         try:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".npy", dir=self.cache_dir)
+            respect_umask(tmp)
             with os.fdopen(fd, "wb") as f:
                 np.save(f, values, allow_pickle=False)
             os.replace(tmp, path)

@@ -1,0 +1,176 @@
+"""Faults and bad input caught early and said clearly: the tracking store checked before training, one run per
+suite folder, --set parsing, report selections, file modes under the umask, killed builds cleaned up, duplicate
+annotation records and broken images refused with the file and the fix."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks.cli import _parse_sets, main
+from benchmarks.data import DatasetError, open_dataset
+from benchmarks.data.files import check_image_header
+from benchmarks.runtime import LOCK_FILE, FolderBusy, folder_lock
+from methods import ConfigError
+from reports import sources, tracking
+from reports.store import atomic_write_json, respect_umask, save_ranks
+from tests.real_fixtures import make_flickr_albef, make_flickr_karpathy
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_tracking_store_is_checked_in_seconds(tmp_path: Path) -> None:
+    t0 = time.perf_counter()
+    with pytest.raises(tracking.TrackingError, match="did not answer within 2 s"):
+        tracking.check_tracking_uri(f"http://127.0.0.1:{_free_port()}", timeout_s=2)
+    assert time.perf_counter() - t0 < 10
+    bad = tmp_path / "mlflow.db"
+    bad.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(tracking.TrackingError, match="not a readable SQLite database"):
+        tracking.check_tracking_uri(f"sqlite:///{bad}")
+    with pytest.raises(tracking.TrackingError, match="scheme 'ftp' is not supported"):
+        tracking.check_tracking_uri("ftp://host/mlruns")
+    with pytest.raises(tracking.TrackingError, match="plain path; write sqlite:///"):
+        tracking.check_tracking_uri(str(tmp_path / "runs"))
+    fresh = f"sqlite:///{tmp_path / 'new' / 'mlflow.db'}"
+    assert tracking.check_tracking_uri(fresh) == fresh                       # created on first use
+
+
+def test_run_refuses_a_bad_store_before_training(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--set", "methods=[clip]", "--output", str(tmp_path), "--tracking-uri", "ftp://x/y"]) == 2
+    assert "scheme 'ftp'" in capsys.readouterr().err
+    assert not list(tmp_path.glob("*/jobs"))                                  # nothing trained
+
+
+_HOLDER = """
+import sys, time
+from pathlib import Path
+from benchmarks.runtime import folder_lock
+with folder_lock(Path(sys.argv[1]), "holder"):
+    print("held", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_one_run_per_suite_folder_and_stale_locks_taken_over(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "outputs" / "default"
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(folder)], stdout=subprocess.PIPE, text=True,
+                              cwd=REPO)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(FolderBusy, match=f"process {holder.pid} on {socket.gethostname()}"):
+            with folder_lock(folder):
+                pass
+        assert main(["run", "--output", str(tmp_path / "outputs")]) == 2      # the default suite's folder
+        assert f"process {holder.pid}" in capsys.readouterr().err
+    finally:
+        holder.kill()
+        holder.wait()
+    with folder_lock(folder) as took_over:                                      # killed: its lock is stale
+        assert took_over is not None and f"process {holder.pid}" in took_over
+    with folder_lock(folder) as took_over:                                      # released cleanly: nothing to say
+        assert took_over is None
+    assert (folder / LOCK_FILE).read_text() == ""
+
+
+def test_set_values_dotted_keys_and_yaml_errors() -> None:
+    from benchmarks.suite import load_suite
+
+    suite = load_suite(None, _parse_sets(["train.tiny.steps=2", "methods=[clip]"]))
+    assert (suite.budget("tiny").steps, suite.budget("tiny").batch_size, suite.methods) == (2, 256, ["clip"])
+    with pytest.raises(ConfigError, match="not valid YAML.*quote it"):
+        _parse_sets(["methods=[clip"])
+    assert main(["run", "--set", "methods=[clip", "--dry-run"]) == 2
+
+
+def test_report_selections_fail_with_a_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracking.mlflow_client(uri).create_experiment("vlpbench-x")
+    assert main(["report", "--tracking-uri", uri, "--run-id", "0123456789abcdef", "--output", str(tmp_path)]) == 2
+    assert "no MLflow run '0123456789abcdef'" in capsys.readouterr().err
+    assert main(["report", "--tracking-uri", uri, "--filter", "garbage (((", "--output", str(tmp_path)]) == 2
+    assert "could not search with the filter" in capsys.readouterr().err
+    quoted = tmp_path / "it's here"                                   # a quote in the folder: no broken filter
+    assert sources.select_runs(tracking.mlflow_client(uri), suite="x", suite_dir=quoted) == []
+
+
+def test_written_files_follow_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        atomic_write_json(tmp_path / "a.json", {"x": 1})
+        save_ranks(tmp_path / "r.npz", i2t=np.arange(1, 4))
+        (tmp_path / "d").mkdir()
+        os.chmod(tmp_path / "d", 0o700)
+        respect_umask(tmp_path / "d", directory=True)
+        os.umask(0o002)
+        atomic_write_json(tmp_path / "b.json", {"x": 1})
+    finally:
+        os.umask(old)
+    mode = {n: stat.S_IMODE((tmp_path / n).stat().st_mode) for n in ("a.json", "r.npz", "d", "b.json")}
+    assert mode == {"a.json": 0o644, "r.npz": 0o644, "d": 0o755, "b.json": 0o664}
+
+
+def test_a_killed_stage_build_is_cleaned_up_on_the_next_start(tmp_path: Path) -> None:
+    from benchmarks.training.stage_cache import cached_stage
+
+    fp = "f" * 64
+    leftover = tmp_path / "stage" / f".{fp[:16]}-killed"
+    leftover.mkdir(parents=True)
+    (leftover / "half.bin").write_bytes(b"x")
+
+    def build(folder: Path) -> dict:
+        (folder / "w.bin").write_bytes(b"ok")
+        return {"built": True}
+
+    target, record, reused = cached_stage(tmp_path, "stage", fp, "record.json", build)
+    assert not leftover.exists() and not reused and (target / "w.bin").read_bytes() == b"ok"
+
+
+def test_duplicate_image_records_are_refused(tmp_path: Path) -> None:
+    root = make_flickr_albef(tmp_path / "albef")
+    recs = json.loads((root / "flickr30k_test.json").read_text())
+    (root / "flickr30k_test.json").write_text(json.dumps([*recs, recs[0]]))
+    with pytest.raises(DatasetError, match=r"record 2: image flickr30k-images/100.jpg already has record 0"):
+        open_dataset("flickr30k", root).retrieval_split("test")
+    assert open_dataset("flickr30k", root).pretrain_corpus("train")   # train: one record per caption, as ALBEF's
+
+    root = make_flickr_karpathy(tmp_path / "karpathy")
+    path = root / "annotations" / "dataset_flickr30k.json"
+    data = json.loads(path.read_text())
+    data["images"].append(dict(data["images"][0]))
+    path.write_text(json.dumps(data))
+    with pytest.raises(DatasetError, match="already appears at images\\[0\\] of the test split"):
+        open_dataset("flickr30k", root).retrieval_split("test")
+
+
+def test_broken_images_are_found_without_decoding(tmp_path: Path) -> None:
+    root = make_flickr_albef(tmp_path / "albef")
+    image = root / "flickr30k-images" / "101.jpg"
+    assert check_image_header(image) == (32, 24)
+    image.write_bytes(image.read_bytes()[:-10])                                     # a cut download
+    with pytest.raises(DatasetError, match="truncated JPEG"):
+        check_image_header(image)
+    (root / "flickr30k-images" / "100.jpg").write_bytes(b"not an image")
+    with pytest.raises(DatasetError, match="not a readable image"):
+        check_image_header(root / "flickr30k-images" / "100.jpg")
+    from benchmarks.data.verify import verify
+
+    report = verify("flickr30k", root)                                             # no --decode
+    broken = [c for c in report.checks if c.status == "broken"]
+    assert broken and "2 of 2 files are not readable (header)" in broken[0].detail
