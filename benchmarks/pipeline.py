@@ -222,6 +222,8 @@ def job_fingerprint(config: dict[str, Any]) -> str:
     # Evaluation settings do not change the trained weights, so they stay out of the fingerprint.
     # (fine-tuning is a benchmark: its own fingerprint guards the fine-tuned model, finetune/finetune.json)
     keyed = {k: v for k, v in config.items() if k not in ("retrieval", "video", "products", "latency", "finetune")}
+    if "train" in keyed:   # checkpoint spacing does not change the weights (resume is exact): hashed as 0, so the
+        keyed["train"] = {**keyed["train"], "checkpoint_every": 0}   # fingerprints from before it was set stay
     return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()
 
 
@@ -265,6 +267,22 @@ def _prepare_towers(job: Job, mcfg: StrictModel, dataset: BuiltinDataset, tokeni
         overrides["text"] = {"pretrained_dir": str(weights.text_dir)}
     lineage.append({**weights.record, "cache_dir": str(weights.directory)})
     return overrides, lineage
+
+
+def check_resumable(job_dir: Path, resume: str, fp: str, pre: PretrainRecord | None) -> None:
+    """`--resume` on a job whose configuration changed is refused before anything is touched: the finished
+    record, its evaluations and config.json stay as they were."""
+    from benchmarks.training.checkpoint import CheckpointError, checkpoint_fingerprint, resolve_resume
+
+    path = resolve_resume(resume, job_dir / "checkpoints")
+    if path is not None and checkpoint_fingerprint(path) != fp:
+        raise CheckpointError(f"{path} was written by a run with another configuration than this one; nothing was "
+                              "changed. Resume with the configuration it was written with, or drop --resume to "
+                              "pretrain again (the job's records are then replaced)")
+    if path is None and pre is not None:
+        raise CheckpointError(f"{job_dir}: the configuration changed since its pretraining finished and there is no "
+                              "checkpoint of this configuration to resume; nothing was changed. Drop --resume to "
+                              "pretrain again (the job's records are then replaced)")
 
 
 def _train(job: Job, job_dir: Path, model: VLPModel, corpus: PairCorpus, config: dict[str, Any],
@@ -338,6 +356,8 @@ def run_job(job: Job, suite_dir: Path, *, resume: str | None = None, progress: b
             raise MissingPretraining(f"[{job.name}] the pretraining record {pre_path} {state}: its pretraining did "
                                      "not finish (`vlpbench status` shows a submitted task's state; re-submit that "
                                      "task, or pretrain with `vlpbench run` and the same suite and --set options)")
+        if resume is not None:
+            check_resumable(job_dir, resume, fp, pre)   # before anything is removed: a refusal changes nothing
         if rank == 0:
             if pre is not None:
                 log(f"[{job.name}] configuration changed since the last run: pretraining again")

@@ -188,7 +188,7 @@ class ProductSpec(StrictModel):
 
 
 DEFAULT_BUDGETS: dict[str, dict[str, int]] = {
-    "tiny": {"steps": 250, "batch_size": 256, "log_every": 10},
+    "tiny": {"steps": 250, "batch_size": 256, "log_every": 10, "checkpoint_every": 25},  # a kill loses <= 3 min
     "base": {"steps": 20000, "batch_size": 256, "log_every": 50, "checkpoint_every": 2000},
 }
 

@@ -174,3 +174,62 @@ def test_broken_images_are_found_without_decoding(tmp_path: Path) -> None:
     report = verify("flickr30k", root)                                             # no --decode
     broken = [c for c in report.checks if c.status == "broken"]
     assert broken and "2 of 2 files are not readable (header)" in broken[0].detail
+
+
+def _ckpt_state(fp: str, step: int) -> dict:
+    return {"model": {"w": np.zeros(1)}, "optimizer": {}, "scheduler": {}, "step": step, "job_fingerprint": fp}
+
+
+def test_resume_falls_back_from_a_damaged_checkpoint_and_names_foreign_files(tmp_path: Path) -> None:
+    import torch
+
+    from benchmarks.training.checkpoint import CheckpointError, load_checkpoint, resolve_resume, save_checkpoint
+
+    folder = tmp_path / "checkpoints"
+    for step in (25, 50):
+        save_checkpoint(folder, step, {**_ckpt_state("fp", step), "model": {"w": torch.zeros(1)}}, keep=2)
+    (folder / "step_00000050.pt").write_bytes(b"half a checkpoint")                 # killed while written
+    said: list[str] = []
+    assert resolve_resume("latest", folder, log=said.append) == folder / "step_00000025.pt"
+    assert "skipping a damaged checkpoint" in said[0] and "step_00000050.pt" in said[0]
+    said.clear()
+    assert resolve_resume("latest", tmp_path / "none", log=said.append) is None
+    assert "starting from step 0" in said[0]
+    torch.save({"weights": torch.zeros(1)}, tmp_path / "foreign.pt")
+    with pytest.raises(CheckpointError, match="not a vlpbench training checkpoint .no model, optimizer"):
+        load_checkpoint(tmp_path / "foreign.pt")
+    (tmp_path / "garbage.pt").write_text("hello")
+    with pytest.raises(CheckpointError, match="not a readable training checkpoint"):
+        load_checkpoint(tmp_path / "garbage.pt")
+
+
+def test_resume_after_a_config_change_is_refused_before_anything_is_touched(tmp_path: Path) -> None:
+    import torch
+
+    from benchmarks.pipeline import check_resumable
+    from benchmarks.training.checkpoint import CheckpointError, save_checkpoint
+
+    job = tmp_path / "job"
+    save_checkpoint(job / "checkpoints", 25, {**_ckpt_state("old", 25), "model": {"w": torch.zeros(1)}}, keep=2)
+    (job / "pretrain.json").write_text("{}")
+    (job / "eval" / "x").mkdir(parents=True)
+    with pytest.raises(CheckpointError, match="another configuration.*nothing was changed"):
+        check_resumable(job, "latest", "new", pre=None)
+    check_resumable(job, "latest", "old", pre=None)                                 # same configuration: fine
+    for f in (job / "checkpoints").iterdir():
+        f.unlink()
+    with pytest.raises(CheckpointError, match="no checkpoint of this configuration"):
+        check_resumable(job, "latest", "new", pre=object())                          # type: ignore[arg-type]
+    assert (job / "pretrain.json").is_file() and (job / "eval" / "x").is_dir()
+
+
+def test_shipped_budgets_checkpoint_without_changing_fingerprints() -> None:
+    from benchmarks.pipeline import job_fingerprint
+    from benchmarks.suite import load_suite
+
+    assert load_suite(None).budget("tiny").checkpoint_every == 25
+    quick = load_suite(REPO / "benchmarks" / "suites" / "quick.yaml")
+    assert 0 < quick.budget("tiny").checkpoint_every < quick.budget("tiny").steps
+    config = {"method": {"name": "clip"}, "train": {"steps": 250, "checkpoint_every": 0}, "retrieval": {}}
+    assert job_fingerprint(config) == job_fingerprint({**config, "train": {"steps": 250, "checkpoint_every": 25}})
+    assert job_fingerprint(config) != job_fingerprint({**config, "train": {"steps": 251, "checkpoint_every": 0}})

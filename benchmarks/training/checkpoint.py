@@ -56,21 +56,46 @@ def save_checkpoint(directory: Path, step: int, state: dict[str, Any], keep: int
     return target
 
 
+REQUIRED_KEYS = ("model", "optimizer", "scheduler", "step")
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A training checkpoint written by `save_checkpoint`; anything else is a CheckpointError saying what to pass."""
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # corrupt or foreign file
-        raise CheckpointError(f"cannot read checkpoint {path}: {err}") from err
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # corrupt, truncated or foreign file
+        raise CheckpointError(f"{path} is not a readable training checkpoint ({type(err).__name__}: "
+                              f"{str(err).splitlines()[0][:200] if str(err) else 'no detail'}); resume from "
+                              "another step_*.pt of the job's checkpoints/ folder, or --resume latest") from None
+    missing = [k for k in REQUIRED_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise CheckpointError(f"{path} is not a vlpbench training checkpoint (no {', '.join(missing)}); pass a "
+                              "step_*.pt file of a job's checkpoints/ folder, or --resume latest")
+    return state
 
 
-def resolve_resume(resume: str | None, directory: Path) -> Path | None:
-    """None -> fresh start; 'latest' -> newest checkpoint in directory (or fresh if none); else a path."""
+def checkpoint_fingerprint(path: Path) -> str | None:
+    """The job fingerprint a checkpoint was written under."""
+    return load_checkpoint(path).get("job_fingerprint")
+
+
+def resolve_resume(resume: str | None, directory: Path, log: Any = print) -> Path | None:
+    """None -> fresh start; 'latest' -> the newest checkpoint in directory that reads back (a damaged newest one is
+    skipped, with a message, for the one before it), or a fresh start when there is none (said too); else a path."""
     if resume is None:
         return None
     if resume == "latest":
-        return latest_checkpoint(directory)
+        found = list_checkpoints(directory)
+        for _, path in reversed(found):
+            try:
+                load_checkpoint(path)
+                return path
+            except CheckpointError as err:
+                log(f"resume: skipping a damaged checkpoint: {err}")
+        log(f"resume: no {'intact ' if found else ''}checkpoint in {directory}: starting from step 0")
+        return None
     path = Path(resume)
     if not path.is_file():
         raise CheckpointError(f"--resume {resume}: no such checkpoint file (use 'latest' or a step_*.pt path)")
