@@ -84,9 +84,11 @@ def from_folder(suite_dir: Path) -> ReportInputs:
 
 
 def select_runs(client: Any, *, experiment: str | None = None, suite: str | None = None,
-                suite_dir: Path | None = None, run_ids: Sequence[str] = (), filter_string: str | None = None
-                ) -> list[Any]:
-    """The vlpbench runs a selection names, newest first, one per (suite folder, job, benchmark)."""
+                suite_dir: Path | None = None, run_ids: Sequence[str] = (), filter_string: str | None = None,
+                finished: bool = True) -> list[Any]:
+    """The vlpbench runs a selection names, newest first, one per (suite folder, job, benchmark). Only FINISHED
+    runs are reported (a run left RUNNING or FAILED was interrupted while logging); `finished=False` lists the
+    others instead. Runs named by id are taken whatever their state."""
     if run_ids:
         runs = []
         for r in run_ids:
@@ -123,6 +125,10 @@ def select_runs(client: Any, *, experiment: str | None = None, suite: str | None
         if "vlpbench.kind" not in run.data.tags:
             raise SelectionError(f"run {run.info.run_id} ({run.info.run_name}) was not logged by vlpbench (no "
                                  "vlpbench.kind tag); select vlpbench runs only")
+    if not run_ids:
+        runs = [r for r in runs if (r.info.status == "FINISHED") == finished]
+        if not finished:
+            return runs
     newest: dict[tuple[str, str, str], Any] = {}
     for run in sorted(runs, key=lambda r: r.info.start_time, reverse=True):
         tags = run.data.tags
@@ -156,7 +162,11 @@ def from_mlflow(uri: str, workdir: Path, *, experiment: str | None = None, suite
         have = {r.info.run_id for r in runs}
         parents = {r.data.tags.get("mlflow.parentRunId") for r in runs} - have - {None, ""}
         runs += [client.get_run(p) for p in sorted(parents)]
-    inputs = ReportInputs([], [], source=uri)
+    unfinished = [] if run_ids else select_runs(client, experiment=experiment, suite=suite, suite_dir=suite_dir,
+                                                filter_string=filter_string, finished=False)
+    note = (f" ({len(unfinished)} run(s) left out: not FINISHED — logging was interrupted, or is still going; "
+            "the next `vlpbench run` marks interrupted ones FAILED and logs their records again)" if unfinished else "")
+    inputs = ReportInputs([], [], source=uri + note)
     for run in sorted(runs, key=lambda r: (r.data.tags.get("vlpbench.job", ""), r.info.start_time)):
         if run.data.tags["vlpbench.kind"] == "pretrain":
             pre = read_pretrain(_download(client, run, PRETRAIN_FILE, workdir, required=True))  # type: ignore[arg-type]

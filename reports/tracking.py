@@ -192,24 +192,62 @@ def _log_artifact_json(client: Any, run_id: str, name: str, payload: Any) -> Non
         client.log_artifact(run_id, str(p))
 
 
+class _Ledger:
+    """Which records of a folder are logged at a tracking URI (LEDGER beside them). A run is entered as pending
+    before it is filled and as done after set_terminated; a run still pending on the next call was interrupted
+    (a crash or kill while logging): it is marked FAILED, tagged, and the record is logged again."""
+
+    def __init__(self, path: Path, uri: str) -> None:
+        self.path = path
+        self.data: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+        self.mine: dict[str, Any] = self.data.setdefault(uri, {})
+
+    def done(self, key: str) -> str | None:
+        value = self.mine.get(key)
+        return value if isinstance(value, str) else None
+
+    def begin(self, client: Any, exp_id: str, key: str, tags: dict[str, str]) -> str:
+        stale = self.mine.get(key)
+        if isinstance(stale, dict) and stale.get("pending"):
+            _mark_interrupted(client, stale["pending"])
+        run_id = client.create_run(exp_id, tags=tags).info.run_id
+        self.mine[key] = {"pending": run_id}
+        atomic_write_json(self.path, self.data)
+        return run_id
+
+    def finish(self, client: Any, key: str, run_id: str) -> str:
+        client.set_terminated(run_id, "FINISHED")
+        self.mine[key] = run_id
+        atomic_write_json(self.path, self.data)
+        return run_id
+
+
+INTERRUPTED_TAG = "vlpbench.interrupted"
+
+
+def _mark_interrupted(client: Any, run_id: str) -> None:
+    try:
+        client.set_tag(run_id, INTERRUPTED_TAG, "logging was interrupted; the record was logged again as a new run")
+        client.set_terminated(run_id, "FAILED")
+    except Exception:  # noqa: BLE001 — the run may be gone (deleted by hand): nothing left to close
+        pass
+
+
 def log_job(job_dir: Path, suite_dir: Path, tracking_uri: str, experiment: str,
             artifact_root: Path | None = None) -> dict[str, str]:
     """Log a finished job folder; returns {'pretrain': run_id, '<benchmark>': run_id, ...}."""
     pre = read_pretrain(job_dir / PRETRAIN_FILE)
-    ledger_path = job_dir / LEDGER
-    ledger: dict[str, Any] = json.loads(ledger_path.read_text()) if ledger_path.is_file() else {}
-    mine = ledger.setdefault(tracking_uri, {})
+    ledger = _Ledger(job_dir / LEDGER, tracking_uri)
     client = mlflow_client(tracking_uri)
     exp_id = experiment_id(client, experiment, artifact_root)
     runs: dict[str, str] = {}
 
     pre_key = f"pretrain@{pre.created_utc}"
-    if pre_key in mine:
-        parent = mine[pre_key]
-    else:
+    parent = ledger.done(pre_key)
+    if parent is None:
         tags = {**_common_tags(pre, suite_dir), "vlpbench.kind": "pretrain", "mlflow.runName": pre.job,
                 "job_fingerprint": pre.job_fingerprint}
-        parent = client.create_run(exp_id, tags=tags).info.run_id
+        parent = ledger.begin(client, exp_id, pre_key, tags)
         summary = {f"pretrain/{k}": float(v) for k, v in pre.summary.items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool)}
         _log(client, parent, flatten(pre.config),
@@ -218,23 +256,19 @@ def log_job(job_dir: Path, suite_dir: Path, tracking_uri: str, experiment: str,
         client.log_artifact(parent, str(job_dir / pre.history_file))
         client.log_artifact(parent, str(job_dir / "model" / "model_config.json"))
         _log_artifact_json(client, parent, "config.json", pre.config)
-        client.set_terminated(parent, "FINISHED")
-        mine[pre_key] = parent
-        atomic_write_json(ledger_path, ledger)
+        ledger.finish(client, pre_key, parent)
     runs["pretrain"] = parent
 
     for results in sorted(job_dir.glob(f"eval/*/{RESULTS_FILE}")):
         ev = read_evaluation(results)
         key = f"{ev.benchmark}@{ev.created_utc}"
-        if key not in mine:
-            mine[key] = _log_evaluation_run(client, exp_id, results, ev, suite_dir, parent)
-            atomic_write_json(ledger_path, ledger)
-        runs[ev.benchmark] = mine[key]
+        runs[ev.benchmark] = ledger.done(key) or _log_evaluation_run(client, exp_id, results, ev, suite_dir, parent,
+                                                                     ledger, key)
     return runs
 
 
 def _log_evaluation_run(client: Any, exp_id: str, results: Path, ev: EvaluationRecord, suite_dir: Path,
-                        parent: str | None) -> str:
+                        parent: str | None, ledger: _Ledger, key: str) -> str:
     """One MLflow run for one evaluation record: tags (protocol, reproduction status), metrics, artifacts."""
     tags = {**_common_tags(ev, suite_dir), "vlpbench.kind": "evaluation", "vlpbench.benchmark": ev.benchmark,
             "mlflow.runName": f"{ev.job}/{ev.benchmark}",
@@ -242,15 +276,14 @@ def _log_evaluation_run(client: Any, exp_id: str, results: Path, ev: EvaluationR
             **{f"protocol.{k}": json.dumps(v) if not isinstance(v, str) else v for k, v in ev.protocol.items()}}
     if ev.reproduction is not None:
         tags.update({"vlpbench.claim": ev.reproduction["claim"], "vlpbench.reproduction": ev.reproduction["status"]})
-    run_id = client.create_run(exp_id, tags=tags).info.run_id
+    run_id = ledger.begin(client, exp_id, key, tags)
     _log(client, run_id, flatten(ev.config), [(k, v, 0) for k, v in ev.metrics.items()]
          + [(f"time/{k}", v, 0) for k, v in ev.timings.items()])
     client.log_artifact(run_id, str(results))
     if ev.ranks_file and (results.parent / ev.ranks_file).is_file():
         client.log_artifact(run_id, str(results.parent / ev.ranks_file))
     _log_artifact_json(client, run_id, "config.json", ev.config)
-    client.set_terminated(run_id, "FINISHED")
-    return run_id
+    return ledger.finish(client, key, run_id)
 
 
 def log_evaluation(results: Path, suite_dir: Path, tracking_uri: str, experiment: str,
@@ -258,13 +291,11 @@ def log_evaluation(results: Path, suite_dir: Path, tracking_uri: str, experiment
     """Log one evaluation record that has no pretraining job (`vlpbench eval` / `reproduce`); returns the run id.
     Logged once per record (a ledger beside it), so a re-run of the logging adds no duplicate."""
     ev = read_evaluation(results)
-    ledger_path = results.parent / LEDGER
-    ledger: dict[str, Any] = json.loads(ledger_path.read_text()) if ledger_path.is_file() else {}
-    mine = ledger.setdefault(tracking_uri, {})
+    ledger = _Ledger(results.parent / LEDGER, tracking_uri)
     key = f"{ev.benchmark}@{ev.created_utc}"
-    if key not in mine:
-        client = mlflow_client(tracking_uri)
-        mine[key] = _log_evaluation_run(client, experiment_id(client, experiment, artifact_root), results, ev,
-                                        suite_dir, None)
-        atomic_write_json(ledger_path, ledger)
-    return str(mine[key])
+    done = ledger.done(key)
+    if done is not None:
+        return done
+    client = mlflow_client(tracking_uri)
+    return _log_evaluation_run(client, experiment_id(client, experiment, artifact_root), results, ev, suite_dir,
+                               None, ledger, key)

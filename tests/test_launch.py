@@ -44,6 +44,9 @@ def test_local_executor_runs_tasks_logs_them_and_resubmits_a_failed_one_alone(
     flickr = make_flickr_albef(tmp_path / "flickr")
     good = (flickr / "flickr30k-images" / "101.jpg").read_bytes()
     (flickr / "flickr30k-images" / "101.jpg").write_bytes(b"\xff\xd8 not really a jpeg")   # found only on decode
+    # `vlpbench run` checks every evaluation image's header before submitting (tests/test_safety.py); switched off
+    # here so that the evaluation task itself fails, which is what this test re-submits
+    monkeypatch.setattr(cli, "check_image_header", lambda path: (1, 1))
     suite = copy.deepcopy(SUITE)
     suite["retrieval"] = {"datasets": [{"name": "flickr30k", "root": str(flickr)}]}
     path = _write(tmp_path, suite)

@@ -233,3 +233,41 @@ def test_shipped_budgets_checkpoint_without_changing_fingerprints() -> None:
     config = {"method": {"name": "clip"}, "train": {"steps": 250, "checkpoint_every": 0}, "retrieval": {}}
     assert job_fingerprint(config) == job_fingerprint({**config, "train": {"steps": 250, "checkpoint_every": 25}})
     assert job_fingerprint(config) != job_fingerprint({**config, "train": {"steps": 251, "checkpoint_every": 0}})
+
+
+def test_a_run_interrupted_while_logging_is_failed_relogged_and_left_out_of_reports(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from tests.report_fixtures import make_suite
+
+    suite_dir = make_suite(tmp_path)
+    job_dir = suite_dir / "jobs" / "clip-tiny-s0"
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    real = MlflowClient.log_artifact
+    calls = {"n": 0}
+
+    def crash_once(self, run_id, local_path, artifact_path=None):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 4:             # the pretrain run's artifacts went through; the evaluation's crashes
+            raise KeyboardInterrupt("killed while logging")
+        return real(self, run_id, local_path, artifact_path)
+
+    monkeypatch.setattr(MlflowClient, "log_artifact", crash_once)
+    with pytest.raises(KeyboardInterrupt):
+        tracking.log_job(job_dir, suite_dir, uri, "vlpbench-fixture")
+    client = tracking.mlflow_client(uri)
+    stuck = [r for r in client.search_runs([client.get_experiment_by_name("vlpbench-fixture").experiment_id])
+             if r.info.status == "RUNNING"]
+    assert len(stuck) == 1
+    inputs = sources.from_mlflow(uri, tmp_path / "dl", experiment="vlpbench-fixture")
+    assert len(inputs.evaluations) == 0 and "1 run(s) left out: not FINISHED" in inputs.source
+
+    monkeypatch.setattr(MlflowClient, "log_artifact", real)
+    runs = tracking.log_job(job_dir, suite_dir, uri, "vlpbench-fixture")            # the next run's logging
+    old = client.get_run(stuck[0].info.run_id)
+    assert old.info.status == "FAILED" and tracking.INTERRUPTED_TAG in old.data.tags
+    assert client.get_run(runs["zeroshot_retrieval"]).info.status == "FINISHED"
+    assert tracking.log_job(job_dir, suite_dir, uri, "vlpbench-fixture") == runs     # idempotent after that
+    inputs = sources.from_mlflow(uri, tmp_path / "dl2", experiment="vlpbench-fixture")
+    assert sorted(e.benchmark for e in inputs.evaluations) == ["latency", "zeroshot_retrieval"]
