@@ -271,3 +271,29 @@ def test_a_run_interrupted_while_logging_is_failed_relogged_and_left_out_of_repo
     assert tracking.log_job(job_dir, suite_dir, uri, "vlpbench-fixture") == runs     # idempotent after that
     inputs = sources.from_mlflow(uri, tmp_path / "dl2", experiment="vlpbench-fixture")
     assert sorted(e.benchmark for e in inputs.evaluations) == ["latency", "zeroshot_retrieval"]
+
+
+def test_a_webdataset_shard_cut_at_a_member_boundary_is_refused(tmp_path: Path) -> None:
+    import io
+    import tarfile
+
+    from PIL import Image
+
+    from benchmarks.data.corpora import index_shard, write_shard
+
+    def jpeg(v: int) -> bytes:
+        buf = io.BytesIO()
+        Image.fromarray(np.full((8, 8, 3), v, dtype=np.uint8)).save(buf, "JPEG")
+        return buf.getvalue()
+
+    shard = tmp_path / "00000.tar"
+    write_shard(shard, [(f"s{i:03d}", jpeg(i), f"caption {i}") for i in range(8)])
+    members, texts = index_shard(shard)
+    assert len(members) == len(texts) == 8
+    with tarfile.open(shard) as tar:                          # the offset where sample 6 begins: a member boundary
+        cut = next(m.offset for m in tar.getmembers() if m.name.startswith("s006"))
+    shard.write_bytes(shard.read_bytes()[:cut])
+    with tarfile.open(shard) as tar:                          # Python's tarfile reads it as a shorter, valid tar
+        assert len(tar.getmembers()) == 12
+    with pytest.raises(DatasetError, match="without tar's end-of-archive marker: it was cut"):
+        index_shard(shard)

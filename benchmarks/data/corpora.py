@@ -154,9 +154,11 @@ def index_shard(shard: Path) -> tuple[list[TarMember], list[str]]:
     """(image members, captions) of one shard, one per sample, in shard order."""
     samples: dict[str, dict[str, tarfile.TarInfo]] = {}
     captions: dict[str, str] = {}
+    end, last = 0, None
     try:
         with tarfile.open(shard, "r:") as tar:
             for info in tar:
+                end, last = info.offset_data + -(-info.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE, info.name
                 if not info.isfile():
                     continue
                 key, ext = _sample_key(info.name)
@@ -167,6 +169,7 @@ def index_shard(shard: Path) -> tuple[list[TarMember], list[str]]:
     except (tarfile.TarError, EOFError, OSError) as err:
         raise DatasetError(f"{shard}: not a readable tar shard ({err}); the file is truncated or not a tar — "
                            "re-create or re-download it") from None
+    _check_end_of_archive(shard, end, last)
     members, texts = [], []
     for key, files in samples.items():
         image = next((files[e] for e in IMAGE_EXTENSIONS if e in files), None)
@@ -178,6 +181,18 @@ def index_shard(shard: Path) -> tuple[list[TarMember], list[str]]:
         members.append(TarMember(shard, image.offset_data, image.size, image.name))
         texts.append(captions[key])
     return members, texts
+
+
+def _check_end_of_archive(shard: Path, end: int, last: str | None) -> None:
+    """A tar ends with two zero blocks after its last member; a shard cut at a member boundary (a partial copy or
+    download) reads as a shorter valid tar without them, so its missing samples would go unnoticed."""
+    with shard.open("rb") as f:
+        f.seek(end)
+        tail = f.read(2 * tarfile.BLOCKSIZE)
+    if len(tail) < 2 * tarfile.BLOCKSIZE or tail.strip(b"\0"):
+        after = f"after member {last!r}" if last else "at its start"
+        raise DatasetError(f"{shard}: the shard ends {after} without tar's end-of-archive marker: it was cut (a "
+                           "partial copy or download), so samples are missing; copy or download it again")
 
 
 def _format_of(path: Path) -> str:
