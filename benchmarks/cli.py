@@ -52,13 +52,13 @@ from methods.tokenizer import TokenizerError  # noqa: E402
 from methods.towers import WeightsError  # noqa: E402
 from reports import sources, tracking  # noqa: E402
 from reports.screenshot import ScreenshotError  # noqa: E402
-from reports.store import atomic_write_text  # noqa: E402
+from reports.store import RecordNotSaved, atomic_write_text  # noqa: E402
 from slurm import get_executor  # noqa: E402
 from slurm.profiles import ProfileError  # noqa: E402
 
 USER_ERRORS = (ConfigError, DatasetError, CheckpointError, TokenizerError, WeightsError, FileNotFoundError,
                ProfileError, sources.SelectionError, ScreenshotError, MissingPretraining, FolderBusy,
-               tracking.TrackingError)
+               tracking.TrackingError, RecordNotSaved)
 
 
 def _parse_sets(items: list[str]) -> dict[str, Any]:

@@ -136,8 +136,24 @@ class EvaluationRecord(_Record):
     reproduction: dict[str, Any] | None = None
 
 
+class RecordNotSaved(OSError):
+    """A record could not be written where it belongs; the message says where it was kept instead."""
+
+
 def write_record(path: Path, record: _Record) -> Path:
-    return atomic_write_json(path, record.model_dump(mode="json"))
+    """Write a record atomically. When its folder cannot be written (read-only, full), the record — an evaluation
+    that may have taken hours — is kept in the temporary folder and RecordNotSaved says where and what to do."""
+    payload = record.model_dump(mode="json")
+    try:
+        return atomic_write_json(path, payload)
+    except OSError as err:
+        import hashlib
+
+        spare = Path(tempfile.gettempdir()) / "vlpbench-unsaved" / hashlib.sha256(str(path).encode()).hexdigest()[:12]
+        kept = atomic_write_json(spare / path.name, {"intended_path": str(path), **payload})
+        raise RecordNotSaved(f"cannot write {path} ({err.strerror or err}); the record was kept in {kept} "
+                             f"(with its intended path): make {path.parent} writable, move it there without the "
+                             "'intended_path' field, and run the command again to log it") from None
 
 
 def read_evaluation(path: Path) -> EvaluationRecord:

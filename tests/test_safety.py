@@ -297,3 +297,27 @@ def test_a_webdataset_shard_cut_at_a_member_boundary_is_refused(tmp_path: Path) 
         assert len(tar.getmembers()) == 12
     with pytest.raises(DatasetError, match="without tar's end-of-archive marker: it was cut"):
         index_shard(shard)
+
+
+def test_a_record_that_cannot_be_written_is_kept_and_the_error_says_where(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from reports import store
+    from tests.report_fixtures import make_suite
+
+    rec = store.read_evaluation(make_suite(tmp_path) / "jobs" / "clip-tiny-s0" / "eval" / "zeroshot_retrieval" /
+                                "results.json")
+    target = tmp_path / "readonly" / "eval" / "results.json"
+    real = store.atomic_write_json
+
+    def refuse(path: Path, payload: object) -> Path:      # root ignores chmod, so the refusal is simulated
+        if tmp_path / "readonly" in path.parents:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path, payload)
+
+    monkeypatch.setattr(store, "atomic_write_json", refuse)
+    monkeypatch.setattr(store.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
+    with pytest.raises(store.RecordNotSaved, match="Permission denied.*kept in") as err:
+        store.write_record(target, rec)
+    kept = Path(str(err.value).split("kept in ")[1].split(" (with")[0])
+    saved = json.loads(kept.read_text())
+    assert saved["intended_path"] == str(target) and saved["metrics"] == rec.metrics
