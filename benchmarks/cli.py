@@ -145,8 +145,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     uri = tracking.resolve_tracking_uri(args.tracking_uri or suite.tracking_uri, output)
     artifact_root = output / "mlartifacts" if tracking.is_embedded(uri) else None
     jobs = expand_jobs(suite)
-    if suite.dataset.corpus is not None:  # a wrong root fails now, not after hours of pretraining
-        open_corpus(suite.dataset.corpus)
+    if suite.dataset.corpus is not None:  # a wrong root or a broken image fails now, not after hours of pretraining
+        images = open_corpus(suite.dataset.corpus).images
+        for path in dict.fromkeys(getattr(images, "paths", [])):   # image files (CSV/JSONL corpora): headers
+            check_image_header(path)
     for real in suite.retrieval.datasets:   # every image present and readable (headers) before any training
         source = open_dataset(real.name, real.root, real.options)
         for item in source.items(real.split):

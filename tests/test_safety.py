@@ -321,3 +321,22 @@ def test_a_record_that_cannot_be_written_is_kept_and_the_error_says_where(tmp_pa
     kept = Path(str(err.value).split("kept in ")[1].split(" (with")[0])
     saved = json.loads(kept.read_text())
     assert saved["intended_path"] == str(target) and saved["metrics"] == rec.metrics
+
+
+def test_a_broken_image_of_a_csv_corpus_stops_the_run_before_training(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from PIL import Image
+
+    root = tmp_path / "corpus"
+    (root / "img").mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(np.full((8, 8, 3), 40 * i, dtype=np.uint8)).save(root / "img" / f"{i}.jpg")
+    (root / "img" / "2.jpg").write_bytes((root / "img" / "2.jpg").read_bytes()[:-10])      # truncated
+    (root / "pairs.csv").write_text("filepath,title\n" + "".join(f"img/{i}.jpg,caption {i}\n" for i in range(3)))
+    corpus = {"name": "mini", "root": str(root), "layout": {"files": ["pairs.csv"], "image_key": "filepath",
+                                                          "caption_key": "title"}}
+    assert main(["run", "--set", "methods=[clip]", "--set", f"dataset={json.dumps({'corpus': corpus})}",
+                 "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "2.jpg: " in err and ("truncated JPEG" in err or "Truncated File Read" in err)
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").rglob("pretrain.json"))
