@@ -340,3 +340,34 @@ def test_a_broken_image_of_a_csv_corpus_stops_the_run_before_training(tmp_path: 
     err = capsys.readouterr().err
     assert "2.jpg: " in err and ("truncated JPEG" in err or "Truncated File Read" in err)
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").rglob("pretrain.json"))
+
+
+def test_a_broken_image_of_an_evaluation_set_stops_the_run_before_training(tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    root = make_flickr_albef(tmp_path / "flickr")
+    (root / "flickr30k-images" / "101.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    sets = json.dumps({"datasets": [{"name": "flickr30k", "root": str(root)}]})
+    assert main(["run", "--set", "methods=[clip]", "--set", f"retrieval={sets}", "--output", str(tmp_path / "o")]) == 2
+    assert "101.jpg: not a readable image" in capsys.readouterr().err
+    assert not list((tmp_path / "o").rglob("pretrain.json"))
+
+
+def test_a_killed_dataset_build_is_cleaned_up_on_the_next_start(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from benchmarks.data.builtin import build
+
+    target = tmp_path / "builtin" / "abc"
+    leftover = tmp_path / "builtin" / "abc.tmp-killed"
+    leftover.mkdir(parents=True)
+
+    def generate(cfg: object, folder: Path) -> None:
+        (folder / "manifest.json").write_text("{}")
+
+    monkeypatch.setattr(build, "generate", generate)
+    old = os.umask(0o022)
+    try:
+        assert build._generate_into(None, target) == target     # type: ignore[arg-type]
+    finally:
+        os.umask(old)
+    assert not leftover.exists() and (target / "manifest.json").is_file()
+    assert stat.S_IMODE(target.stat().st_mode) == 0o755
