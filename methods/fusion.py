@@ -24,6 +24,16 @@ def additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return (1.0 - mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
 
 
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype attention's queries and keys have for input x: the autocast dtype while autocast is on for x's
+    device (linear layers cast to it, whatever x is), else x's own. An additive mask must match it: a float32 mask
+    beside bf16 queries keeps scaled_dot_product_attention off its fused kernels."""
+    kind = x.device.type
+    if torch.is_autocast_enabled(kind):
+        return torch.get_autocast_dtype(kind)
+    return x.dtype
+
+
 class FusionLayer(nn.Module):
     def __init__(self, config: BertConfig, layer_idx: int) -> None:
         super().__init__()
@@ -49,9 +59,10 @@ class FusionEncoder(nn.Module):
 
     def forward(self, text_embeds: torch.Tensor, text_mask: torch.Tensor, image_embeds: torch.Tensor,
                 image_mask: torch.Tensor | None = None) -> torch.Tensor:
-        t_mask = additive_mask(text_mask, text_embeds.dtype)
+        dtype = compute_dtype(text_embeds)   # the queries' dtype (bf16 under autocast), not the residual stream's
+        t_mask = additive_mask(text_mask, dtype)
         # Image tokens are never padded (ALBEF's image_atts are all ones): no mask, a faster kernel.
-        i_mask = None if image_mask is None else additive_mask(image_mask, text_embeds.dtype)
+        i_mask = None if image_mask is None else additive_mask(image_mask, dtype)
         h = text_embeds
         for layer in self.layers:
             h = layer(h, t_mask, image_embeds, i_mask)
