@@ -57,6 +57,8 @@ class EvalProtocol(StrictModel):
     batch_size: int | None = Field(None, gt=0, description="Encoding batch (does not change results); None = 256 on "
                                                             "CUDA, 32 on CPU (measured: a 1K-image ViT-B/16 "
                                                             "evaluation took 300 s at 256, 222 s at 32 on 2 cores)")
+    workers: int = Field(0, ge=0, description="Processes decoding image batches ahead of the model (results "
+                                              "unchanged).")
     check_counts: bool = Field(True, description="Refuse a Flickr30K/COCO test split whose image/caption "
                                                  "counts are not the standard ones.")
 
@@ -125,7 +127,7 @@ def retrieval_protocol(model: VLPModel, proto: EvalProtocol, dataset: str, batch
         if k is None:
             raise ConfigError(f"scoring {scoring!r} needs --protocol rerank_k=K (k_test: 128 Flickr30K, 256 COCO)")
     return RetrievalProtocol(scoring=scoring, rerank_k=k, tie_policy=proto.tie_policy, prompt=proto.prompt,
-                             batch_size=proto.batch_size or batch_size)
+                             batch_size=proto.batch_size or batch_size, workers=proto.workers)
 
 
 def open_split(dataset: str, root: Path | None, split: str, model: VLPModel) -> tuple[RetrievalSplit, dict[str, Any]]:

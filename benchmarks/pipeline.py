@@ -294,6 +294,7 @@ def _train(job: Job, job_dir: Path, model: VLPModel, corpus: PairCorpus, config:
     tcfg = TrainConfig(steps=budget.steps, batch_size=budget.batch_size, seed=job.seed,
                        precision=suite.precision, device=suite.device, log_every=budget.log_every,
                        checkpoint_every=budget.checkpoint_every, compile=suite.compile,
+                       data_workers=suite.data_workers,
                        recipe=train_recipe(job.method, job.size, job.recipe_overrides))
     rank, size = world()
     data = PretrainBatches(corpus, model, tcfg.batch_size, job.seed, shard=(rank, size))

@@ -207,7 +207,7 @@ def _finetune(job: Job, job_dir: Path, dataset: BuiltinDataset, pre: PretrainRec
     data = PretrainBatches(corpus, model, budget.batch_size, job.seed, fields=model.finetune_fields)
     tcfg = TrainConfig(steps=budget.steps, batch_size=budget.batch_size, seed=job.seed, precision=suite.precision,
                        device=suite.device, log_every=budget.log_every, checkpoint_every=budget.checkpoint_every,
-                       recipe=recipe, compile=suite.compile)
+                       recipe=recipe, compile=suite.compile, data_workers=suite.data_workers)
     with torch.enable_grad():
         summary = Trainer(model, data, tcfg, ft_dir, progress=False, job_fingerprint=fp, stage="finetune").fit()
     lineage = [*lineage, {"stage": "finetune", "dataset": corpus.ref.to_json(), "steps": summary.steps,

@@ -37,9 +37,16 @@ class PretrainBatch:
     extras: dict[str, Any] = field(default_factory=dict)  # method-specific inputs (see data_fields)
 
     def to(self, device: torch.device | str) -> "PretrainBatch":
-        moved = {k: v.to(device) if hasattr(v, "to") else v for k, v in self.extras.items()}
-        return PretrainBatch(self.images.to(device, non_blocking=True), self.text.to(device),
-                             self.index.to(device), moved)
+        """On the device; copies from pinned memory (`pin_memory`) overlap with compute (non_blocking)."""
+        moved = {k: v.to(device, non_blocking=True) if isinstance(v, (torch.Tensor, TokenBatch)) else
+                 v.to(device) if hasattr(v, "to") else v for k, v in self.extras.items()}
+        return PretrainBatch(self.images.to(device, non_blocking=True), self.text.to(device, non_blocking=True),
+                             self.index.to(device, non_blocking=True), moved)
+
+    def pin_memory(self) -> "PretrainBatch":
+        """Page-locked copies (the DataLoader's pin_memory calls this), so `to(cuda)` can be asynchronous."""
+        pinned = {k: v.pin_memory() if hasattr(v, "pin_memory") else v for k, v in self.extras.items()}
+        return PretrainBatch(self.images.pin_memory(), self.text.pin_memory(), self.index.pin_memory(), pinned)
 
 
 @dataclass(frozen=True)

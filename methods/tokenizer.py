@@ -52,8 +52,12 @@ class TokenBatch:
     input_ids: torch.Tensor       # (B, L) int64, right-padded with pad_id
     attention_mask: torch.Tensor  # (B, L) int64, 1 = real token
 
-    def to(self, device: torch.device | str) -> "TokenBatch":
-        return TokenBatch(self.input_ids.to(device), self.attention_mask.to(device))
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> "TokenBatch":
+        return TokenBatch(self.input_ids.to(device, non_blocking=non_blocking),
+                          self.attention_mask.to(device, non_blocking=non_blocking))
+
+    def pin_memory(self) -> "TokenBatch":
+        return TokenBatch(self.input_ids.pin_memory(), self.attention_mask.pin_memory())
 
     def __getitem__(self, idx: torch.Tensor | slice) -> "TokenBatch":
         return TokenBatch(self.input_ids[idx], self.attention_mask[idx])

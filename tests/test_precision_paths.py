@@ -65,3 +65,12 @@ def test_ranking_scores_are_float32_under_bf16_autocast(tokenizer: TextTokenizer
     evaluate_image_text(model, split, RetrievalProtocol(scoring="itm", rerank_k=4), cpu, "bf16")
     assert dtypes == {"itc": {torch.float32}, "rerank": {torch.float32}}
     # (the ITM head itself scores in float32 under autocast: tests/test_tcl.py)
+
+
+def test_image_workers_give_the_same_evaluation(micro_clip, small_world: BuiltinDataset) -> None:  # type: ignore[no-untyped-def]
+    split = small_world.retrieval_split("test")
+    cpu = torch.device("cpu")
+    inline = evaluate_image_text(micro_clip, split, RetrievalProtocol(batch_size=64), cpu, "fp32")
+    ahead = evaluate_image_text(micro_clip, split, RetrievalProtocol(batch_size=64, workers=2), cpu, "fp32")
+    assert inline.metrics == ahead.metrics
+    assert (inline.i2t_ranks == ahead.i2t_ranks).all() and (inline.t2i_ranks == ahead.t2i_ranks).all()

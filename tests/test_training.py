@@ -188,3 +188,33 @@ def test_compiled_towers_train_like_eager_and_leave_the_model_eager(small_world:
     with compiled_towers(eager) as n:       # what fit runs inside with compile on: each tower's forward compiled
         assert n == 2 and all(vars(m)["forward"] is not type(m).forward for m in eager_towers)
     assert all("forward" not in vars(m) for m in eager_towers)
+
+
+def test_batch_workers_change_nothing_but_where_batches_are_made(small_world: BuiltinDataset,
+                                                                 tokenizer: TextTokenizer, tmp_path: Path) -> None:
+    """The same weights (bit for bit) whether batches are built in the training process or by 2 workers ahead of
+    it, across an epoch boundary and after a resume; pinned batches hold the same values."""
+    inline, _ = _train(small_world, tokenizer, tmp_path / "inline", steps=20)
+    workers, trainer = _train(small_world, tokenizer, tmp_path / "workers", steps=20, data_workers=2,
+                              checkpoint_every=7, keep_checkpoints=5)
+    assert _same_weights(inline, workers)
+    for step, path in list_checkpoints(trainer.ckpt_dir):
+        if step != 7:
+            path.unlink()
+    resumed, _ = _train(small_world, tokenizer, tmp_path / "workers", steps=20, resume="latest", init_seed=9,
+                        data_workers=2, checkpoint_every=7, keep_checkpoints=5)
+    assert _same_weights(inline, resumed)
+    cfg_a = TrainConfig(steps=1, batch_size=8, recipe=train_recipe("clip", "tiny"))
+    assert cfg_a.fingerprint() == cfg_a.model_copy(update={"data_workers": 4}).fingerprint()
+
+
+def test_prefetched_keeps_the_order_with_workers() -> None:
+    from benchmarks.prefetch import prefetched
+    from methods.tokenizer import TokenBatch
+
+    def make(i: int) -> TokenBatch:
+        return TokenBatch(torch.full((2, 3), i), torch.ones(2, 3, dtype=torch.long))
+
+    inline = [b.input_ids[0, 0].item() for b in prefetched(make, list(range(7)))]
+    ahead = [b.input_ids[0, 0].item() for b in prefetched(make, list(range(7)), workers=2)]
+    assert inline == ahead == list(range(7))

@@ -28,6 +28,7 @@ from pydantic import Field, model_validator
 
 from benchmarks.data.types import ImageSource, RetrievalSplit
 from benchmarks.evaluation.metrics import PairedRanks, TiePolicy, chunked_ranks, image_text_metrics
+from benchmarks.prefetch import prefetched
 from benchmarks.runtime import autocast, eval_mode
 from methods import VLPModel
 from methods.config import StrictModel
@@ -46,6 +47,9 @@ class RetrievalProtocol(StrictModel):
     text_tile: int = Field(1024, gt=0, description="Captions per score tile of the one-pass ITC ranking: "
                                                    "`chunk` images x `text_tile` captions (does not change results).")
     rerank_batch: int = Field(512, gt=0, description="Cross-encoder pairs per forward (does not change results).")
+    workers: int = Field(0, ge=0, description="Processes decoding and preprocessing image batches ahead of the "
+                                              "model (benchmarks/prefetch.py; does not change results).")
+    omit_when_default = frozenset({"workers"})
 
     @model_validator(mode="after")
     def _k_for_rerank(self) -> "RetrievalProtocol":
@@ -95,13 +99,16 @@ def gather_blocks(parts: list[torch.Tensor], device: torch.device) -> torch.Tens
 
 @torch.inference_mode()
 def encode_images(model: VLPModel, images: ImageSource, batch_size: int, device: torch.device,
-                  precision: str) -> torch.Tensor:
+                  precision: str, workers: int = 0) -> torch.Tensor:
+    """Embeddings of every image (this process's block of batches, gathered); `workers` processes decode and
+    preprocess batches ahead, pinned for CUDA."""
+    def batch(start: int) -> torch.Tensor:
+        return model.preprocess.eval(images.get(np.arange(start, min(start + batch_size, len(images)))))
+
     out = []
-    for start in my_batches(len(images), batch_size):
-        idx = np.arange(start, min(start + batch_size, len(images)))
-        x = model.preprocess.eval(images.get(idx)).to(device, non_blocking=True)
+    for x in prefetched(batch, my_batches(len(images), batch_size), workers, pin=device.type == "cuda"):
         with autocast(device, precision):
-            out.append(model.encode_image(x).float())
+            out.append(model.encode_image(x.to(device, non_blocking=True)).float())
     return gather_blocks(out, device)
 
 
@@ -225,7 +232,7 @@ def evaluate_image_text(model: VLPModel, split: RetrievalSplit, protocol: Retrie
     timings: dict[str, float] = {}
     with eval_mode(model):
         t0 = time.perf_counter()
-        img = encode_images(model, split.images, protocol.batch_size, device, precision)
+        img = encode_images(model, split.images, protocol.batch_size, device, precision, protocol.workers)
         timings["encode_images_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         txt = encode_texts(model, texts, protocol.batch_size, device, precision)

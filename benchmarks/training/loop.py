@@ -36,6 +36,7 @@ from benchmarks.runtime import (Precision, autocast, make_deterministic, resolve
                                 rng_state, seed_everything, set_rng_state)
 from benchmarks.training import preemption
 from benchmarks.training.batches import PretrainBatches
+from benchmarks.prefetch import prefetched
 from benchmarks.training.checkpoint import CheckpointError, load_checkpoint, resolve_resume, save_checkpoint
 from benchmarks.training.schedule import warmup_cosine, warmup_steps_for
 from methods import StepContext, TrainRecipe, VLPModel
@@ -56,10 +57,13 @@ class TrainConfig(StrictModel):
     recipe: TrainRecipe
     compile: bool = Field(False, description="torch.compile the vision and text towers (methods.towers."
                                              "compiled_towers): see Suite.compile.")
+    data_workers: int = Field(0, ge=0, description="Processes building batches ahead (benchmarks/prefetch.py); "
+                                                   "the batches are the same with any number.")
 
     def fingerprint(self) -> str:
-        # (compile off is left out, so that configurations from before the option keep their fingerprints)
-        dump = self.model_dump(mode="json", exclude=None if self.compile else {"compile"})
+        # (compile off is left out, so that configurations from before the option keep their fingerprints; the
+        # worker count does not change a batch)
+        dump = self.model_dump(mode="json", exclude={"data_workers"} | (set() if self.compile else {"compile"}))
         return hashlib.sha256(json.dumps(dump, sort_keys=True).encode()).hexdigest()
 
 
@@ -313,10 +317,12 @@ class Trainer:
         bar = tqdm(total=cfg.steps, initial=self.step, disable=None if self.progress and self.rank == 0 else True,
                    desc=self.stage, dynamic_ncols=True, leave=False)
         with (self.history_path.open("a", encoding="utf-8") if self.rank == 0 else open(os.devnull, "w")) as history:
+            batches = prefetched(lambda step: self.data.batch(*divmod(step, spe)), list(range(self.step, cfg.steps)),
+                                 cfg.data_workers, pin=self.device.type == "cuda")
             while self.step < cfg.steps:
                 epoch, in_epoch = divmod(self.step, spe)
                 ctx = StepContext(step=self.step, total_steps=cfg.steps, steps_per_epoch=spe, epoch=epoch)
-                batch = self.data.batch(epoch, in_epoch).to(self.device)
+                batch = next(batches).to(self.device)
                 with autocast(self.device, self.precision):
                     out = (self.model.pretrain_step if self.stage == "pretrain" else self.model.finetune_step)(batch, ctx)
                 finite = torch.isfinite(out.total.detach()).to(torch.float64).reshape(1)
