@@ -343,19 +343,29 @@ def cmd_perf(args: argparse.Namespace) -> int:
     methods = args.methods.split(",") if args.methods else None
     out: dict[str, Any] = {"environment": fingerprint(), "sections": {}}
 
-    def peak() -> float | None:   # the train section's MFU is against the machine section's fp32 peak
-        return out["sections"].get("machine", {}).get("fp32", {}).get("peak_flops_per_s")
+    def peak() -> float | None:
+        """The train section's MFU is against the machine section's peak in the precision training runs in (the
+        device's own bf16 peak under bf16 autocast, fp32 otherwise)."""
+        from benchmarks.runtime import resolve_device, resolve_precision
 
+        precision = resolve_precision(suite.precision, resolve_device(suite.device))
+        key = "bf16" if precision == "bf16" else "fp32"
+        return out["sections"].get("machine", {}).get(key, {}).get("peak_flops_per_s")
+
+    size = args.size
+    suite = load_suite(None, {"precision": args.precision} if args.precision else None)
     sections = {
         "machine": lambda: machine.run(),
-        "train": lambda: train_step.run(methods, steps=args.steps, peak_flops=peak()),
-        "profile": lambda: profile.run(methods),
-        "compile": lambda: train_step.run_compile(methods, steps=args.steps,
+        "train": lambda: train_step.run(methods, size=size, steps=args.steps, peak_flops=peak(), suite=suite,
+                                        batch_size=args.batch_size),
+        "profile": lambda: profile.run(methods, size=size, suite=suite),
+        "compile": lambda: train_step.run_compile(methods, size=size, steps=args.steps, suite=suite,
                                                   eager=out["sections"].get("train", {}).get("methods")),
-        "open_clip": lambda: open_clip_compare.run(repeats=args.repeats),
+        "open_clip": lambda: open_clip_compare.run(repeats=args.repeats, size=size, suite=suite,
+                                                   batch_size=args.batch_size or 256),
         "metrics": lambda: metrics_scale.run(n_images=args.n_images, repeats=args.repeats),
-        "rerank": lambda: rerank.run(repeats=args.repeats),
-        "overhead": lambda: overhead.run(methods, repeats=args.repeats),
+        "rerank": lambda: rerank.run(size=size, repeats=args.repeats, suite=suite),
+        "overhead": lambda: overhead.run(methods, size=size, repeats=args.repeats, suite=suite),
     }
     # compile is opt-in (--only ...,compile): it compiles every method's towers, ~10 min on a 2-core CPU
     chosen = args.only.split(",") if args.only else [s for s in sections if s != "compile"]
@@ -386,6 +396,8 @@ def _perf_headline(name: str, result: dict[str, Any]) -> dict[str, Any]:
     if name == "profile":
         return {m: {g: round(v, 3) for g, v in r["share_of_aten_self"].items()}
                 for m, r in result.get("methods", {}).items()} or result
+    if "skipped" in result:
+        return {"skipped": result["skipped"]}
     if name == "open_clip":
         return {k: round(result[k]["ratio_open_clip_over_ours"], 3) for k in ("train_step", "encode_image",
                                                                               "encode_text")}
@@ -723,6 +735,14 @@ def build_parser() -> argparse.ArgumentParser:
                                      "overhead (evaluation vs forward)")
     perf.add_argument("--methods", help="train/profile/overhead: comma-separated methods (default: train and profile "
                                         "every method of the default suite, overhead clip)")
+    perf.add_argument("--size", default="tiny", choices=SIZES, help="model size of the train, profile, compile, "
+                                                                    "open_clip, rerank and overhead sections (base: "
+                                                                    "measured on a GPU only)")
+    perf.add_argument("--batch-size", type=int, help="train and open_clip: the batch (default: the budget's; "
+                                                     "open_clip 256)")
+    perf.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"),
+                      help="autocast of the train, profile, open_clip, rerank and overhead sections (default: the "
+                           "suite's, bf16 on CUDA)")
     perf.add_argument("--steps", type=int, default=6, help="train: timed steps per method (after 2 warm-up)")
     perf.add_argument("--n-images", type=int, default=5000, help="metrics: images (5 captions each); COCO 5K test")
     perf.add_argument("--repeats", type=int, default=3, help="alternated repetitions per side")

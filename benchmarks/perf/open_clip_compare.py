@@ -25,7 +25,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from benchmarks.evaluation.latency import _sync
 from benchmarks.perf.context import open_context
+from benchmarks.runtime import autocast
 from benchmarks.suite import Suite
 from methods import PretrainBatch, StepContext
 
@@ -47,11 +49,16 @@ def open_clip_twin(model: Any) -> nn.Module:
                     quick_gelu=cfg.vision.activation == "quick_gelu")
 
 
-def _median_time(fn: Callable[[], Any], calls: int) -> float:
+def _median_time(fn: Callable[[], Any], calls: int, device: torch.device | None = None) -> float:
+    """Median wall time of fn over `calls` calls; on CUDA each call is synchronised, so the time is the GPU's."""
     times = []
     for _ in range(calls):
+        if device is not None:
+            _sync(device)
         t0 = time.perf_counter()
         fn()
+        if device is not None:
+            _sync(device)
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
@@ -61,31 +68,38 @@ def run(batch_size: int = 256, steps: int = 3, repeats: int = 3, size: str = "ti
     import open_clip
 
     ctx = open_context(suite)
+    device, precision = ctx.device, ctx.precision
+    if size != "tiny" and device.type != "cuda":
+        return {"size": size, "skipped": f"{size} is compared on a GPU; this device is {device.type}"}
     ours = ctx.model("clip", size).cpu()
     theirs = open_clip_twin(ours)
+    ours, theirs = ours.to(device), theirs.to(device)
     n_ours, n_theirs = (sum(p.numel() for p in m.parameters()) for m in (ours, theirs))
     if abs(n_ours / n_theirs - 1) > 0.01:
         raise AssertionError(f"not the same architecture: {n_ours:,} parameters (ours) vs {n_theirs:,} (open_clip)")
     res = ours.config.vision.image_size
-    images = torch.randn(batch_size, 3, res, res, generator=torch.Generator().manual_seed(0))
+    images = torch.randn(batch_size, 3, res, res, generator=torch.Generator().manual_seed(0)).to(device)
     captions = list(ctx.dataset.retrieval_split("train").texts)[:batch_size]
-    tokens = ours.tokenize(captions)                     # padded to the context length, [SEP] kept
-    batch = PretrainBatch(images=images, text=tokens, index=torch.arange(batch_size))
+    tokens = ours.tokenize(captions).to(device)         # padded to the context length, [SEP] kept
+    batch = PretrainBatch(images=images, text=tokens, index=torch.arange(batch_size, device=device))
     ctx = StepContext(step=0, total_steps=1, steps_per_epoch=1, epoch=0)
     loss_fn = open_clip.ClipLoss()
     opt_ours = torch.optim.AdamW(ours.parameters(), lr=1e-4)
     opt_theirs = torch.optim.AdamW(theirs.parameters(), lr=1e-4)
 
     def step_ours() -> None:
-        out = ours.pretrain_step(batch, ctx)
+        with autocast(device, precision):                 # both sides under the same autocast
+            out = ours.pretrain_step(batch, ctx)
         out.total.backward()
         opt_ours.step()
         opt_ours.zero_grad(set_to_none=True)
         ours.after_optimizer_step(ctx)
 
     def step_theirs() -> None:
-        img, txt, scale = theirs(images, tokens.input_ids)
-        loss_fn(img, txt, scale).backward()
+        with autocast(device, precision):
+            img, txt, scale = theirs(images, tokens.input_ids)
+            loss = loss_fn(img, txt, scale)
+        loss.backward()
         opt_theirs.step()
         opt_theirs.zero_grad(set_to_none=True)
         with torch.no_grad():
@@ -97,8 +111,8 @@ def run(batch_size: int = 256, steps: int = 3, repeats: int = 3, size: str = "ti
     step_theirs()
     train: dict[str, list[float]] = {"ours": [], "open_clip": []}
     for _ in range(repeats):
-        train["ours"].append(_median_time(step_ours, steps))
-        train["open_clip"].append(_median_time(step_theirs, steps))
+        train["ours"].append(_median_time(step_ours, steps, device))
+        train["open_clip"].append(_median_time(step_theirs, steps, device))
     ours.eval()
     theirs.eval()
     enc: dict[str, dict[str, list[float]]] = {k: {"ours": [], "open_clip": []} for k in ("image", "text")}
@@ -112,10 +126,12 @@ def run(batch_size: int = 256, steps: int = 3, repeats: int = 3, size: str = "ti
         for _ in range(repeats):
             for kind in fns:
                 for side, fn in fns[kind].items():
-                    enc[kind][side].append(_median_time(fn, steps))
+                    with autocast(device, precision):
+                        enc[kind][side].append(_median_time(fn, steps, device))
     out: dict[str, Any] = {"open_clip_version": open_clip.__version__, "size": size, "batch_size": batch_size,
                            "text_length": int(tokens.input_ids.shape[1]), "threads": torch.get_num_threads(),
                            "params": {"ours": n_ours, "open_clip": n_theirs}, "steps_per_repeat": steps,
+                           "device": str(device), "precision": precision,
                            "repeats": repeats}
     for name, times in (("train_step", train), ("encode_image", enc["image"]), ("encode_text", enc["text"])):
         med = {side: statistics.median(t) for side, t in times.items()}

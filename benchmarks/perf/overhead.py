@@ -37,6 +37,8 @@ def run(methods: list[str] | None = None, size: str = "tiny", repeats: int = 3, 
         suite: Suite | None = None) -> dict[str, Any]:
     ctx = open_context(suite)
     device, precision = ctx.device, ctx.precision
+    if size != "tiny" and device.type != "cuda":
+        return {"size": size, "skipped": f"{size} is measured on a GPU; this device is {device.type}"}
     split = ctx.dataset.retrieval_split(ctx.suite.retrieval.split)
     protocol = RetrievalProtocol(batch_size=batch_size)
     out: dict[str, Any] = {"split": f"{split.ref.dataset}/{split.ref.split}", "n_images": split.n_images,

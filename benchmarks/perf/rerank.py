@@ -27,6 +27,8 @@ def run(method: str = "tcl", size: str = "tiny", n_queries: int = 256, k: int = 
     """pairs/s batched across queries vs one query per forward; text→image queries of the suite's test split."""
     ctx = open_context(suite)
     device, precision = ctx.device, ctx.precision
+    if size != "tiny" and device.type != "cuda":
+        return {"size": size, "skipped": f"{size} is measured on a GPU; this device is {device.type}"}
     model = ctx.model(method, size)
     if not model.supports_rerank:
         raise ValueError(f"{method} has no re-ranking head; choose a fusion model (tcl)")
