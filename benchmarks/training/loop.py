@@ -59,6 +59,7 @@ class TrainConfig(StrictModel):
                                              "compiled_towers): see Suite.compile.")
     data_workers: int = Field(0, ge=0, description="Processes building batches ahead (benchmarks/prefetch.py); "
                                                    "the batches are the same with any number.")
+    omit_when_default = frozenset({"data_workers"})   # dumps from before the option stay byte-identical
 
     def fingerprint(self) -> str:
         # (compile off is left out, so that configurations from before the option keep their fingerprints; the
