@@ -725,7 +725,7 @@ def build_parser() -> argparse.ArgumentParser:
     lat.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a suite field")
     lat.set_defaults(fn=cmd_latency)
 
-    perf = sub.add_parser("perf", help="performance benchmarks side by side (issue 10): matmul peak, training step "
+    perf = sub.add_parser("perf", help="performance benchmarks side by side: matmul peak, training step "
                                       "time and MFU, COCO-scale metrics, batched re-ranking, evaluation overhead")
     perf.add_argument("--only", help="comma-separated sections (default: all): machine (matmul FLOP/s), train "
                                      "(step time, MFU), profile (where a training step's time goes, torch.profiler), "

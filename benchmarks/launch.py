@@ -272,6 +272,9 @@ def task_state(attempt: dict[str, Any]) -> str:
         return "UNKNOWN" if attempt.get("state") == "SUBMITTED" else attempt.get("state", "UNKNOWN")
     import pickle
 
+    # submitit's own result file, written by the task into the suite folder, read as submitit reads it: unpickling
+    # runs code, so the folder must be writable by its owner alone (README, "Trust of the output folder"; the
+    # `vlpbench status` help says it too). No file a user hands vlpbench is read here.
     with result.open("rb") as f:
         outcome, _ = pickle.load(f)
     return "COMPLETED" if outcome == "success" else "FAILED"

@@ -144,7 +144,7 @@ _OPEN_CLIP_CSV = ("mlfoundations/open_clip docs/openclip_retrieval_results.csv (
                   "raw captions, AMP on)")
 _TABLE13 = ("CLIP paper (arXiv 2103.00020) Table 13, row 'CLIP', {set}: not read in the paper itself; quoted "
             "identically by BLIP Table 6, ViCHA Table 3 and Flamingo Table 5. Every 'CLIP' row of Table 13 is "
-            "ViT-L/14@336px (maintainer, openai/CLIP#115)")
+            "ViT-L/14@336px (a maintainer, github.com/openai/CLIP/issues/115)")
 _OPENAI_URL = "https://openaipublic.azureedge.net/clip/models/{sha}/{file}"
 
 

@@ -420,8 +420,8 @@ CARD = MethodCard(
                         checkpoint=_DRIVE["TCL_4M"], **_RETRIEVAL_PROTOCOL, rerank_k=256,
                         lineage="pretrained (4M), no fine-tuning"),
         retrieval_claim(_FLICKR, "zero-shot", "TCL (4M), ViT-B/16", (93.0, 99.1, 99.6), (79.6, 95.1, 97.4),
-                        "R@1: a user quoting the paper's Table 2 in uta-smile/TCL issue 10 [S]; R@5/R@10 recalled, "
-                        "not verified", Confidence.MEMORY_MEDIUM, id="tcl/flickr30k-zeroshot",
+                        "R@1: a user quoting the paper's Table 2 (github.com/uta-smile/TCL/issues/10) [S]; "
+                        "R@5/R@10 recalled, not verified", Confidence.MEMORY_MEDIUM, id="tcl/flickr30k-zeroshot",
                         checkpoint=_DRIVE["TCL_Retrieval_Coco_Finetune"], **_RETRIEVAL_PROTOCOL, rerank_k=128,
                         lineage="COCO-fine-tuned checkpoint (the README's zero-shot Flickr30K command; the pretrained "
                                 "TCL_4M gives about 4 points less R@1)"),
@@ -430,8 +430,8 @@ CARD = MethodCard(
                         id="tcl/flickr30k-finetuned", checkpoint=_DRIVE["TCL_Retrieval_Flickr_Finetune"],
                         **_RETRIEVAL_PROTOCOL, rerank_k=128,
                         lineage="fine-tuned on Flickr30K (the README's command starts from the pretrained checkpoint; "
-                                "the authors say the released file was fine-tuned from the COCO one, uta-smile/TCL "
-                                "issue 25)"),
+                                "the authors say the released file was fine-tuned from the COCO one: "
+                                "github.com/uta-smile/TCL/issues/25)"),
         retrieval_claim(_COCO, "fine-tuned", "TCL (4M), ViT-B/16", (75.6, 92.8, 96.7), (59.0, 83.2, 89.9),
                         "paper Table 1: IR@1 59.0 listed by an aggregator [S]; the other five recalled, not verified",
                         Confidence.MEMORY_MEDIUM, id="tcl/coco-finetuned",

@@ -83,8 +83,9 @@ def read_official_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], tuple
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise WeightsError(f"{path} holds objects a weights-only load refuses ({e}); if you trust the file, "
-                           "re-save its state alone: torch.save(torch.load(p, weights_only=False)['model'], q)") from e
+        raise WeightsError(f"{path} holds Python objects beside its tensors that a weights-only load refuses ({e}); "
+                           "vlpbench never unpickles them. Export the 'model' state dict to .safetensors on a machine "
+                           "and from a source you trust, and pass that file") from e
     if not isinstance(raw, dict):
         raise WeightsError(f"{path} holds a {type(raw).__name__}, not a state dict or {{'model': state}}")
     if isinstance(raw.get("model"), dict):

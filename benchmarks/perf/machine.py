@@ -1,4 +1,4 @@
-"""Issue 10, item 1: the machine's limit — measured dense matmul FLOP/s.
+"""The machine's limit — measured dense matmul FLOP/s.
 
 Square matrix products (``torch.mm``) of a few sizes, each timed by wall clock over enough calls to cover
 `min_time_s` after warm-up; a product of two n×n matrices is 2n³ floating-point operations. The best size's rate

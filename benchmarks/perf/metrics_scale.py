@@ -1,4 +1,4 @@
-"""Issue 10, item 4: retrieval metrics at COCO scale, ours against a straightforward full-matrix implementation.
+"""Retrieval metrics at COCO scale, ours against a straightforward full-matrix implementation.
 
 Inputs are given embeddings (5,000 images × 25,000 captions, 5 per image, unit-norm, dim 256 by default), so only
 the metric computation is timed, not any model.

@@ -1,4 +1,4 @@
-"""Issue 10, item 3: our CLIP against open_clip's at the same architecture and batch.
+"""Our CLIP against open_clip's at the same architecture and batch.
 
 open_clip (installed with the dev extra) builds its own `CLIP` from a vision and a text config; we give it ours:
 the ViT's width/depth/heads/patch/resolution, the causal text transformer's width/depth/heads/context length and

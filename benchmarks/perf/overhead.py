@@ -1,4 +1,4 @@
-"""Issue 10, item 6: harness overhead of zero-shot evaluation — the end-to-end evaluation (image decoding and
+"""Harness overhead of zero-shot evaluation — the end-to-end evaluation (image decoding and
 preprocessing, tokenisation, encoding, scoring, ranks and metrics: `evaluate_image_text`, as `vlpbench run` calls
 it) against the model's forward passes alone on the same inputs (images already decoded and normalised, captions
 already tokenised, same batch size). Target: end-to-end ≤ 1.15 × forward.

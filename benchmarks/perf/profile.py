@@ -1,4 +1,4 @@
-"""Issue 10, "profile before optimising": where each method's training step spends its time.
+"""Profile before optimising: where each method's training step spends its time.
 
 Each method is trained by the harness' own Trainer (as in train_step.py) under torch.profiler, which records
 `steps` steps after `warmup` unrecorded ones (one-off costs); the operators of the recorded steps are grouped by

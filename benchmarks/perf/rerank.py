@@ -1,4 +1,4 @@
-"""Issue 10, item 5: re-ranking throughput — cross-encoder pairs per second, candidates of many queries batched
+"""Re-ranking throughput — cross-encoder pairs per second, candidates of many queries batched
 into one forward (the harness: `RetrievalProtocol.rerank_batch` pairs per call) against one query's k candidates
 per forward (the loop of ALBEF/TCL's evaluation code).
 

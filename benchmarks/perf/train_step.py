@@ -1,4 +1,4 @@
-"""Issue 10, item 2: training step time, samples/s and model FLOP utilisation (MFU) of every method.
+"""Training step time, samples/s and model FLOP utilisation (MFU) of every method.
 
 Each method is trained for `warmup + steps` steps by the harness' own Trainer (the loop `vlpbench run` uses:
 batch assembly from the corpus, augmentation, forward, backward, optimizer, momentum/queue updates) on the suite's

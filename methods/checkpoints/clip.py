@@ -12,7 +12,7 @@ Three layouts are read:
 The architecture comes from tensor shapes, as open_clip's ``build_model_from_openai_state_dict`` reads it: widths,
 depths, patch size, image size, context length, vocabulary, embedding size and MLP ratio. Two facts are not in
 the weights: the attention head count (open_clip's ``head_width`` 64 unless a config says otherwise) and the
-activation (QuickGELU for OpenAI's weights, GELU for most LAION ones: open_clip#771). An open_clip config name
+activation (QuickGELU for OpenAI's weights, GELU for most LAION ones: github.com/mlfoundations/open_clip/issues/771). An open_clip config name
 (``ViT-B-32``, ``ViT-B-32-quickgelu``, ``ViT-L-14-336``...) supplies both and is checked against every shape; a
 Hugging Face folder has them in config.json; OpenAI archives are QuickGELU by definition.
 

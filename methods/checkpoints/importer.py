@@ -152,7 +152,7 @@ def _import_openai_layout(path: Path, fmt: str, arch_name: str | None, tokenizer
             check_arch(named, arch, str(path))
             if named.activation != "quick_gelu":
                 raise WeightsError(f"OpenAI's weights were trained with QuickGELU, but --arch {arch_name} is GELU; "
-                                   f"use {arch_name}-quickgelu (open_clip#771)")
+                                   f"use {arch_name}-quickgelu (github.com/mlfoundations/open_clip/issues/771)")
             arch = named
     else:
         if arch_name is None:
