@@ -31,7 +31,7 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 def resolve_precision(precision: Precision, device: torch.device) -> str:
     """'auto' is bf16 autocast on CUDA and fp32 on CPU (bf16 matmuls are unusably slow on CPUs
-    without AVX512-BF16/AMX: environment.md §1)."""
+    without AVX512-BF16/AMX, such as this project's 2-core development machine)."""
     if precision == "auto":
         return "bf16" if device.type == "cuda" else "fp32"
     if precision == "fp16" and device.type != "cuda":

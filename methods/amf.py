@@ -4,7 +4,8 @@ The aligned image/text queues of momentum contrastive learning hold momentum fea
 pairs, so their row-wise dot products are a sample of the similarity distribution of pairs
 (COTS Sec. 3.3). With μ and σ the mean and standard deviation of that sample, a pair of the
 current batch whose momentum similarity falls below θ = μ − λσ is treated as noise and left out
-of every loss of the step; the whole batch is still enqueued afterwards (the seed's reading).
+of every loss of the step; the whole batch is still enqueued afterwards (Sec. 3.3, as read in a
+secondary summary of the paper).
 These are pure functions; the method decides when the filter is warm.
 """
 

@@ -13,7 +13,12 @@ from typing import Any
 
 
 class Confidence(str, Enum):
-    """Confidence legend of ../shared/reference/methods.md §0."""
+    """How far a number or constant is from its primary source.
+
+    V: read in a primary source (official code at a named commit, an official README, or an author's comment in the
+    official issue tracker); S: a secondary source quoting the paper; M-*: recollection of the paper, not verified
+    (high / medium / low: how sure); R: our reconstruction of something the paper does not specify.
+    """
 
     VERIFIED = "V"            # primary source: official code at a commit, official README, author comment
     SECONDARY = "S"           # secondary source quoting the paper
@@ -89,7 +94,7 @@ class Assumption:
 
     option: str               # dotted config path, e.g. "amf.lam"
     value: str                # our default
-    basis: str                # where the default comes from (recollection, analogy, seed summary)
+    basis: str                # where the default comes from (paper section, recollection, analogy)
     confidence: Confidence = Confidence.RECONSTRUCTION
 
 

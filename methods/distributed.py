@@ -9,7 +9,8 @@ negatives elsewhere: the sum of the per-process losses has exactly the gradient 
 holding the whole global batch (open_clip's `gather_with_grad=True, local_loss=True`).
 
 This is what the ERNIE-ViL 2.0 release does not do: its `ContrastiveHead` overwrites the gathered
-tensors with the local features, so only local negatives are used (methods.md §4.2).
+tensors with the local features, so only local negatives are used (PaddlePaddle/ERNIE
+Research/ERNIE-ViL2/ernievil2/utils/loss.py `ContrastiveHead.forward`).
 
 With no process group (or one process) both functions are the identity: single-process runs
 need nothing initialised.

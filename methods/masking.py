@@ -106,7 +106,8 @@ def mask_entities(input_ids: torch.Tensor, entity_index: torch.Tensor, is_value:
     is_value: (B, L) True on value tokens, False on property tokens. Each pair is chosen with
     probability p; a chosen pair has either all of its property tokens or all of its value tokens
     (a fair coin per pair) replaced by [MASK] — a pair is never split within a side, and the other
-    side stays visible as context (the M5Product toolkit's entity-level masking, methods.md §5.3).
+    side stays visible as context (the entity-level masking of Xiaodongsuper/M5Product_toolkit
+    datatoolkit/dataloader/pretrain_dataset_ITPVA.py; docs/research/m5product.md §2.4).
     """
     if not 0.0 <= probability <= 1.0:
         raise ValueError(f"masking probability {probability} out of [0, 1]")

@@ -4,7 +4,8 @@ Image towers are timm Vision Transformers; text towers are transformers models (
 text transformer, or BERT). Every tower returns its token features and one pooled feature, so
 methods compose them without knowing which library sits underneath. Pretrained weights come
 only from local files or directories; loading reports missing and unexpected keys and refuses a
-checkpoint that does not fit, instead of dropping keys silently (anchors.md §3, item 17).
+checkpoint that does not fit, instead of dropping keys silently as a non-strict load does (missing keys that
+went unnoticed: github.com/salesforce/ALBEF/issues/101).
 """
 
 from __future__ import annotations

@@ -70,7 +70,7 @@ chmod 600 /etc/slurm/slurmdbd.conf
 
 running() { [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null && ! grep -q '^State:.*Z' "/proc/$(cat "$1")/status"; }
 
-# munge: checked by encoding a credential, not by pgrep (a zombie munged matches pgrep; environment.md §3)
+# munge: checked by encoding a credential, not by pgrep (a zombie munged still matches pgrep)
 munge -n >/dev/null 2>&1 || runuser -u munge -- /usr/sbin/munged
 service mariadb start >/dev/null 2>&1 || service mysql start >/dev/null
 mysql -e "CREATE DATABASE IF NOT EXISTS slurm_acct_db; CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY 'slurmpw'; GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost'; FLUSH PRIVILEGES;"

@@ -15,7 +15,8 @@ Two annotation formats are read (`format: auto` tells them apart by shape):
 
 Captions are kept raw: lower-casing, punctuation stripping and truncation belong to the method's tokenizer.
 Every image of a split is checked to exist when the split is opened, so a wrong root fails at once, with the
-ALBEF ``flickr30k-images/`` sub-folder trap (ALBEF #136) named when that is what happened.
+ALBEF ``flickr30k-images/`` sub-folder trap (ALBEF #136: github.com/salesforce/ALBEF/issues/136) named when that
+is what happened.
 """
 
 from __future__ import annotations
@@ -171,7 +172,8 @@ class KarpathyDataset:
         hint = ""
         if head is not None and self.image_root.name == head and (self.image_root / Path(*Path(first).parts[1:])).is_file():
             hint = (f" The annotation paths already start with '{head}/' and the root points inside that folder "
-                    f"(ALBEF #136): set the root (or dataset.layout.image_root) to {self.image_root.parent}.")
+                    f"(ALBEF #136): set the root (or dataset.layout.image_root) to {self.image_root.parent} "
+                    "(github.com/salesforce/ALBEF/issues/136).")
         elif head is not None and (self.image_root / Path(first).name).is_file():
             hint = (f" The images lie directly in {self.image_root} but the annotation paths start with '{head}/': "
                     f"move them into {self.image_root / head}/.")

@@ -9,8 +9,9 @@ Files (CLIP4Clip's ``msrvtt_data.zip``), searched in root, root/msrvtt_data and 
                                the 20 captions of every video (training captions come from here)
 
 Videos are ``<videos>/<video_id>.mp4`` (default folder: the first of videos/all, MSRVTT_Videos, videos, root that
-exists). Split identifiers name the protocol (anchors: which split was used is a recurring confusion): ``1k-A``
-(alias ``test``; 1k-A "val" and "test" are the same file), ``train-9k``, ``train-7k``.
+exists). Split identifiers name the protocol, since which split was used is a recurring confusion
+(github.com/microsoft/UniVL/issues/17, github.com/m-bain/frozen-in-time/issues/28): ``1k-A`` (alias ``test``;
+1k-A "val" and "test" are the same file), ``train-9k``, ``train-7k``.
 """
 
 from __future__ import annotations

@@ -192,7 +192,8 @@ def _subfolder_hint(image_root: Path) -> Callable[[Path], str]:
         if len(rel.parts) > 1:
             head = rel.parts[0]
             if image_root.name == head and (image_root / Path(*rel.parts[1:])).is_file():
-                return (f" The paths start with '{head}/' and --root points inside that folder (ALBEF #136): "
+                return (f" The paths start with '{head}/' and --root points inside that folder "
+                        "(github.com/salesforce/ALBEF/issues/136): "
                         f"use --root {image_root.parent}.")
             if (image_root / rel.name).is_file():
                 return f" The images lie directly in {image_root}: move them into {image_root / head}/."

@@ -1,6 +1,7 @@
 """Retrieval metrics: a pure module from scores to ranks to recalls (no model, no I/O).
 
-Protocol (Karpathy / ALBEF `itm_eval`, CLIP_benchmark `recall_at_k`, anchors.md §2):
+Protocol (Karpathy splits; uta-smile/TCL and salesforce/ALBEF Retrieval.py `itm_eval`, LAION-AI/CLIP_benchmark
+clip_benchmark/metrics/zeroshot_retrieval.py `recall_at_k`):
 - image→text: an image query is a hit at K if *any* of its ground-truth captions is in its top
   K; its rank is the position of its best-ranked ground-truth caption. The number of captions
   per image is whatever the split holds (never assumed to be 5).

@@ -4,7 +4,8 @@ The model embeds: each video through `VLPModel.encode_video` (by default the mea
 CLIP4Clip's meanP — the COTS recipe), each caption through `encode_text`; scores are `similarity`. `metrics` ranks:
 t2v and v2t R@1/5/10, median rank (MdR) and mean rank (MnR), 1-based — CLIP4Clip's `compute_metrics` reports
 ``rank + 1`` of a 0-based rank, the same numbers. With several captions per video, v2t counts the best-ranked one.
-No test-time post-processing (DSL / inverted softmax): those change the protocol (anchors pain point 11).
+No test-time post-processing (DSL / inverted softmax): those change the protocol and inflate the numbers
+(github.com/starmemda/CAMoE/issues/4).
 """
 
 from __future__ import annotations
