@@ -1,29 +1,45 @@
 """Methods: the common interface, the registry, shared building blocks and one module per method.
 
-Importing `methods` registers every method. This package imports nothing from `benchmarks`,
+Importing `methods` registers every built-in method, then the methods of installed plugins (entry-point
+group `vlpbench.methods`, see methods/registry.py). This package imports nothing from `benchmarks`,
 `reports` or `slurm`.
 """
 
-from methods import clip, cots, ernie_vil2, scale, tcl  # noqa: F401  (registers each method)
+from methods import clip, cots, ernie_vil2, scale, tcl  # noqa: F401  (registers each built-in method)
+from methods import clip_tokenizer  # noqa: F401,I001  (registers CLIP's BPE as a tokenizer kind saved models use)
 from methods.card import ClaimedResult, Confidence, Deviation, MethodCard
 from methods.config import ConfigError, TrainRecipe
-from methods.interface import PretrainBatch, StepContext, StepOutput, VLPModel
+from methods.interface import AudioInput, PretrainBatch, StepContext, StepOutput, VideoInput, VLPModel
 from methods.registry import (
-    SIZES,
+    MethodSpec,
+    PluginError,
+    VisualTokenizerSlot,
     create_method,
     default_suite_methods,
     finetune_recipe,
     get_spec,
+    image_preprocess_config,
     list_methods,
+    list_presets,
+    load_plugins,
     load_pretrained,
     method_config,
+    register_method,
     save_pretrained,
     train_recipe,
+    unimodal_towers,
+    visual_tokenizer_config,
+    visual_tokenizer_grid,
 )
 from methods.tokenizer import TextTokenizer, TokenBatch
 
 __all__ = [
-    "SIZES", "ClaimedResult", "Confidence", "ConfigError", "Deviation", "MethodCard", "PretrainBatch",
-    "StepContext", "StepOutput", "TextTokenizer", "TokenBatch", "TrainRecipe", "VLPModel", "create_method", "default_suite_methods",
-    "finetune_recipe", "get_spec", "list_methods", "load_pretrained", "method_config", "save_pretrained", "train_recipe",
+    "AudioInput", "ClaimedResult", "Confidence", "ConfigError", "Deviation", "MethodCard", "MethodSpec",
+    "PluginError", "PretrainBatch", "StepContext", "StepOutput", "TextTokenizer", "TokenBatch", "TrainRecipe",
+    "VLPModel", "VideoInput", "VisualTokenizerSlot", "create_method", "default_suite_methods", "finetune_recipe",
+    "get_spec", "image_preprocess_config", "list_methods", "list_presets", "load_plugins", "load_pretrained",
+    "method_config", "register_method", "save_pretrained", "train_recipe", "unimodal_towers",
+    "visual_tokenizer_config", "visual_tokenizer_grid",
 ]
+
+load_plugins()   # last: a plugin may import anything above from `methods`

@@ -1,4 +1,4 @@
-"""CLIP (Radford et al., 2021): the dual-encoder baseline, faithful to methods.md §6.
+"""CLIP (Radford et al., 2021): the dual-encoder baseline, faithful to the paper and openai/CLIP clip/model.py.
 
 - Image tower: ViT with CLIP's pre-LayerNorm, class-token pooling after the final LayerNorm.
 - Text tower: CLIP's causal text transformer, pooled at the end-of-text token ([SEP] here).
@@ -218,7 +218,7 @@ CARD = MethodCard(
     notes=(
         "tiny is not a paper configuration: a 3-layer, 128-wide ViT-8/64px and text transformer (1.4M "
         "parameters) that trains on a 2-core CPU in about 3 minutes; gradient clipping at 1.0 is a tiny-only "
-        "safeguard (recipe.grad_clip_norm), the paper uses none.",
+        "safeguard (train.recipe.grad_clip_norm), the paper uses none.",
         "Negatives are the global batch: features of every process are gathered with gradients (open_clip "
         "'gather_with_grad' + 'local_loss', methods/distributed.py).",
         "The paper's retrieval numbers put the prompt 'a photo of' before every caption (text side only); the "
@@ -242,4 +242,5 @@ FINETUNE_RECIPES: dict[str, dict[str, Any]] = {
 }
 
 register_method(MethodSpec(name="clip", model_cls=CLIP, config_cls=CLIPConfig, presets=PRESETS, recipes=RECIPES,
-                           finetune_recipes=FINETUNE_RECIPES))
+                           finetune_recipes=FINETUNE_RECIPES, in_default_suite=True,
+                           unimodal_towers={"vision": "vision", "text": "text"}))

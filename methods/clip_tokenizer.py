@@ -46,8 +46,9 @@ from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalize
 
 from methods.text_clean import NONE as NONE_CLEAN
 from methods.text_clean import canonical_clean_spec, make_cleaner
-from methods.tokenizer import (DEFAULT_TEMPLATE, META_FILE, TextTokenizer, TokenBatch, TokenizerError, pad_batch,
-                               read_meta, tokenizer_json_model)
+from methods.tokenizer import (DEFAULT_TEMPLATE, META_FILE, TextTokenizer, TokenBatch, TokenizerError, TokenizerKind,
+                               is_clip_bpe_folder, pad_batch, read_meta, register_tokenizer_kind,
+                               tokenizer_json_model)
 
 OPEN_CLIP_BPE_FILE = "bpe_simple_vocab_16e6.txt.gz"
 # open_clip uses the first 49152 - 256 - 2 merges of its file: 49408 tokens = 256 bytes + 256 word-final
@@ -320,3 +321,7 @@ def _hf_special_tokens(directory: Path) -> dict[str, str]:
             if isinstance(value, str) and role not in found:
                 found[role] = value
     return {**names, **found}
+
+
+register_tokenizer_kind(TokenizerKind(CLIPBPETokenizer.kind, CLIPBPETokenizer.from_saved,
+                                      reads_folder=is_clip_bpe_folder, from_folder=CLIPBPETokenizer.from_hf))

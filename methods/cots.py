@@ -1,6 +1,7 @@
 """COTS: Collaborative Two-Stream Vision-Language Pre-Training (Lu et al., CVPR 2022, arXiv 2204.07441).
 
-No official code exists. The model follows methods.md §3 and the seed summary of the paper:
+No official code exists. The model follows the paper's Sec. 3 as known from its abstract and a secondary
+summary of the paper (the PDF's constants were not verified):
 - two streams, no fusion network: a ViT and a BERT with linear projections to a shared space,
   EMA (momentum) copies of both, and aligned image/text queues of momentum features (row k of
   both queues is the same pair);
@@ -9,7 +10,7 @@ No official code exists. The model follows methods.md §3 and the seed summary o
 - token level (MVLM, no cross-stream network): CMLM predicts masked words from the text
   encoder's token feature plus the paired image's global feature; CMVM predicts the dVAE tokens
   of masked patches (tokens of the *unmasked* image, from a frozen tokenizer) from the ViT's patch
-  feature plus the paired text's global feature (the seed: "the sum");
+  feature plus the paired text's global feature (Sec. 3.2.1: "the sum");
 - task level: the KL divergence between the image→text and text→image distributions over the
   current pair and the queued pairs (aligned indices), symmetric by default;
 - AMF: pairs whose momentum similarity is below μ − λσ of the queued pairs' similarities are
@@ -35,7 +36,7 @@ from methods.losses import info_nce, kl_alignment
 from methods.masking import IGNORE_INDEX, block_masks, mask_tokens
 from methods.momentum import FeatureQueues, MomentumPairs, frozen_copy
 from methods.preprocess import ImagePreprocess, ImagePreprocessConfig
-from methods.registry import MethodSpec, register_method
+from methods.registry import MethodSpec, VisualTokenizerSlot, register_method
 from methods.tokenizer import TextTokenizer, TokenBatch
 from methods.towers import TextTowerConfig, VisionTower, VisionTowerConfig, check_tower_shapes
 from methods.visual_tokenizer import VisualTokenizer, VisualTokenizerConfig
@@ -63,7 +64,7 @@ class COTSConfig(StrictModel):
     queue_size: int = Field(65536, gt=1)
     instance_negatives: Literal["queue", "batch_and_queue"] = Field(
         "queue", description="queue: each pair is scored against its own momentum positive and the K queued "
-                             "pairs (methods.md §3.3's reading of the paper); batch_and_queue: also against the "
+                             "pairs (our reading of the paper's Sec. 3.2.2); batch_and_queue: also against the "
                              "other pairs' momentum features of the current batch (ALBEF's ITC layout), for the "
                              "instance loss and the KL distributions alike (indices stay aligned).")
     # Ablation switches: the paper's Table 3 rows are combinations of these.
@@ -79,7 +80,7 @@ class COTSConfig(StrictModel):
     mvm_ratio: float = Field(0.4, gt=0, lt=1, description="Fraction of patches masked (BEiT: 0.4).")
     mvm_min_block: int = Field(16, gt=0, description="Smallest block of BEiT's blockwise masking (BEiT: 16).")
     mvlm_combine: Literal["sum", "concat"] = Field(
-        "sum", description="sum: token feature + the other stream's global feature (the seed's reading); "
+        "sum", description="sum: token feature + the other stream's global feature (the paper's Sec. 3.2.1); "
                            "concat: [token; global] through a linear layer.")
     amf: AMFConfig = Field(default_factory=AMFConfig)
     train_text_max_length: int | None = Field(None, ge=4, description="None = text.max_length.")
@@ -335,38 +336,42 @@ CARD = MethodCard(
         Assumption("momentum", "0.995 (tiny: 0.9)", "MoCo/ALBEF value; not found in the paper"),
         Assumption("queue_size", "65,536 (tiny: 256)", "MoCo's size; not found in the paper"),
         Assumption("instance_negatives", "queue: [own pair; K queued pairs] (tiny: batch_and_queue)",
-                   "methods.md §3.3 formula; whether the other pairs of the batch are negatives too was not "
-                   "found", Confidence.MEMORY_MEDIUM),
+                   "the paper's Sec. 3.2.2 (read in a secondary summary): the paired text is the positive, the "
+                   "queue the negatives; whether the other pairs of the batch are negatives too was not found",
+                   Confidence.MEMORY_MEDIUM),
         Assumption("temp, learn_temp", "0.07, fixed", "MoCo's τ; whether COTS learns τ was not found"),
         Assumption("embed_dim", "256", "ALBEF's projection size; not found in the paper"),
         Assumption("weight_instance, weight_mvlm, weight_task", "1, 1, 1 (unweighted sum)",
-                   "methods.md §3.3 recollection", Confidence.MEMORY_LOW),
-        Assumption("instance", "L_I2T + L_T2I (not halved)", "methods.md §3.3: halving unverified",
-                   Confidence.MEMORY_MEDIUM),
+                   "recollection of the paper's total loss, not verified", Confidence.MEMORY_LOW),
+        Assumption("instance", "L_I2T + L_T2I (not halved)",
+                   "recollection of the paper's Sec. 3.2.2: halving unverified", Confidence.MEMORY_MEDIUM),
         Assumption("kl_direction", "symmetric: KL(P_i2t ‖ P_t2i) + KL(P_t2i ‖ P_i2t)",
-                   "seed summary: 'symmetric KL divergence'", Confidence.SECONDARY),
+                   "the paper's Sec. 3.2.3 (read in a secondary summary): 'symmetric KL divergence'",
+                   Confidence.SECONDARY),
         Assumption("mvlm_combine", "sum of the token feature and the other stream's global feature",
-                   "seed summary: prediction 'from the sum of the masked token embedding and the paired text's "
-                   "global embedding'", Confidence.SECONDARY),
+                   "the paper's Sec. 3.2.1 (read in a secondary summary): prediction 'from the sum of the masked "
+                   "token embedding and the paired text's global embedding'", Confidence.SECONDARY),
         Assumption("mlm_probability", "0.15 with BERT's 80/10/10", "BERT; not found in the paper"),
         Assumption("mvm_ratio, mvm_min_block", "0.4, 16 (tiny: 4) blockwise", "BEiT's masking; not found in the "
                    "paper", Confidence.MEMORY_LOW),
-        Assumption("visual_tokenizer", "DALL-E dVAE, 8,192 codes (base)", "methods.md §3.2 recollection; the seed "
-                   "says 24x24 tokens per image, i.e. 384 px images", Confidence.MEMORY_MEDIUM),
-        Assumption("amf.lam", "2.0 (θ = μ − 2σ)", "methods.md §3.3 recollection; the seed gives the form μ − λσ "
-                   "but not λ", Confidence.MEMORY_LOW),
+        Assumption("visual_tokenizer", "DALL-E dVAE, 8,192 codes (base)", "recollection (BEiT's use of DALL-E's "
+                   "dVAE); the paper's Sec. 3.2.1 (read in a secondary summary) says 24x24 tokens per image, i.e. "
+                   "384 px images", Confidence.MEMORY_MEDIUM),
+        Assumption("amf.lam", "2.0 (θ = μ − 2σ)", "recollection; the paper's Sec. 3.3 (read in "
+                   "a secondary summary) gives the form μ − λσ but not λ", Confidence.MEMORY_LOW),
         Assumption("amf.warmup_steps", "0, plus until the queues are full of real pairs",
                    "not found in the paper"),
         Assumption("amf (what it computes on)", "momentum similarity of the current pair vs the row-wise "
                    "similarities of the queued pairs; σ the population std",
-                   "seed summary of Sec. 3.3", Confidence.SECONDARY),
-        Assumption("vision.weights, text.pretrained_dir", "ImageNet ViT-B/16 + bert-base (as ALBEF)", "methods.md §3.2",
-                   Confidence.MEMORY_LOW),
+                   "the paper's Sec. 3.3, read in a secondary summary", Confidence.SECONDARY),
+        Assumption("vision.weights, text.pretrained_dir", "ImageNet ViT-B/16 + bert-base (as ALBEF)",
+                   "recollection of the paper, not verified", Confidence.MEMORY_LOW),
         Assumption("train.recipe", "AdamW lr 1e-4, wd 0.02 (base)", "batch, lr and epochs not found; ALBEF's"),
     ),
     deviations=(
         Deviation(option="suite.finetune.recipe_overrides", ours="the harness' id-aware contrastive fine-tuning at COTS' τ, TCL's optimiser settings",
-                  reference="COTS' fine-tuning recipe is not published (methods.md §3.4)", reason='closest published recipe on the same towers; tiny not calibrated'),
+                  reference="COTS' fine-tuning recipe is not published (no official code; batch, lr and epochs "
+                            "not found)", reason='closest published recipe on the same towers; tiny not calibrated'),
         Deviation(option="visual_tokenizer.weights (tiny)",
                   ours="a small dVAE of DALL-E's layout trained by the harness on the pretraining images "
                        "(512 codes, 8x8 tokens at 64 px; `vlpbench dvae train`)",
@@ -381,7 +386,8 @@ CARD = MethodCard(
                          "(docs/cots.md): queue 256 reached val RSUM 129 where 1,024 reached 27"),
         Deviation(option="instance_negatives (tiny)", ours="batch_and_queue: the other pairs' momentum features "
                                                           "of the batch are negatives too (ALBEF's ITC layout)",
-                  reference="queue: negatives only from the queue (methods.md §3.3)",
+                  reference="queue: negatives only from the queue (the paper's Sec. 3.2.2, read in a secondary "
+                            "summary)",
                   reason="with queue-only negatives every positive is a current momentum feature and every "
                          "negative an older one, and at m 0.9 the encoders drift fast enough to tell them apart: "
                          "features collapse (pair similarity 0.9) and val RSUM stays at chance (3.3 at queue "
@@ -415,7 +421,7 @@ CARD = MethodCard(
 COTS.card = CARD
 
 
-# Retrieval fine-tuning (benchmark finetuned_retrieval): COTS' recipe is not published (methods.md §3.4).
+# Retrieval fine-tuning (benchmark finetuned_retrieval): COTS' recipe is not published (no official code).
 FINETUNE_RECIPES: dict[str, dict[str, Any]] = {
     "tiny": dict(lr=2e-4, weight_decay=0.02, warmup_steps=0, min_lr_ratio=0.1, grad_clip_norm=1.0,
                  source="CPU-scale, not calibrated: TCL-tiny's fine-tuning settings (same towers)"),
@@ -424,4 +430,7 @@ FINETUNE_RECIPES: dict[str, dict[str, Any]] = {
 }
 
 register_method(MethodSpec(name="cots", model_cls=COTS, config_cls=COTSConfig, presets=PRESETS, recipes=RECIPES,
-                           finetune_recipes=FINETUNE_RECIPES))
+                           finetune_recipes=FINETUNE_RECIPES, in_default_suite=True,
+                           unimodal_towers={"vision": "vision", "text": "text"},
+                           visual_tokenizer=VisualTokenizerSlot(field="visual_tokenizer", enabled_by="cmvm",
+                                                                vision="vision")))

@@ -1,7 +1,8 @@
 """ERNIE-ViL 2.0: Multi-view Contrastive Learning for Image-Text Pre-training (Shan et al., arXiv 2209.15270).
 
 The release (PaddlePaddle/ERNIE Research/ERNIE-ViL2) is inference code; no pretraining code was
-published. The model follows methods.md §4:
+published. The model follows the paper and the release (Research/ERNIE-ViL2/ernievil2/transformers/multimodal.py,
+ernievil2/utils/loss.py):
 - two towers, no fusion: a ViT pooled at [CLS] and a BERT-style text encoder whose pooled output
   (dense + tanh over [CLS], ERNIE's pooler) is the text embedding; the release has no projection
   layer (embed_dim None), embeddings are L2-normalised and scored by cosine;
@@ -82,7 +83,7 @@ class ERNIEViL2Config(StrictModel):
                               "ContrastiveHead does in effect (it overwrites the gathered features with the local ones).")
     cross_modal_image_view: Literal["view1", "both"] = Field(
         "view1", description="Image view(s) in the cross-modal pairs: view 1 only, or the mean of the term over "
-                             "both views (the paper does not say which; methods.md §4.2).")
+                             "both views (which one the paper uses was not found).")
     train_text_max_length: int | None = Field(None, ge=4, description="None = text.max_length.")
 
     @model_validator(mode="after")
@@ -224,7 +225,8 @@ RECIPES: dict[str, dict[str, Any]] = {
                  grad_clip_norm=1.0, source="CPU-scale: TCL/COTS-tiny's AdamW settings on the same towers; "
                                            "ERNIE-ViL 2.0's pretraining recipe is not published"),
     "base": dict(lr=5e-4, weight_decay=0.2, betas=(0.9, 0.98), eps=1e-6, warmup_steps=2000, init="unimodal",
-                 source="not published (methods.md §4.3); CLIP's ViT-B/16 AdamW settings as a stand-in"),
+                 source="not published (no pretraining code was released); CLIP's ViT-B/16 AdamW settings as a "
+                        "stand-in"),
 }
 
 _FLICKR = "flickr30k-karpathy-test-1k"
@@ -308,7 +310,9 @@ CARD = MethodCard(
     ),
     assumptions=(
         Assumption("pairs.image_caption.weight, pairs.image_tags.weight, pairs.image_image.weight, "
-                   "pairs.caption_tags.weight", "1 for every pair", "methods.md §4.2: weights believed all 1", Confidence.MEMORY_LOW),
+                   "pairs.caption_tags.weight", "1 for every pair",
+                   "recollection of the paper: weights believed all 1 (its ablation removes one view pair at a "
+                   "time), not verified", Confidence.MEMORY_LOW),
         Assumption("cross_modal_image_view", "view1: image view 1 pairs with the caption and the tags",
                    "not stated; 'both' averages the cross-modal terms over the two views"),
         Assumption("tags_source", "the corpus' object tags (built-in: 'colour shape' per object, most salient first)",
@@ -318,10 +322,10 @@ CARD = MethodCard(
                    "README: 'intra-modal: image–image, text–text'; how the second caption view is built is not "
                    "verified [M-low]"),
         Assumption("preprocess.train_crop_scale", "two random resized crops, area 0.2-1.0",
-                   "the augmentation recipe was not found (methods.md §4.2)"),
-        Assumption("recipe", "AdamW; tiny: TCL/COTS-tiny's settings; base: CLIP's ViT-B/16 settings",
-                   "ERNIE-ViL 2.0's batch, lr and schedule are not published (methods.md §4.3)"),
-        Assumption("recipe.init", "unimodal: towers start from unimodal pretraining",
+                   "the paper's augmentation recipe was not found, and no pretraining code was released"),
+        Assumption("train.recipe", "AdamW; tiny: TCL/COTS-tiny's settings; base: CLIP's ViT-B/16 settings",
+                   "ERNIE-ViL 2.0's batch, lr and schedule are not published (no pretraining code was released)"),
+        Assumption("train.recipe.init", "unimodal: towers start from unimodal pretraining",
                    "released models start from ERNIE 3.0 / ViT checkpoints; English: EfficientNet-L2 + BERT-large "
                    "[M-medium]"),
     ),
@@ -329,7 +333,7 @@ CARD = MethodCard(
         "The English model's towers (EfficientNet-L2 + BERT-large) are not reproduced; base is the released "
         "Chinese Base (ViT) architecture: ViT-B/16 at 224 px + a 12-layer 768-d ERNIE/BERT, no projection.",
         "The released ContrastiveHead is a single-view CLIP loss with local negatives only; it is not a reference "
-        "for the multi-view objective (methods.md §4.2).",
+        "for the multi-view objective (PaddlePaddle/ERNIE Research/ERNIE-ViL2/ernievil2/utils/loss.py).",
         "Measured at tiny (built-in data, seed 0, 250 x 256, ITC RSUM on the 1K test split): all four pairs 183.25, "
         "tag view off (image-caption + image-image) 256.89, untrained copy 3.50; CLIP-tiny 240.24 in the same run. "
         "At this budget the tag view hurts, through the caption-tags (text-text) pair: without it 249.84, without "
@@ -340,7 +344,8 @@ CARD = MethodCard(
 ERNIEViL2.card = CARD
 
 
-# Retrieval fine-tuning (benchmark finetuned_retrieval): PaddleNLP's Flickr30k-CN recipe (methods.md §4.3).
+# Retrieval fine-tuning (benchmark finetuned_retrieval): PaddleNLP's Flickr30k-CN recipe (model_zoo/ernie-vil2.0
+# README).
 FINETUNE_RECIPES: dict[str, dict[str, Any]] = {
     "tiny": dict(lr=2e-4, weight_decay=0.001, warmup_fraction=0.1, grad_clip_norm=1.0,
                  source="CPU-scale, not calibrated: PaddleNLP's shape (wd 0.001, warm-up, cosine) at a tenth of the "
@@ -351,4 +356,5 @@ FINETUNE_RECIPES: dict[str, dict[str, Any]] = {
 }
 
 register_method(MethodSpec(name="ernie_vil2", model_cls=ERNIEViL2, config_cls=ERNIEViL2Config, presets=PRESETS,
-                           recipes=RECIPES, finetune_recipes=FINETUNE_RECIPES))
+                           recipes=RECIPES, finetune_recipes=FINETUNE_RECIPES, in_default_suite=True,
+                           unimodal_towers={"vision": "vision", "text": "text"}))

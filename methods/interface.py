@@ -25,6 +25,7 @@ from torch import nn
 
 from methods.card import MethodCard
 from methods.config import StrictModel
+from methods.media import AudioInputConfig, VideoInputConfig
 from methods.preprocess import ImagePreprocess
 from methods.tokenizer import TokenBatch, TextTokenizer
 
@@ -50,6 +51,34 @@ class PretrainBatch:
 
 
 @dataclass(frozen=True)
+class VideoInput:
+    """An extra input made from each item's video (its corpus' extras["media"], a methods.media.MediaSource).
+
+    The data layer (benchmarks/data/media_features.py) reads what `config` asks for — `config.frames` decoded
+    frames of side `config.frame_size` (input 'frames'), or stored per-frame vectors (input 'features') — turns
+    decoded frames into features with `describe`, and keeps the result per corpus. A batch holds it as a
+    `SequenceFeatures` (values (B, frames, config.dim) float32, valid (B, frames) bool)."""
+
+    config: VideoInputConfig
+    # (n, frames, H, W, 3) uint8 frames -> (n, frames, config.dim) features; pure (no parameters, no state).
+    describe: Callable[[np.ndarray], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class AudioInput:
+    """An extra input made from each item's audio (extras["media"]): the data layer reads `config.seconds` of mono
+    waveform at `config.mel.sample_rate`, turns it into tokens with `tokens` and keeps the result per corpus. A
+    batch holds it as a `SequenceFeatures` (values (B, config.tokens, config.dim), every position valid)."""
+
+    config: AudioInputConfig
+    # (n, samples) float32 waveforms -> (n, config.tokens, config.dim) features; pure.
+    tokens: Callable[[np.ndarray], torch.Tensor]
+
+
+MediaInput = VideoInput | AudioInput
+
+
+@dataclass(frozen=True)
 class StepContext:
     step: int              # optimizer steps done before this one
     total_steps: int
@@ -68,7 +97,18 @@ class StepOutput:
 
 
 class VLPModel(nn.Module, abc.ABC):
-    """Base class of every method. Subclasses set `card` and `data_fields` and implement the encoders."""
+    """Base class of every method. Subclasses set `card` and `data_fields` and implement the encoders.
+
+    What a model needs from the data beyond image and caption is declared here (it may depend on the config and
+    the tokenizer, so on the built model) and made into batch values by the data layer
+    (benchmarks/data/fields.py), the same way for training and evaluation:
+    - `data_fields` / `product_fields` / `finetune_fields`: the names of the extra inputs of pretraining, of
+      `encode_product` and of fine-tuning ('image_view2' is a second augmented view, made by the batcher);
+    - each name is then made by the first of: `field_builder` (a pure function of the corpus' columns, e.g.
+      tokenised tables), `media_input` (features of the items' video or audio, rendered and cached by the data
+      layer), the corpus' own column of that name (arrays indexed, strings tokenised), `derive_field` (text derived
+      from the captions); else an error quoting `field_hints`.
+    """
 
     card: ClassVar[MethodCard]
     # Inputs the pretraining step needs beyond image + text (e.g. "image_view2", "tags").
@@ -125,9 +165,16 @@ class VLPModel(nn.Module, abc.ABC):
         return None
 
     def field_builder(self, name: str, corpus: Any, training: bool) -> Callable[[np.ndarray], Any] | None:
-        """How the model makes extra input `name` from a corpus (e.g. SCALE renders each item's video and audio
-        once and tokenises its table): a function from batch indices to the batch's value, or None to let the
-        harness use the corpus' field as it is (arrays indexed, strings tokenised)."""
+        """How the model makes extra input `name` from a corpus' columns (`corpus.extras`; e.g. SCALE tokenises each
+        item's table and draws its missing-modality flags), once up front: a function from batch indices to the
+        batch's value, or None to let the harness make it (`media_input`, else the corpus' field as it is: arrays
+        indexed, strings tokenised). Pure: it renders, reads and caches nothing — media are `media_input`'s."""
+        return None
+
+    def media_input(self, name: str) -> MediaInput | None:
+        """Extra input `name` as features of each item's video or audio (SCALE's 'video', 'audio'): what to read
+        and the model's own pure function from frames / waveforms to features. The data layer reads the corpus'
+        media, applies it and caches the result (benchmarks/data/media_features.py). None: not a media input."""
         return None
 
     def encode_product(self, batch: PretrainBatch) -> dict[str, torch.Tensor]:

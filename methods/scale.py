@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
+from functools import partial
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -33,7 +34,8 @@ from transformers import BertConfig
 from methods.card import Assumption, ClaimedResult, Confidence, Deviation, MethodCard
 from methods.config import StrictModel
 from methods.fusion import MLMHead
-from methods.interface import PretrainBatch, StepContext, StepOutput, VLPModel
+from methods.interface import (AudioInput, MediaInput, PretrainBatch, StepContext, StepOutput, VideoInput,
+                               VLPModel)
 from methods.losses import pairwise_infonce, self_harmonized_weights
 from methods.masking import IGNORE_INDEX, mask_entities, mask_tokens
 from methods.media import PRODUCT_MODALITIES, AudioInputConfig, VideoInputConfig, audio_tokens, frame_descriptors
@@ -192,8 +194,8 @@ class SCALE(VLPModel):
 
     # ---- data fields -----------------------------------------------------------------------------
     def field_builder(self, name: str, corpus: Any, training: bool) -> Callable[[np.ndarray], Any] | None:
-        """How each extra input is made from a corpus (tables tokenised, media rendered, flags drawn) — once,
-        up front; the returned function indexes a batch."""
+        """Tables tokenised and missing-modality flags drawn from the corpus' columns — once, up front; the returned
+        function indexes a batch. Video and audio are media inputs (`media_input`), made by the data layer."""
         cfg: SCALEConfig = self.config  # type: ignore[assignment]
         extras = corpus.extras
         n = len(corpus)
@@ -202,12 +204,6 @@ class SCALE(VLPModel):
                 return None
             tables = tokenize_tables(self.tokenizer, extras["table"], cfg.table_max_length)
             return lambda idx: tables[torch.from_numpy(idx)]
-        if name in ("video", "audio"):
-            media = extras.get("media")
-            if media is None:
-                return None
-            values, valid = (self._video_features if name == "video" else self._audio_features)(media, n)
-            return lambda idx: SequenceFeatures(torch.from_numpy(values[idx]).float(), torch.from_numpy(valid[idx]))
         if name == "missing":
             flags = np.zeros((n, len(MODALITIES)), dtype=bool)
             if "missing" in extras:
@@ -219,39 +215,16 @@ class SCALE(VLPModel):
             return lambda idx: torch.from_numpy(flags[idx])
         return None
 
-    def _video_features(self, media: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
-        v: VideoInputConfig = self.config.video  # type: ignore[attr-defined]
-
-        def compute() -> np.ndarray:
-            out = np.empty((n, v.frames, v.dim), dtype=np.float16)
-            valid = np.empty((n, v.frames), dtype=bool)
-            for start in range(0, n, 1024):
-                idx = np.arange(start, min(n, start + 1024))
-                if v.input == "frames":
-                    frames, count = media.video_frames(idx, v.frames, v.frame_size)
-                    out[idx] = frame_descriptors(frames, v.frame_size).numpy()
-                else:
-                    feats, count = media.video_features(idx, v.frames, v.dim)
-                    out[idx] = feats
-                valid[idx] = np.arange(v.frames)[None, :] < np.asarray(count)[:, None]
-            return np.concatenate([out.reshape(n, -1), valid.astype(np.float16)], axis=1)
-
-        packed = media.cached("video", v.key(), compute)
-        values = packed[:, :-v.frames].reshape(n, v.frames, v.dim)
-        return values, packed[:, -v.frames:].astype(bool)
-
-    def _audio_features(self, media: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
-        a: AudioInputConfig = self.config.audio  # type: ignore[attr-defined]
-
-        def compute() -> np.ndarray:
-            out = np.empty((n, a.tokens, a.dim), dtype=np.float16)
-            for start in range(0, n, 512):
-                idx = np.arange(start, min(n, start + 512))
-                out[idx] = audio_tokens(media.audio_waves(idx, a.mel.sample_rate, a.seconds), a).numpy()
-            return out
-
-        values = media.cached("audio", a.key(), compute)
-        return values, np.ones(values.shape[:2], dtype=bool)
+    def media_input(self, name: str) -> MediaInput | None:
+        """'video': the config's frames as fixed frame descriptors (methods/media.py frame_descriptors; input
+        'features' reads stored vectors); 'audio': the config's waveform as mel tokens (audio_tokens). The data
+        layer reads the media, applies these and caches the result (benchmarks/data/media_features.py)."""
+        cfg: SCALEConfig = self.config  # type: ignore[assignment]
+        if name == "video":
+            return VideoInput(cfg.video, partial(frame_descriptors, size=cfg.video.frame_size))
+        if name == "audio":
+            return AudioInput(cfg.audio, partial(audio_tokens, config=cfg.audio))
+        return None
 
     # ---- encoders --------------------------------------------------------------------------------
     def _text_tokens(self, ids: torch.Tensor, mask: torch.Tensor, token_type: int = 0) -> torch.Tensor:
@@ -601,8 +574,9 @@ CARD = MethodCard(
                   reason="our image tower is a ViT on pixels, not a region-feature stack the video could share"),
         Deviation(option="table_token_type", ours="1: table tokens in their own segment (M5Product_toolkit)",
                   reference="SCALE_code: segment 0 and positions restarting at 0, no way to tell table from title",
-                  reason="the issue and the toolkit give the table its own segment; 0 reproduces SCALE_code"),
-        Deviation(option="recipe", ours="AdamW with cosine decay and global-norm clipping",
+                  reason="M5Product_toolkit's loader gives the table words segment 1 "
+                         "(docs/research/m5product.md §2.4); 0 reproduces SCALE_code"),
+        Deviation(option="train.recipe", ours="AdamW with cosine decay and global-norm clipping",
                   reference="BertAdam (no bias correction), linear decay, per-tensor clipping at 1.0; SCALE_code's "
                             "weight-decay groups are inverted (weights get none) and its 0.1x BERT lr never "
                             "matches on one GPU", reason="the harness has one optimiser for every method"),
@@ -660,4 +634,5 @@ FINETUNE_RECIPES: dict[str, dict[str, Any]] = {
 }
 
 register_method(MethodSpec(name="scale", model_cls=SCALE, config_cls=SCALEConfig, presets=PRESETS,
-                           recipes=RECIPES, finetune_recipes=FINETUNE_RECIPES))
+                           recipes=RECIPES, finetune_recipes=FINETUNE_RECIPES, in_default_suite=True,
+                           unimodal_towers={"vision": "vision", "text": "text"}))

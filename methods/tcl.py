@@ -1,6 +1,7 @@
 """TCL: Vision-Language Pre-Training with Triple Contrastive Learning (Yang et al., CVPR 2022).
 
-Follows the official code (uta-smile/TCL @ 74a3e4f, an ALBEF fork) as methods.md §2 describes it:
+Follows the official code (uta-smile/TCL @ 74a3e4f, an ALBEF fork: models/model_pretrain.py, Pretrain.py,
+configs/Pretrain.yaml):
 - ViT image encoder; a BERT whose first `fusion_layer` layers encode text and whose remaining
   layers fuse text with all image tokens by cross-attention; 256-d projections; ITM and MLM heads.
 - EMA (momentum) copies of ViT, projections and the whole BERT (with fusion layers and MLM head),
@@ -491,7 +492,7 @@ CARD = MethodCard(
         "Re-ranking: the ITM head runs in fp32 outside autocast, so scores are fp32 at every precision; under "
         "bf16/fp16 the fusion encoder runs at that precision (the official evaluation is fp32 throughout: use "
         "precision fp32 for an exact comparison).",
-        "Official checkpoints load in either layout (methods/tcl_checkpoint.py load_official_tcl): pretraining "
+        "Official checkpoints load in either layout (methods/checkpoints/tcl.py load_official_tcl): pretraining "
         "(text_encoder.bert.*, MLM head) or retrieval (text_encoder.*, no MLM head: built with mlm_head=False).",
         "MLM distillation uses the softmax over the vocabulary (the fix of commit 74a3e4f); the released "
         "checkpoints predate it.",
@@ -521,4 +522,5 @@ FINETUNE_RECIPES: dict[str, dict[str, Any]] = {
 }
 
 register_method(MethodSpec(name="tcl", model_cls=TCL, config_cls=TCLConfig, presets=PRESETS, recipes=RECIPES,
-                           finetune_recipes=FINETUNE_RECIPES))
+                           finetune_recipes=FINETUNE_RECIPES, in_default_suite=True,
+                           unimodal_towers={"vision": "vision", "text": "text"}))

@@ -27,23 +27,19 @@ import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import torch
 
-from methods.towers import (WeightsError, interpolate_pos_embed, load_local_hf, load_state_dict_file,
-                            load_weights_strict)
+from methods.towers import WeightsError, load_local_hf, load_state_dict_file
 
-if TYPE_CHECKING:
-    from methods.tcl import TCL
-    from methods.tokenizer import TextTokenizer
 
 Layout = Literal["pretrain", "retrieval"]
 LAYOUTS: tuple[Layout, ...] = ("pretrain", "retrieval")
 # models/model_retrieval.py: self.register_buffer("idx_queue", torch.full((1, self.queue_size), -100))
 EMPTY_ID = -100
 _SIDES = {"text_encoder": "text", "text_encoder_m": "text_m"}
-_BERT_PREFIX: dict[Layout, str] = {"pretrain": "bert.", "retrieval": ""}
+BERT_PREFIX: dict[Layout, str] = {"pretrain": "bert.", "retrieval": ""}
 _SIMPLE = {
     "visual_encoder.": "visual.vit.", "visual_encoder_m.": "visual_m.vit.",
     "vision_proj.": "vision_proj.", "vision_proj_m.": "vision_proj_m.",
@@ -51,8 +47,8 @@ _SIMPLE = {
     "itm_head.": "itm_head.",
 }
 _TEXT_KEY = re.compile(r"^(text_encoder(?:_m)?)\.(.+)$")
-_TIED = re.compile(r"^(text_encoder(?:_m)?)\.cls\.predictions\.decoder\.(weight|bias)$")
-_POSITION_IDS = re.compile(r"^text_encoder(?:_m)?\.(?:bert\.)?embeddings\.position_ids$")
+TIED_DECODER = re.compile(r"^(text_encoder(?:_m)?)\.cls\.predictions\.decoder\.(weight|bias)$")
+POSITION_IDS = re.compile(r"^text_encoder(?:_m)?\.(?:bert\.)?embeddings\.position_ids$")
 
 
 @dataclass
@@ -117,7 +113,7 @@ def _text_name(key: str, fusion_layer: int, layout: Layout) -> str | None:
     if not m:
         return None
     side, rest = _SIDES[m.group(1)], m.group(2)
-    prefix = _BERT_PREFIX[layout]
+    prefix = BERT_PREFIX[layout]
     if rest.startswith(prefix + "embeddings."):
         return f"{side}.tower.model.embeddings." + rest[len(prefix + "embeddings."):]
     layer = re.match(rf"^{re.escape(prefix)}encoder\.layer\.(\d+)\.(.+)$", rest)
@@ -158,7 +154,7 @@ def from_official(state: Mapping[str, torch.Tensor], fusion_layer: int,
     out: dict[str, torch.Tensor] = {}
     unmapped = []
     for key, value in state.items():
-        if _POSITION_IDS.match(key):
+        if POSITION_IDS.match(key):
             _check_position_ids(key, value)
             continue
         if key in ("image_queue", "text_queue"):
@@ -170,7 +166,7 @@ def from_official(state: Mapping[str, torch.Tensor], fusion_layer: int,
         if key == "queue_ptr":
             out["queues.ptr"] = value.reshape(()).long()
             continue
-        tied = _TIED.match(key) if layout == "pretrain" else None
+        tied = TIED_DECODER.match(key) if layout == "pretrain" else None
         if tied:
             src = (f"{tied.group(1)}.bert.embeddings.word_embeddings.weight" if tied.group(2) == "weight"
                    else f"{tied.group(1)}.cls.predictions.bias")
@@ -196,7 +192,7 @@ def _official_name(key: str, fusion_layer: int, layout: Layout) -> str | None:
     if key == "temp":
         return key
     side = {"text": "text_encoder", "text_m": "text_encoder_m"}
-    prefix = _BERT_PREFIX[layout]
+    prefix = BERT_PREFIX[layout]
     m = re.match(r"^(text|text_m)\.(tower\.model\.encoder\.layer|fusion\.layers)\.(\d+)\.(.+)$", key)
     if m:
         i = int(m.group(3)) + (fusion_layer if m.group(2).startswith("fusion") else 0)
@@ -225,7 +221,7 @@ def to_official(state: Mapping[str, torch.Tensor], fusion_layer: int,
         official = _official_name(key, fusion_layer, layout)
         if official is not None:
             out[official] = value
-    prefix = _BERT_PREFIX[layout]
+    prefix = BERT_PREFIX[layout]
     for side in ("text_encoder", "text_encoder_m"):
         rows = out[f"{side}.{prefix}embeddings.position_embeddings.weight"].shape[0]
         out[f"{side}.{prefix}embeddings.position_ids"] = torch.arange(rows).expand((1, -1))
@@ -238,118 +234,6 @@ def to_official(state: Mapping[str, torch.Tensor], fusion_layer: int,
     if layout == "retrieval":
         out["idx_queue"] = state["queues.queue_ids"].reshape(1, -1)
     return out
-
-
-def _load_state(model: TCL, state: Mapping[str, torch.Tensor], source: str,
-                wrapper_keys: tuple[str, ...]) -> OfficialLoadReport:
-    """Strictly load an official state dict into `model`, resampling pos_embed to the model's grid."""
-    layout = detect_layout(state, source)
-    has_mlm = model.text.mlm is not None
-    if layout == "retrieval" and has_mlm:
-        raise WeightsError(f"{source} is in the retrieval layout (models/model_retrieval.py): it has no MLM head "
-                           "(text_encoder.cls.predictions.*) for this model's, which would stay random: build the "
-                           "model with mlm_head=False (load_official_tcl does)")
-    if layout == "pretrain" and not has_mlm:
-        raise WeightsError(f"{source} is in the pretraining layout and has an MLM head (text_encoder.cls."
-                           "predictions.*) that a model built with mlm_head=False cannot hold: build it with "
-                           "mlm_head=True")
-    words = state.get(f"text_encoder.{_BERT_PREFIX[layout]}embeddings.word_embeddings.weight")
-    if words is not None and words.shape[0] != model.tokenizer.vocab_size:
-        raise WeightsError(f"{source} has a vocabulary of {words.shape[0]} word pieces, the tokenizer "
-                           f"{model.tokenizer.vocab_size}: load the tokenizer the checkpoint was trained with "
-                           "(bert-base-uncased for TCL's releases, tokenizer kind 'pretrained')")
-    report = OfficialLoadReport(source=source, layout=layout, wrapper_keys=wrapper_keys, mlm_head=has_mlm)
-    state = dict(state)
-    for key, tower in (("visual_encoder.pos_embed", model.visual), ("visual_encoder_m.pos_embed", model.visual_m)):
-        # Retrieval.py: interpolate_pos_embed(state_dict[key], model.visual_encoder(_m)) before loading
-        pos = state.get(key)
-        if pos is not None and pos.shape != tower.vit.pos_embed.shape:
-            old_side = int(round((pos.shape[1] - tower.pos_extra_tokens) ** 0.5))
-            state[key] = interpolate_pos_embed(pos, tower.grid, tower.pos_extra_tokens)
-            report.pos_embed_resampled[key] = [old_side, tower.grid]
-    mapped = from_official(state, model.config.fusion_layer, layout)
-    report.checked = tuple(sorted(k for k in state if _POSITION_IDS.match(k) or _TIED.match(k)))
-    own = model.state_dict()
-    if "queues.filled" in own:
-        mapped["queues.filled"] = torch.tensor(own["queues.queue_image"].shape[0])
-        report.filled["queues.filled"] = "queue size (the official queues are always used whole)"
-    if "queues.queue_ids" not in mapped:
-        mapped["queues.queue_ids"] = torch.full_like(own["queues.queue_ids"], EMPTY_ID)
-        report.filled["queues.queue_ids"] = (f"{EMPTY_ID} (models/model_pretrain.py has no idx_queue; "
-                                             f"models/model_retrieval.py starts it at {EMPTY_ID})")
-    load_weights_strict(model, mapped, source)
-    return report
-
-
-def load_official(model: TCL, path: Path, fusion_layer: int | None = None) -> OfficialLoadReport:
-    """Load an official TCL/ALBEF checkpoint file (either layout) into our TCL: strict, pos_embed of both
-    visual encoders resampled to the model's resolution as Retrieval.py does. `fusion_layer`, when given,
-    must equal the model's."""
-    if fusion_layer is not None and fusion_layer != model.config.fusion_layer:
-        raise WeightsError(f"fusion_layer {fusion_layer} differs from the model's {model.config.fusion_layer}")
-    state, wrapper = read_official_checkpoint(path)
-    return _load_state(model, state, str(path), wrapper)
-
-
-def load_official_tcl(path: Path, tokenizer: TextTokenizer, *, size: str = "base",
-                      overrides: Mapping[str, Any] | None = None,
-                      eval_resolution: int | None = None) -> tuple[TCL, OfficialLoadReport]:
-    """A TCL built for an official checkpoint and loaded from it, with the report (its `layout` says which).
-
-    The model is built from the `size` preset and `overrides` at the checkpoint's own resolution (read from
-    visual_encoder.pos_embed and the patch size), with the MLM head only when the file has one (pretraining
-    layout). With `eval_resolution` (384 for TCL's retrieval evaluation, configs/Retrieval_*.yaml
-    `image_res`), `set_eval_resolution` then resamples both visual encoders' pos_embed, as Retrieval.py does.
-    `tokenizer` must be the checkpoint's (bert-base-uncased for TCL's releases). Returned in eval mode."""
-    from methods.config import deep_merge
-    from methods.registry import create_method
-    from methods.tcl import TCL
-
-    state, wrapper = read_official_checkpoint(path)
-    layout = detect_layout(state, str(path))
-    pos, proj = state.get("visual_encoder.pos_embed"), state.get("visual_encoder.patch_embed.proj.weight")
-    if pos is None or proj is None:
-        raise WeightsError(f"{path} lacks visual_encoder.pos_embed or visual_encoder.patch_embed.proj.weight")
-    side = int(round((pos.shape[1] - 1) ** 0.5))
-    native = side * int(proj.shape[-1])
-    built = deep_merge({"vision": {"image_size": native}, "preprocess": {"resolution": native}},
-                       dict(overrides or {}))
-    built = deep_merge(built, {"mlm_head": layout == "pretrain"})
-    model = create_method("tcl", size, tokenizer=tokenizer, overrides=built)
-    if not isinstance(model, TCL):
-        raise TypeError(f"method 'tcl' built a {type(model).__name__}")
-    report = _load_state(model, state, str(path), wrapper)
-    if eval_resolution is not None and eval_resolution != model.preprocess.config.resolution:
-        report.resolution_change = model.set_eval_resolution(eval_resolution)
-    return model.eval(), report
-
-
-# How TCL's captions are tokenised: the BERT tokenizer vendored in models/tokenization_bert.py builds `[CLS] X`
-# (no [SEP]) and the caption datasets apply dataset/utils.py pre_caption(caption, max_words=30).
-OFFICIAL_TEXT_OPTIONS: dict[str, str] = {"template": "cls_text", "clean": "pre_caption:30"}
-
-
-def import_official(path: Path | str, *, tokenizer: Path | None = None, arch: str | None = None,
-                    eval_resolution: int | None = None) -> tuple[TCL, dict[str, Any]]:
-    """`load_official_tcl` for the checkpoint importer (methods/checkpoints/importer.py): `tokenizer` is the
-    folder holding bert-base-uncased's vocab.txt (or tokenizer.json), read with TCL's own text options
-    (OFFICIAL_TEXT_OPTIONS); `arch` is our size preset (default 'base': ViT-B/16 + BERT-base split 6/6).
-    Returns the model and the load report as JSON with the size and tokenizer added."""
-    from methods.registry import SIZES
-    from methods.tokenizer import TextTokenizer
-
-    path = Path(path)
-    size = arch or "base"
-    if size not in SIZES:
-        raise WeightsError(f"{path}: TCL's arch is one of our size presets {SIZES}, not {size!r}")
-    if tokenizer is None:
-        raise WeightsError(f"{path}: TCL's checkpoints need the bert-base-uncased vocabulary they were trained "
-                           "with; pass the folder holding its vocab.txt as the tokenizer (nothing is downloaded)")
-    folder = tokenizer.parent if tokenizer.is_file() else tokenizer
-    tok = TextTokenizer.from_dir(folder).with_options(**OFFICIAL_TEXT_OPTIONS)
-    model, report = load_official_tcl(path, tok, size=size, eval_resolution=eval_resolution)
-    return model, {"size": size, "tokenizer": tok.source, "text_options": dict(OFFICIAL_TEXT_OPTIONS),
-                   **report.to_json()}
 
 
 def bert_init_state(directory: Path, fusion_layer: int, vocab_size: int) -> dict[str, torch.Tensor]:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -191,9 +191,9 @@ class TextTokenizer:
         if (directory / META_FILE).is_file():
             return _from_saved(directory)
         tokenizer_json = directory / "tokenizer.json"
-        if _is_clip_bpe_folder(directory):
-            from methods.clip_tokenizer import CLIPBPETokenizer
-            return CLIPBPETokenizer.from_hf(directory)
+        for kind in _KINDS.values():
+            if kind.reads_folder is not None and kind.reads_folder(directory):
+                return kind.from_folder(directory)
         if tokenizer_json.is_file():
             return cls(Tokenizer.from_file(str(tokenizer_json)), str(directory))
         if (directory / "vocab.txt").is_file():
@@ -281,11 +281,29 @@ def _from_saved(directory: Path) -> TextTokenizer:
     if meta["kind"] == TextTokenizer.kind:
         return TextTokenizer(Tokenizer.from_file(str(directory / "tokenizer.json")), str(directory),
                              template=meta.get("template", DEFAULT_TEMPLATE), clean=meta.get("clean", NONE_CLEAN))
-    from methods.clip_tokenizer import CLIPBPETokenizer
-    if meta["kind"] == CLIPBPETokenizer.kind:
-        return CLIPBPETokenizer.from_saved(directory, meta)
-    raise TokenizerError(f"{directory / META_FILE}: unknown tokenizer kind {meta['kind']!r}; expected "
-                         f"{TextTokenizer.kind!r} or {CLIPBPETokenizer.kind!r}")
+    if meta["kind"] in _KINDS:
+        return _KINDS[meta["kind"]].from_saved(directory, meta)
+    raise TokenizerError(f"{directory / META_FILE}: unknown tokenizer kind {meta['kind']!r}; expected one of "
+                         f"{[TextTokenizer.kind, *_KINDS]}")
+
+
+@dataclass(frozen=True)
+class TokenizerKind:
+    """Another tokenizer family saved with a model (e.g. CLIP's byte-level BPE, methods/clip_tokenizer.py), which
+    registers how it is read back: `from_saved(directory, meta)` for folders written by its `save`, and
+    optionally `reads_folder(directory)` + `from_folder(directory)` for the third-party folders it recognises."""
+
+    kind: str
+    from_saved: Callable[[Path, dict[str, Any]], TextTokenizer]
+    reads_folder: Callable[[Path], bool] | None = None
+    from_folder: Callable[[Path], TextTokenizer] | None = None
+
+
+_KINDS: dict[str, TokenizerKind] = {}
+
+
+def register_tokenizer_kind(kind: TokenizerKind) -> None:
+    _KINDS[kind.kind] = kind
 
 
 def tokenizer_json_model(path: Path) -> dict:
@@ -296,7 +314,7 @@ def tokenizer_json_model(path: Path) -> dict:
         raise TokenizerError(f"{path} is not valid JSON ({err})") from err
 
 
-def _is_clip_bpe_folder(directory: Path) -> bool:
+def is_clip_bpe_folder(directory: Path) -> bool:
     """A Hugging Face CLIP tokenizer folder: tokenizer.json with a BPE model marking word ends with `</w>`,
     or (without tokenizer.json) vocab.json + merges.txt."""
     tokenizer_json = directory / "tokenizer.json"

@@ -20,7 +20,8 @@ from benchmarks.training.batches import PretrainBatches
 from methods import StepContext, TextTokenizer, create_method
 from methods.masking import mask_tokens
 from methods.tcl import TCL, pool_patches, sample_hard_negatives
-from methods.tcl_checkpoint import from_official, load_official, to_official
+from methods.checkpoints.tcl import load_official
+from methods.tcl_checkpoint import from_official, to_official
 from methods.towers import WeightsError
 from tests.test_shared_blocks import _g2l_loop
 

@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from benchmarks.data import BuiltinDataset
 from methods import TextTokenizer, create_method
 from methods.tcl import TCL
-from methods.tcl_checkpoint import (detect_layout, from_official, load_official, load_official_tcl,
-                                    read_official_checkpoint, to_official)
+from methods.checkpoints.tcl import load_official, load_official_tcl
+from methods.tcl_checkpoint import detect_layout, from_official, read_official_checkpoint, to_official
 from methods.towers import VisionTower, VisionTowerConfig, WeightsError
 from tests.test_tcl import MICRO_TCL
 
@@ -192,7 +192,7 @@ def test_vision_weights_at_another_resolution_use_the_official_interpolation(tmp
 def test_import_official_reads_the_tokenizer_with_tcls_text_options(tokenizer: TextTokenizer,
                                                                     tmp_path: Path) -> None:
     """The importer's entry point: a tokenizer folder read as TCL tokenises ([CLS] X, pre_caption:30)."""
-    from methods.tcl_checkpoint import OFFICIAL_TEXT_OPTIONS, import_official
+    from methods.checkpoints.tcl import OFFICIAL_TEXT_OPTIONS, import_official
 
     torch.manual_seed(0)
     tcl_tok = tokenizer.with_options(**OFFICIAL_TEXT_OPTIONS)

@@ -14,7 +14,8 @@ from benchmarks import reproduce as rp
 from benchmarks.cli import main
 from methods import TextTokenizer, create_method
 from methods.card import Checkpoint, Confidence, retrieval_claim
-from methods.tcl_checkpoint import OFFICIAL_TEXT_OPTIONS, to_official
+from methods.checkpoints.tcl import OFFICIAL_TEXT_OPTIONS
+from methods.tcl_checkpoint import to_official
 from tests.real_fixtures import WORDS, make_flickr_retrieval
 
 

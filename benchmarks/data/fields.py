@@ -1,5 +1,6 @@
 """The extra inputs a method needs beyond image and caption, made from a corpus the same way for training and
-evaluation (e.g. ERNIE-ViL 2.0's tags, SCALE's tables, video and audio)."""
+evaluation (e.g. ERNIE-ViL 2.0's tags, SCALE's tables, video and audio); how a model declares them:
+methods/interface.py (VLPModel: data_fields, field_builder, media_input, derive_field, field_hints)."""
 
 from __future__ import annotations
 
@@ -8,16 +9,23 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from benchmarks.data.media_features import media_field
 from benchmarks.data.types import PairCorpus
 from methods import VLPModel
 
 
 def field_builder(name: str, model: VLPModel, corpus: PairCorpus, training: bool) -> Callable[[np.ndarray], object]:
-    """Batch indices -> the value of extra input `name`: the model's own builder when it has one, else the
-    corpus' field (or one the model derives from the captions): arrays are indexed, strings tokenised."""
+    """Batch indices -> the value of extra input `name`: the model's own builder when it has one, else its media
+    input made from the corpus' media (media_features.py), else the corpus' field (or one the model derives from
+    the captions): arrays are indexed, strings tokenised."""
     own = model.field_builder(name, corpus, training)
     if own is not None:
         return own
+    need = model.media_input(name)
+    if need is not None:
+        media = media_field(corpus, need)
+        if media is not None:
+            return media
     values = corpus.extras.get(name)
     if values is None:
         values = model.derive_field(name, list(corpus.texts))

@@ -104,7 +104,7 @@ def import_checkpoint(path: Path | str, fmt: str = "auto", arch: str | None = No
     if fmt == "hf_clip":
         return _import_hf_clip(path, arch)
     if fmt in ("tcl", "albef"):
-        from methods.tcl_checkpoint import import_official
+        from methods.checkpoints.tcl import import_official
 
         model, report = import_official(path, tokenizer=Path(tokenizer) if tokenizer else None, arch=arch)
         return Imported(model, "tcl", report.get("size", "base"), fmt,
