@@ -16,8 +16,6 @@ again, so re-running a suite only does what is missing.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,53 +28,26 @@ from benchmarks.data import BuiltinDataset, open_dataset
 from benchmarks.data.corpora import PairFilesDataset
 from benchmarks.data.types import PairCorpus
 from benchmarks.data.builtin.build import default_cache_root
-from benchmarks.runners import BENCHMARK_RECORDS, BENCHMARK_RUNNERS
+from benchmarks.job import Job
+from benchmarks.registry import get_benchmark, list_benchmarks
 from benchmarks.runtime import fingerprint, resolve_device, seed_everything
 from benchmarks.suite import CorpusSpec, Suite
 from benchmarks.training.batches import PretrainBatches
-from benchmarks.training.loop import TrainConfig, Trainer
-from benchmarks.training.dvae import DVAERequest, ensure_dvae, tokenizer_crop
+from benchmarks.training.loop import Trainer
+from benchmarks.training.dvae import DVAERequest, DVAEWeights, ensure_dvae, tokenizer_crop
 from benchmarks.training.unimodal import UnimodalRequest, ensure_unimodal
-from methods import (TextTokenizer, VLPModel, create_method, get_spec, load_pretrained, method_config,
-                     save_pretrained, train_recipe)
-from methods.config import ConfigError, StrictModel, deep_merge
+from methods import (TextTokenizer, VLPModel, create_method, get_spec, image_preprocess_config, load_pretrained,
+                     method_config, save_pretrained, train_recipe, unimodal_towers, visual_tokenizer_config,
+                     visual_tokenizer_grid)
+from methods.config import ConfigError, StrictModel, deep_merge, sha256_json
 from methods.distributed import world
 from reports.store import (PRETRAIN_FILE, RESULTS_FILE, PretrainRecord, atomic_write_json, read_evaluation,
                            read_pretrain, write_record)
 
 
-@dataclass(frozen=True)
-class Job:
-    suite: Suite
-    method: str
-    size: str
-    seed: int
-    variant: str | None = None   # a suite variant of `method` (its own overrides)
-
-    @property
-    def label(self) -> str:
-        return self.variant or self.method
-
-    @property
-    def name(self) -> str:
-        return f"{self.label}-{self.size}-s{self.seed}"
-
-    @property
-    def method_overrides(self) -> dict[str, Any]:
-        return self.suite.overrides_for(self.label, "method")
-
-    @property
-    def recipe_overrides(self) -> dict[str, Any]:
-        return self.suite.overrides_for(self.label, "recipe")
-
-
 # Benchmarks whose evaluation shards across a process group and gives the one-process numbers.
-DISTRIBUTED = frozenset({"zeroshot_retrieval"})
-
-
-def expand_jobs(suite: Suite) -> list[Job]:
-    return [Job(suite, suite.method_of(m), s, seed, m if m in suite.variants else None)
-            for m in suite.method_names() for s in suite.sizes for seed in suite.seeds]
+def distributed_benchmarks() -> frozenset[str]:
+    return frozenset(n for n in list_benchmarks() if get_benchmark(n).distributed)
 
 
 @dataclass
@@ -114,38 +85,41 @@ def build_tokenizer(suite: Suite, dataset: BuiltinDataset, corpus: PairCorpus | 
 
 
 def unimodal_request(job: Job, mcfg: StrictModel) -> UnimodalRequest | None:
-    """The unimodal stage a job needs: None for recipes that start from scratch. A tower whose weights
-    the method config already names (vision.weights, text.pretrained_dir) is not trained."""
+    """The unimodal stage a job needs: None for recipes that start from scratch. Its towers are those the method
+    declares (MethodSpec.unimodal_towers); one whose weights the config already names (vision.weights,
+    text.pretrained_dir) is not trained."""
     recipe = train_recipe(job.method, job.size, job.recipe_overrides)
     if recipe.init != "unimodal":
         return None
-    vision, text = getattr(mcfg, "vision", None), getattr(mcfg, "text", None)
+    towers = unimodal_towers(job.method, mcfg)
+    vision, text = towers.get("vision"), towers.get("text")
     if vision is None and text is None:
-        raise ConfigError(f"{job.method}: recipe init 'unimodal' needs a config with 'vision' or 'text' towers")
-    return UnimodalRequest(vision=None if vision is None or vision.weights else vision,
-                           preprocess=getattr(mcfg, "preprocess", None),
-                           text=None if text is None or text.pretrained_dir else text,
+        raise ConfigError(f"{job.method}: recipe init 'unimodal' needs towers to start from, and the method declares "
+                          "none (MethodSpec.unimodal_towers)")
+    return UnimodalRequest(vision=None if vision is None or vision.weights else vision,  # type: ignore[union-attr]
+                           preprocess=image_preprocess_config(job.method, mcfg),
+                           text=None if text is None or text.pretrained_dir else text,  # type: ignore[union-attr]
                            budget=job.suite.unimodal_budget(job.size), seed=job.seed)
 
 
 def dvae_request(job: Job, mcfg: StrictModel) -> DVAERequest | None:
-    """The visual-tokenizer stage a job needs: methods with a `visual_tokenizer` whose weights the config
-    does not name, and whose masked-vision objective is on (COTS's `cmvm`)."""
-    vt = getattr(mcfg, "visual_tokenizer", None)
-    if vt is None or vt.weights or not getattr(mcfg, "cmvm", True):
+    """The visual-tokenizer stage a job needs: methods whose masked-vision objective is on (COTS's `cmvm`) and whose
+    visual tokenizer (MethodSpec.visual_tokenizer) has no weights in the config."""
+    vt = visual_tokenizer_config(job.method, mcfg)
+    if vt is None or vt.weights:
         return None
     from methods.visual_tokenizer import DOWNSAMPLE
 
-    vision = mcfg.vision  # type: ignore[attr-defined]
-    grid = vision.image_size // vision.patch_size
-    return DVAERequest(tokenizer=vt, grid=grid,
-                       crop=tokenizer_crop(mcfg.preprocess, grid * DOWNSAMPLE),  # type: ignore[attr-defined]
+    grid = visual_tokenizer_grid(job.method, mcfg)
+    preprocess = image_preprocess_config(job.method, mcfg)
+    assert preprocess is not None   # register_method: a method with a visual tokenizer declares its preprocessing
+    return DVAERequest(tokenizer=vt, grid=grid, crop=tokenizer_crop(preprocess, grid * DOWNSAMPLE),
                        budget=job.suite.dvae_budget(job.size), seed=job.seed)
 
 
 def _tokenizer_init(job: Job, mcfg: StrictModel, dataset: BuiltinDataset) -> dict[str, Any] | None:
-    vt = getattr(mcfg, "visual_tokenizer", None)
-    if vt is None or not getattr(mcfg, "cmvm", True):
+    vt = visual_tokenizer_config(job.method, mcfg)
+    if vt is None:
         return None
     if vt.weights:
         return {"kind": "supplied", "weights": str(vt.weights)}
@@ -155,16 +129,17 @@ def _tokenizer_init(job: Job, mcfg: StrictModel, dataset: BuiltinDataset) -> dic
             "budget": req.budget.model_dump(mode="json")}
 
 
-def _init_config(request: UnimodalRequest | None, mcfg: StrictModel, tokenizer: TextTokenizer,
+def _init_config(job: Job, request: UnimodalRequest | None, mcfg: StrictModel, tokenizer: TextTokenizer,
                  dataset: BuiltinDataset) -> dict[str, Any]:
     if request is None:
         return {"kind": "scratch"}
-    vision, text = getattr(mcfg, "vision", None), getattr(mcfg, "text", None)
+    towers = unimodal_towers(job.method, mcfg)
+    vision, text = towers.get("vision"), towers.get("text")
     out: dict[str, Any] = {
         "kind": "unimodal",
-        "vision": "supplied: " + str(vision.weights) if vision is not None and vision.weights else
+        "vision": "supplied: " + str(vision.weights) if vision is not None and vision.weights else  # type: ignore[union-attr]
                   ("stage" if request.vision is not None else None),
-        "text": "supplied: " + str(text.pretrained_dir) if text is not None and text.pretrained_dir else
+        "text": "supplied: " + str(text.pretrained_dir) if text is not None and text.pretrained_dir else  # type: ignore[union-attr]
                 ("stage" if request.text is not None else None)}
     if request.vision is not None or request.text is not None:
         out["stage"] = {"fingerprint": request.fingerprint(tokenizer, dataset.fingerprint),
@@ -179,7 +154,7 @@ def resolved_config(job: Job, dataset: BuiltinDataset, tokenizer: TextTokenizer,
     mcfg = method_config(job.method, job.size, job.method_overrides)
     recipe = train_recipe(job.method, job.size, job.recipe_overrides)
     budget = suite.budget(job.size)
-    init = _init_config(unimodal_request(job, mcfg), mcfg, tokenizer, dataset)
+    init = _init_config(job, unimodal_request(job, mcfg), mcfg, tokenizer, dataset)
     visual_tokenizer = _tokenizer_init(job, mcfg, dataset)
     if visual_tokenizer is not None:
         init["visual_tokenizer"] = visual_tokenizer
@@ -194,12 +169,15 @@ def resolved_config(job: Job, dataset: BuiltinDataset, tokenizer: TextTokenizer,
                     "options": dataset.manifest["config"], **_corpus_entry(suite, corpus)},
         "tokenizer": {**suite.tokenizer.model_dump(mode="json"), "fingerprint": tokenizer.fingerprint(),
                       "vocab_size": tokenizer.vocab_size},
-        "retrieval": suite.retrieval.model_dump(mode="json"),
-        "video": suite.video.model_dump(mode="json"),
-        "latency": suite.latency.model_dump(mode="json"),
-        "finetune": suite.finetune.model_dump(mode="json"),
-        "products": suite.products.model_dump(mode="json"),
+        **benchmark_settings(suite),
     }
+
+
+def benchmark_settings(suite: Suite) -> dict[str, Any]:
+    """The sections of the suite's benchmarks (and the built-in sections, always), as recorded in config.json."""
+    specs = [get_benchmark(n) for n in list_benchmarks()]
+    return {s.section: suite.section(s.section).model_dump(mode="json") for s in specs
+            if s.always_in_config or s.name in suite.benchmarks}
 
 
 def _corpus_entry(suite: Suite, corpus: PairCorpus | None) -> dict[str, Any]:
@@ -219,12 +197,16 @@ def _variant_entry(job: Job) -> dict[str, Any]:
 
 
 def job_fingerprint(config: dict[str, Any]) -> str:
-    # Evaluation settings do not change the trained weights, so they stay out of the fingerprint.
-    # (fine-tuning is a benchmark: its own fingerprint guards the fine-tuned model, finetune/finetune.json)
-    keyed = {k: v for k, v in config.items() if k not in ("retrieval", "video", "products", "latency", "finetune")}
+    """What the trained weights depend on. A benchmark's settings do not change them, so its section stays out,
+    except the fields its spec names in `fingerprinted`. (Fine-tuning is a benchmark: its own fingerprint guards
+    the fine-tuned model, finetune/finetune.json.)"""
+    sections = {s.section: s for s in map(get_benchmark, list_benchmarks())}
+    keyed = {k: v for k, v in config.items() if k not in sections}
+    keyed.update({k: {f: config[k][f] for f in sorted(sections[k].fingerprinted)} for k in config
+                  if k in sections and sections[k].fingerprinted})
     if "train" in keyed:   # checkpoint spacing does not change the weights (resume is exact): hashed as 0, so the
         keyed["train"] = {**keyed["train"], "checkpoint_every": 0}   # fingerprints from before it was set stay
-    return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()
+    return sha256_json(keyed)
 
 
 def prepare_init(job: Job, dataset: BuiltinDataset, tokenizer: TextTokenizer, cache_root: Path | None,
@@ -232,15 +214,25 @@ def prepare_init(job: Job, dataset: BuiltinDataset, tokenizer: TextTokenizer, ca
     """(method-config overrides that load the initial weights, lineage entries describing them)."""
     mcfg = method_config(job.method, job.size, job.method_overrides)
     overrides, lineage = _prepare_towers(job, mcfg, dataset, tokenizer, cache_root, log)
-    tok_request = dvae_request(job, mcfg)
-    if tok_request is not None:
-        weights = ensure_dvae(tok_request, dataset.fingerprint, lambda: dataset.images("pretrain"),
-                              lambda: dataset.images("val"),
-                              {"train": dataset.ref("pretrain").to_json(), "heldout": dataset.ref("val").to_json()},
-                              cache_root or default_cache_root(), log=lambda msg: log(f"[{job.name}] {msg}"))
-        overrides["visual_tokenizer"] = {"weights": str(weights.encoder)}
+    weights = ensure_job_dvae(job, dataset, cache_root, log=lambda msg: log(f"[{job.name}] {msg}"))
+    if weights is not None:
+        slot = get_spec(job.method).visual_tokenizer
+        assert slot is not None
+        overrides[slot.field] = {"weights": str(weights.encoder)}
         lineage.append({**weights.record, "cache_dir": str(weights.directory)})
     return overrides, lineage
+
+
+def ensure_job_dvae(job: Job, dataset: BuiltinDataset, cache_root: Path | None,
+                    log: Callable[[str], None] = print) -> DVAEWeights | None:
+    """The visual tokenizer a job's masked vision modelling trains against (the cached stage, trained on the
+    dataset's pretraining images when missing), or None when the job needs none."""
+    request = dvae_request(job, method_config(job.method, job.size, job.method_overrides))
+    if request is None:
+        return None
+    return ensure_dvae(request, dataset.fingerprint, lambda: dataset.images("pretrain"), lambda: dataset.images("val"),
+                       {"train": dataset.ref("pretrain").to_json(), "heldout": dataset.ref("val").to_json()},
+                       cache_root or default_cache_root(), log=log)
 
 
 def _prepare_towers(job: Job, mcfg: StrictModel, dataset: BuiltinDataset, tokenizer: TextTokenizer,
@@ -250,9 +242,13 @@ def _prepare_towers(job: Job, mcfg: StrictModel, dataset: BuiltinDataset, tokeni
     if request is None:
         return {}, []
     lineage: list[dict[str, Any]] = []
-    supplied = {k: v for k, v in (("vision.weights", getattr(getattr(mcfg, "vision", None), "weights", None)),
-                                  ("text.pretrained_dir", getattr(getattr(mcfg, "text", None), "pretrained_dir",
-                                                                  None))) if v}
+    fields = get_spec(job.method).unimodal_towers            # tower kind -> its config field
+    towers = unimodal_towers(job.method, mcfg)
+    supplied: dict[str, str] = {}
+    if "vision" in towers and towers["vision"].weights:  # type: ignore[union-attr]
+        supplied[f"{fields['vision']}.weights"] = towers["vision"].weights  # type: ignore[union-attr]
+    if "text" in towers and towers["text"].pretrained_dir:  # type: ignore[union-attr]
+        supplied[f"{fields['text']}.pretrained_dir"] = towers["text"].pretrained_dir  # type: ignore[union-attr]
     if supplied:
         lineage.append({"stage": "init", "supplied": supplied})
     if request.vision is None and request.text is None:
@@ -262,9 +258,9 @@ def _prepare_towers(job: Job, mcfg: StrictModel, dataset: BuiltinDataset, tokeni
                               log=lambda msg: log(f"[{job.name}] {msg}"))
     overrides: dict[str, Any] = {}
     if request.vision is not None:
-        overrides["vision"] = {"weights": str(weights.vision_weights)}
+        overrides[fields["vision"]] = {"weights": str(weights.vision_weights)}
     if request.text is not None:
-        overrides["text"] = {"pretrained_dir": str(weights.text_dir)}
+        overrides[fields["text"]] = {"pretrained_dir": str(weights.text_dir)}
     lineage.append({**weights.record, "cache_dir": str(weights.directory)})
     return overrides, lineage
 
@@ -291,11 +287,7 @@ def _train(job: Job, job_dir: Path, model: VLPModel, corpus: PairCorpus, config:
     of each global batch and the others return None."""
     suite = job.suite
     budget = suite.budget(job.size)
-    tcfg = TrainConfig(steps=budget.steps, batch_size=budget.batch_size, seed=job.seed,
-                       precision=suite.precision, device=suite.device, log_every=budget.log_every,
-                       checkpoint_every=budget.checkpoint_every, compile=suite.compile,
-                       data_workers=suite.data_workers,
-                       recipe=train_recipe(job.method, job.size, job.recipe_overrides))
+    tcfg = suite.train_config(budget, job.seed, train_recipe(job.method, job.size, job.recipe_overrides))
     rank, size = world()
     data = PretrainBatches(corpus, model, tcfg.batch_size, job.seed, shard=(rank, size))
     if rank == 0 and resume is None and (job_dir / "checkpoints").exists():
@@ -376,22 +368,18 @@ def run_job(job: Job, suite_dir: Path, *, resume: str | None = None, progress: b
         if pre is None:   # a distributed run's other processes: rank 0 wrote the model; evaluation is one process's
             return outcome
     assert pre is not None
-    unsupported = [b for b in (suite.benchmarks if benchmarks is None else benchmarks) if b not in DISTRIBUTED]
+    specs = [get_benchmark(b) for b in (suite.benchmarks if benchmarks is None else benchmarks)]
+    unsupported = [s.name for s in specs if not s.distributed]
     if size > 1 and unsupported:
-        raise RuntimeError(f"[{job.name}] {unsupported} run in one process (only {sorted(DISTRIBUTED)} evaluate in "
-                           f"a process group); this process is rank {rank} of {size}")
-    for bench in suite.benchmarks if benchmarks is None else benchmarks:
-        names = BENCHMARK_RECORDS[bench](job, model)
-        paths = {n: job_dir / "eval" / n / RESULTS_FILE for n in names}
+        raise RuntimeError(f"[{job.name}] {unsupported} run in one process (only {sorted(distributed_benchmarks())} "
+                           f"evaluate in a process group); this process is rank {rank} of {size}")
+    for spec in specs:
+        paths = {n: job_dir / "eval" / n / RESULTS_FILE for n in spec.records(job, model)}
         if all(p.is_file() and read_evaluation(p).config == config for p in paths.values()):
             outcome.results.update(paths)
-            outcome.reused.append(bench)
+            outcome.reused.append(spec.name)
             continue
-        split = {"product_retrieval": suite.products.split, "video_retrieval": suite.video.split,
-                 "latency": suite.latency.text_split,
-                 "finetuned_retrieval": f"{suite.finetune.train_split} -> {suite.finetune.split}"}.get(
-            bench, suite.retrieval.split)
-        log(f"[{job.name}] {bench} on {dataset.name}/{split}")
+        log(f"[{job.name}] {spec.name} on {dataset.name}/{spec.describe_split(suite)}")
         with torch.no_grad():
-            outcome.results.update(BENCHMARK_RUNNERS[bench](job, job_dir, model, dataset, config, pre))
+            outcome.results.update(spec.run(job, job_dir, model, dataset, config, pre))
     return outcome

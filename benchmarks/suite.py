@@ -28,21 +28,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+
+from pydantic.fields import FieldInfo
 
 from benchmarks.data.corpora import PairFilesLayout
-from benchmarks.evaluation.latency import LatencyProtocol
-from benchmarks.evaluation.products import ProductEvalProtocol
-from benchmarks.evaluation.retrieval import RetrievalProtocol
-from benchmarks.evaluation.video import VideoRetrievalProtocol
+from benchmarks.registry import BenchmarkSpec, default_benchmarks, list_benchmarks, subscribe
 from benchmarks.runtime import Precision
 from benchmarks.training.dvae import DVAEBudget
+from benchmarks.training.loop import TrainConfig
 from benchmarks.training.unimodal import UnimodalBudget
-from methods import SIZES, default_suite_methods, list_methods
+from methods import TrainRecipe, default_suite_methods, list_methods, list_presets
 from methods.config import ConfigError, StrictModel, deep_merge, validate
 
-BENCHMARKS: tuple[str, ...] = ("zeroshot_retrieval", "finetuned_retrieval", "video_retrieval", "product_retrieval",
-                               "latency")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"   # suite and variant names (they become folder names)
 
 
@@ -84,107 +82,6 @@ class TokenizerSpec(StrictModel):
     kind: Literal["wordpiece", "pretrained"] = "wordpiece"
     vocab_size: int = Field(1000, ge=64, description="WordPiece vocabulary trained on the corpus.")
     path: str | None = Field(None, description="Local directory with tokenizer.json or vocab.txt.")
-
-
-class EvalDataset(StrictModel):
-    """A real image-text retrieval set read from local files (nothing is downloaded), evaluated zero-shot beside
-    the suite's own split."""
-
-    name: Literal["flickr30k", "coco"]
-    root: str = Field(description="The dataset folder (annotations + images; `vlpbench data verify` checks it).")
-    split: Literal["train", "val", "test"] = "test"
-    options: dict[str, Any] = Field(default_factory=dict, description="Layout fields (KarpathyLayout); "
-                                                                      "image_size defaults to the model's resolution.")
-    rerank_k: int | None = Field(None, ge=10, description="k for re-ranking on this set; None = the method card's "
-                                                         "k for it (TCL: k_test 128 Flickr30K, 256 COCO), else "
-                                                         "retrieval.rerank_k.")
-    label: str | None = Field(None, pattern=NAME_PATTERN, description="Record name suffix; default: the name.")
-    resolution: int | None = Field(None, ge=16, description="Evaluate this set at another input size than the "
-                                                            "model's (a copy of it, ViT position embeddings resampled "
-                                                            "bicubically as ALBEF/TCL's interpolate_pos_embed): TCL's "
-                                                            "released protocol is 384 for a 256 px model.")
-    omit_when_default = frozenset({"resolution"})
-
-    @property
-    def key(self) -> str:
-        return self.label or self.name
-
-
-class RetrievalSpec(StrictModel):
-    split: str = "test"
-    datasets: list[EvalDataset] = Field(default_factory=list,
-                                        description="Real retrieval sets (Karpathy Flickr30K/COCO) also evaluated "
-                                                    "zero-shot; records 'zeroshot_retrieval@<label>'.")
-
-    @field_validator("datasets")
-    @classmethod
-    def _unique_labels(cls, v: list[EvalDataset]) -> list[EvalDataset]:
-        keys = [d.key for d in v]
-        if len(set(keys)) != len(keys):
-            raise ValueError(f"retrieval.datasets: labels {keys} repeat; give each entry its own 'label'")
-        return v
-    protocol: RetrievalProtocol = Field(default_factory=RetrievalProtocol,
-                                        description="The ITC evaluation every method gets.")
-    rerank: bool = Field(True, description="Also evaluate models with a re-ranking head with top-k re-ranking.")
-    rerank_scoring: Literal["itm", "itm+itc"] | None = Field(
-        None, description="None = the method's own protocol (TCL/ALBEF: itm; LAVIS/BLIP: itm+itc).")
-    # ≥ 10: ranks beyond k are censored at k + 1, so R@K is only observed for K ≤ k (R@10 is reported)
-    rerank_k: int = Field(16, ge=10, description="k on the built-in 1K test split (Flickr30K: 128, COCO: 256); "
-                                               "kept small so the CPU default suite stays minutes long.")
-
-
-class VideoDataset(StrictModel):
-    """MSR-VTT from local files (CLIP4Clip layout), evaluated beside the built-in video split."""
-
-    name: Literal["msrvtt"] = "msrvtt"
-    root: str = Field(description="The MSR-VTT folder (`vlpbench data verify msrvtt --root DIR` checks it).")
-    split: str = Field("1k-A", description="1k-A (JSFusion test list; 'test' and 'val' are the same file).")
-    options: dict[str, Any] = Field(default_factory=dict, description="Layout fields (MSRVTTLayout); frame_size "
-                                                                      "defaults to the model's resolution.")
-
-
-class VideoSpec(StrictModel):
-    split: str = Field("video_test", description="The built-in video split (1,000 clips, 5 captions each).")
-    n_frames: int | None = Field(None, ge=1, description="Frames per video; None = the built-in dataset's "
-                                                         "video_frames (8) and MSR-VTT's layout (12).")
-    protocol: VideoRetrievalProtocol = Field(default_factory=VideoRetrievalProtocol)
-    datasets: list[VideoDataset] = Field(default_factory=list,
-                                         description="Real video sets also evaluated; records "
-                                                     "'video_retrieval@<name>'.")
-
-
-DEFAULT_FINETUNE: dict[str, dict[str, int]] = {
-    "tiny": {"steps": 100, "batch_size": 128, "log_every": 10},
-    "base": {"steps": 5000, "batch_size": 256, "log_every": 50, "checkpoint_every": 1000},
-}
-
-
-class FinetuneSpec(StrictModel):
-    """Retrieval fine-tuning: each pretrained model is fine-tuned on a training split with its method's recipe
-    (methods' FINETUNE_RECIPES) and evaluated on the test split; the lineage says so in every record."""
-
-    train_split: str = Field("train", description="Split fine-tuned on (built-in: 5,000 images, one row per caption).")
-    split: str = Field("test", description="Split evaluated after fine-tuning.")
-    dataset: EvalDataset | None = Field(None, description="A real Karpathy set (Flickr30K / COCO from local files) to "
-                                                          "fine-tune on (train_split) and evaluate (split) instead "
-                                                          "of the built-in one; its `split` field is not used.")
-    budget: dict[str, Budget] = Field(default_factory=dict, description="Steps / batch per size (defaults per size).")
-    recipe_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict,
-                                                        description="Per method: merged over its fine-tuning recipe.")
-
-    def budget_for(self, size: str) -> Budget:
-        return self.budget[size] if size in self.budget else Budget(**DEFAULT_FINETUNE[size])
-
-
-class LatencySpec(StrictModel):
-    protocol: LatencyProtocol = Field(default_factory=LatencyProtocol)
-    text_split: str = Field("test", description="Captions timed for text encoding (their lengths matter).")
-
-
-class ProductSpec(StrictModel):
-    split: str = Field("test", description="The split whose items are queries and gallery (leave-one-out).")
-    protocol: ProductEvalProtocol = Field(default_factory=ProductEvalProtocol,
-                                          description="M5Product's evaluator: K list, top-10 cap, cut-off rule.")
 
 
 DEFAULT_BUDGETS: dict[str, dict[str, int]] = {
@@ -233,7 +130,8 @@ class Suite(StrictModel):
     sizes: list[str] = Field(default_factory=lambda: ["tiny"], min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     dataset: DatasetSpec = Field(default_factory=DatasetSpec)
-    benchmarks: list[str] = Field(default_factory=lambda: list(BENCHMARKS), min_length=1)
+    benchmarks: list[str] = Field(default_factory=default_benchmarks, min_length=1,
+                                  description="Benchmarks run on every job (registered ones: benchmarks/tasks/).")
     tokenizer: TokenizerSpec = Field(default_factory=TokenizerSpec)
     train: dict[str, Budget] = Field(default_factory=dict, description="Budget per size (defaults per size).")
     unimodal: dict[str, UnimodalBudget] = Field(
@@ -254,17 +152,12 @@ class Suite(StrictModel):
                                              "torch.compile'd: fused elementwise kernels, float rounding unlike "
                                              "eager's, so the job fingerprint changes. Off: on this project's "
                                              "2-core CPU it measured 0.91-1.01x eager per step after 28-113 s of "
-                                             "compilation (README, Performance); for GPU runs, measure first "
+                                             "compilation (docs/performance.md); for GPU runs, measure first "
                                              "with `vlpbench perf --only compile`.")
     method_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
     recipe_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    retrieval: RetrievalSpec = Field(default_factory=RetrievalSpec)
-    video: VideoSpec = Field(default_factory=VideoSpec, description="Text-to-video retrieval (MSR-VTT protocol).")
-    latency: LatencySpec = Field(default_factory=LatencySpec, description="Inference latency per stage.")
-    finetune: FinetuneSpec = Field(default_factory=FinetuneSpec, description="Fine-tuned image-text retrieval.")
-    products: ProductSpec = Field(default_factory=ProductSpec, description="Same-category product retrieval "
-                                                                          "(benchmark product_retrieval).")
     tracking_uri: str | None = None
+    # + one section per registered benchmark (its settings, e.g. `retrieval`, `video`), added by _benchmark_section
 
     @field_validator("variants")
     @classmethod
@@ -291,13 +184,22 @@ class Suite(StrictModel):
 
     @field_validator("sizes")
     @classmethod
-    def _known_sizes(cls, v: list[str]) -> list[str]:
-        return _members(v, SIZES, "size")
+    def _known_sizes(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        """Each size is a preset of every method the suite runs (presets are named per method)."""
+        methods = info.data.get("methods", "all")
+        variants = info.data.get("variants") or {}
+        names = default_suite_methods() + list(variants) if methods == "all" else list(methods)
+        for name in names:
+            method = variants[name].method if name in variants else name
+            missing = [s for s in v if s not in list_presets(method)]
+            if missing:
+                raise ValueError(f"unknown size(s) {missing} for {name}; its presets: {list_presets(method)}")
+        return v
 
     @field_validator("benchmarks")
     @classmethod
     def _known_benchmarks(cls, v: list[str]) -> list[str]:
-        return _members(v, BENCHMARKS, "benchmark")
+        return _members(v, tuple(list_benchmarks()), "benchmark")
 
     @field_validator("train", mode="before")
     @classmethod
@@ -311,7 +213,7 @@ class Suite(StrictModel):
     @field_validator("train", "unimodal", "dvae", "method_overrides", "recipe_overrides")
     @classmethod
     def _keys_known(cls, v: dict[str, Any], info: Any) -> dict[str, Any]:
-        allowed = SIZES if info.field_name in ("train", "unimodal", "dvae") else tuple(list_methods())
+        allowed = _all_presets() if info.field_name in ("train", "unimodal", "dvae") else tuple(list_methods())
         bad = [k for k in v if k not in allowed]
         if bad:
             raise ValueError(f"unknown key(s) {bad}; expected one of {list(allowed)}")
@@ -335,20 +237,73 @@ class Suite(StrictModel):
         v = self.variants[name]
         return deep_merge(base, v.method_overrides if kind == "method" else v.recipe_overrides)
 
+    @model_validator(mode="after")
+    def _budgets_known(self) -> "Suite":
+        """Every size run has a pretraining budget: its default, or one the suite sets (presets of methods from
+        other packages have no defaults here)."""
+        missing = [s for s in self.sizes if s not in self.train and s not in DEFAULT_BUDGETS]
+        if missing:
+            raise ValueError(f"size(s) {missing} have no default budget: set train.<size>: {{steps: N, batch_size: B}}"
+                             f" (e.g. --set train.{missing[0]}.steps=100 --set train.{missing[0]}.batch_size=32)")
+        return self
+
     def budget(self, size: str) -> Budget:
-        if size in self.train:
-            return self.train[size]
-        return Budget(**DEFAULT_BUDGETS[size])
+        return self.train[size] if size in self.train else Budget(**default_budget(DEFAULT_BUDGETS, size, "train"))
 
     def dvae_budget(self, size: str) -> DVAEBudget:
-        if size in self.dvae:
-            return self.dvae[size]
-        return DVAEBudget(**DEFAULT_DVAE[size])
+        return self.dvae[size] if size in self.dvae else DVAEBudget(**default_budget(DEFAULT_DVAE, size, "dvae"))
 
     def unimodal_budget(self, size: str) -> UnimodalBudget:
-        if size in self.unimodal:
-            return self.unimodal[size]
-        return UnimodalBudget(**DEFAULT_UNIMODAL[size])
+        return self.unimodal[size] if size in self.unimodal else \
+            UnimodalBudget(**default_budget(DEFAULT_UNIMODAL, size, "unimodal"))
+
+
+    def train_config(self, budget: Budget, seed: int, recipe: TrainRecipe) -> TrainConfig:
+        """The training loop's settings for a stage of this suite (pretraining, fine-tuning) at `budget`."""
+        return TrainConfig(steps=budget.steps, batch_size=budget.batch_size, seed=seed, precision=self.precision,
+                           device=self.device, log_every=budget.log_every, checkpoint_every=budget.checkpoint_every,
+                           compile=self.compile, data_workers=self.data_workers, recipe=recipe)
+
+    def section(self, name: str) -> StrictModel:
+        """The settings of a registered benchmark's section (e.g. `suite.section("video")` = `suite.video`)."""
+        return getattr(self, name)
+
+
+def _all_presets() -> tuple[str, ...]:
+    return tuple(sorted({p for m in list_methods() for p in list_presets(m)}))
+
+
+def default_budget(defaults: dict[str, dict[str, int]], size: str, section: str) -> dict[str, int]:
+    """The default budget of `size` in a suite section, or a ConfigError saying how to set one."""
+    if size not in defaults:
+        raise ConfigError(f"size {size!r} has no default {section} budget (defaults exist for {sorted(defaults)}): "
+                          f"set {section}.{size} in the suite")
+    return defaults[size]
+
+
+
+def _benchmark_section(spec: BenchmarkSpec, registered: bool) -> None:
+    """Add (or remove) a benchmark's section to the suite schema: a field named spec.section of type spec.settings,
+    defaulting to the settings' defaults. (pydantic has no public call to add a field to a defined model: the
+    field is set in the model's field table and the schema rebuilt — tests/test_benchmark_registry.py checks that
+    a registered section validates, dumps and is refused once unregistered.)"""
+    fields = Suite.__pydantic_fields__
+    if registered:
+        if spec.section in fields and spec.section not in _SECTIONS:
+            raise ValueError(f"benchmark {spec.name!r}: section {spec.section!r} is a suite field already")
+        fields[spec.section] = FieldInfo.from_annotated_attribute(
+            spec.settings, Field(default_factory=spec.settings, description=spec.description or spec.name))
+        Suite.__annotations__[spec.section] = spec.settings
+        _SECTIONS.add(spec.section)
+    else:
+        fields.pop(spec.section, None)
+        Suite.__annotations__.pop(spec.section, None)
+        _SECTIONS.discard(spec.section)
+    Suite.model_rebuild(force=True)
+
+
+_SECTIONS: set[str] = set()
+subscribe(_benchmark_section)
 
 
 def load_suite(path: Path | None, overrides: dict[str, Any] | None = None) -> Suite:

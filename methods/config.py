@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import copy
 import difflib
+import hashlib
+import json
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal, TypeVar
 
@@ -122,3 +124,9 @@ def validate(model_cls: type[T], data: Mapping[str, Any], where: str) -> T:
         return model_cls.model_validate(dict(data))
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, model_cls, where)) from None
+
+
+def sha256_json(obj: Any) -> str:
+    """The fingerprint of a JSON-serialisable value: sha256 of its JSON with sorted keys (every configuration,
+    plan and stage fingerprint of the project is this, so equal contents give equal fingerprints everywhere)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()

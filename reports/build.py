@@ -21,12 +21,12 @@ from pathlib import Path
 
 from reports import exports, html, markdown, plots
 from reports.comparison import protocol_id, protocol_key
+from reports.sections import section_of
 from reports.sources import ReportInputs, record_key
 from reports.stats import Interval, bootstrap_retrieval
 from reports.store import EvaluationRecord, atomic_write_text, utc_now
 
 FIGURES = "figures"
-_NOT_IMAGE_TEXT = ("latency", "product_retrieval", "video_retrieval")
 
 
 @dataclass(frozen=True)
@@ -61,11 +61,11 @@ def _figures(inputs: ReportInputs, out_dir: Path, intervals: markdown.IntervalsF
 
     groups: dict[str, list[EvaluationRecord]] = defaultdict(list)
     for r in evaluations:
-        if r.benchmark.split("@")[0] not in _NOT_IMAGE_TEXT and "i2t_R1" in r.metrics:
+        if section_of(r.benchmark).layout == "image_text" and "i2t_R1" in r.metrics:
             groups[protocol_key(r)].append(r)
     for key, recs in groups.items():
         first = recs[0]
-        title = (f"{markdown.BENCHMARK_TITLES.get(first.benchmark.split('@')[0], first.benchmark)} — "
+        title = (f"{section_of(first.benchmark).title} — "
                  f"{first.dataset['dataset']}/{first.dataset['split']}")
         saved[key] = plots.save_figure(plots.recall_bars(recs, styles, title=title, intervals=intervals),
                                        fig_dir / f"recall-{first.benchmark.replace('@', '-')}-{protocol_id(first)}.png")

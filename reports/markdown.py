@@ -18,6 +18,7 @@ import numpy as np
 from reports.comparison import (MODEL_FIELDS, Comparison, compare_all, model_key, protocol_differences,
                                 protocol_key)
 from reports.plots import LatencyPoint
+from reports.sections import section_of, section_order
 from reports.stats import Interval, paired_retrieval_test
 from reports.store import EvaluationRecord, PretrainRecord, utc_now
 
@@ -37,13 +38,6 @@ VIDEO_COLUMNS: tuple[tuple[str, str], ...] = (
     ("v2t_R1", "V→T R@1"), ("v2t_R5", "R@5"), ("v2t_R10", "R@10"), ("v2t_medr", "MdR"), ("v2t_meanr", "MnR"),
     ("rsum", "RSUM"),
 )
-BENCHMARK_TITLES = {"zeroshot_retrieval": "Zero-shot image-text retrieval (ITC)",
-                    "zeroshot_retrieval_rerank": "Zero-shot image-text retrieval (top-k re-ranking)",
-                    "finetuned_retrieval": "Fine-tuned image-text retrieval (ITC)",
-                    "finetuned_retrieval_rerank": "Fine-tuned image-text retrieval (top-k re-ranking)",
-                    "video_retrieval": "Zero-shot text-video retrieval (MSR-VTT protocol, ITC)",
-                    "product_retrieval": "Same-category product retrieval (M5Product protocol)",
-                    "latency": "Inference latency (per stage, p50 of repeated calls after warm-up)"}
 
 
 def _fmt(v: Any) -> str:
@@ -191,14 +185,12 @@ def _product_rows(records: Sequence[EvaluationRecord], per_row: Sequence[str] = 
     return rows
 
 
-SECTION_ORDER = ("zeroshot_retrieval", "zeroshot_retrieval_rerank", "finetuned_retrieval", "finetuned_retrieval_rerank",
-                 "video_retrieval", "product_retrieval", "latency")
-
-
-def _section_order(benchmark: str) -> tuple[int, str]:
-    """Report sections in reading order (zero-shot, fine-tuned, video, products, latency); unknown ones last."""
-    base = benchmark.split("@")[0]
-    return (SECTION_ORDER.index(base) if base in SECTION_ORDER else len(SECTION_ORDER), benchmark)
+def _metrics_table(records: Sequence[EvaluationRecord], per_row: Sequence[str]) -> list[str]:
+    """Every metric of the records as a column (benchmarks whose section has the generic layout)."""
+    names = sorted({k for r in records for k in r.metrics})
+    rows = [[r.label, r.size, str(r.seed)] + [_fmt(r.metrics.get(k)) for k in names]
+            + [_fmt(r.protocol.get(k)) for k in per_row] for r in sorted(records, key=lambda r: (r.label, r.size, r.seed))]
+    return _table(["method", "size", "seed", *names, *per_row], rows)
 
 
 def _design_rank(design: str) -> int:
@@ -260,19 +252,22 @@ def render(pretrain: Sequence[PretrainRecord], evaluations: Sequence[EvaluationR
     groups: dict[str, list[EvaluationRecord]] = defaultdict(list)
     for r in evaluations:
         groups[protocol_key(r)].append(r)
-    for key in sorted(groups, key=lambda k: (_section_order(json.loads(k)["benchmark"]), k)):
+    for key in sorted(groups, key=lambda k: (section_order(json.loads(k)["benchmark"]), k)):
         recs = groups[key]
         first = recs[0]
-        title = BENCHMARK_TITLES.get(first.benchmark.split("@")[0], first.benchmark)
-        lines += [f"## {title} — {first.dataset['dataset']}/{first.dataset['split']}", ""]
-        if first.benchmark == "latency":
+        section = section_of(first.benchmark)
+        lines += [f"## {section.title} — {first.dataset['dataset']}/{first.dataset['split']}", ""]
+        if section.layout == "latency":
             lines += _latency_section(recs)
-        elif first.benchmark == "product_retrieval":
+        elif section.layout == "metrics":
+            per_row = varying_model_fields(recs)
+            lines += _metrics_table(recs, per_row)
+        elif section.layout == "products":
             per_row = [k for k in varying_model_fields(recs) if k != "feature_types"]  # features: a row each
             lines += _table(["method", "size", "seed", "features"] + _product_columns(recs) + per_row,
                             _product_rows(recs, per_row))
         else:
-            video = first.benchmark.startswith("video_retrieval")
+            video = section.layout == "video"
             columns = VIDEO_COLUMNS if video else RETRIEVAL_COLUMNS
             with_ci = intervals if not video else None
             ci_labels = ["RSUM 95 % CI", "I→T R@1 CI", "T→I R@1 CI"] if with_ci else []

@@ -12,7 +12,8 @@ import torch
 from benchmarks import cli
 from benchmarks.data import open_dataset
 from benchmarks.evaluation.retrieval import RetrievalProtocol, evaluate_image_text
-from benchmarks.pipeline import Job, build_tokenizer, prepare_init
+from benchmarks.job import Job
+from benchmarks.pipeline import build_tokenizer, prepare_init
 from benchmarks.suite import Suite
 from methods import create_method
 from reports.store import EvaluationRecord, read_evaluation

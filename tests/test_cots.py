@@ -393,8 +393,9 @@ def test_saved_cots_reloads_without_the_tokenizer_file(micro_cots: COTS, tmp_pat
 
 def test_pipeline_job_trains_the_tokenizer_records_lineage_and_scores_the_filter(
         small_world: BuiltinDataset, cache_root: Path, tmp_path: Path) -> None:
-    from benchmarks.pipeline import Job, run_job
-    from benchmarks.runners import describe_lineage
+    from benchmarks.job import Job
+    from benchmarks.pipeline import run_job
+    from benchmarks.tasks.common import describe_lineage
     from benchmarks.suite import Suite
     from reports.store import read_evaluation, read_pretrain
 

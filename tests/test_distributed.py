@@ -3,7 +3,6 @@ losses step by step, the same weights, the same retrieval metrics; queues filled
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 from pathlib import Path
@@ -16,7 +15,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from benchmarks.pipeline import expand_jobs, run_job
+from benchmarks.job import expand_jobs
+from benchmarks.pipeline import run_job
 from benchmarks.suite import load_suite
 from methods import load_pretrained
 from methods.momentum import FeatureQueues

@@ -373,7 +373,8 @@ def test_product_retrieval_scores_encode_product_features_with_the_toolkit_rule(
 
 def test_a_scale_job_pretrains_and_reports_product_retrieval_per_feature_type(
         small_world: BuiltinDataset, cache_root: Path, tmp_path: Path) -> None:
-    from benchmarks.pipeline import Job, run_job
+    from benchmarks.job import Job
+    from benchmarks.pipeline import run_job
     from benchmarks.suite import Suite
     from reports.store import read_evaluation, read_pretrain
 

@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from methods.config import sha256_json
+
 
 class DatasetError(ValueError):
     """Bad or missing dataset input; the message names the file (and field or item) and the fix."""
@@ -27,7 +29,7 @@ def sha256_file(path: Path) -> str:
 
 def combined_fingerprint(parts: dict[str, str]) -> str:
     """One sha256 over named file hashes (order-independent)."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+    return sha256_json(parts)
 
 
 def read_json(path: Path, what: str) -> Any:

@@ -25,9 +25,9 @@ from typing import Any
 import torch
 
 from benchmarks.perf.context import PerfContext, open_context
-from benchmarks.suite import Suite
+from benchmarks.suite import Budget, Suite
 from benchmarks.training.batches import PretrainBatches
-from benchmarks.training.loop import TrainConfig, Trainer
+from benchmarks.training.loop import Trainer
 from methods import StepContext, train_recipe
 
 
@@ -50,8 +50,8 @@ def train_history(ctx: PerfContext, name: str, size: str, model: Any, data: Pret
     """Train `model` for `steps` steps with the harness' Trainer (its size's recipe with the suite's overrides,
     log_every 1, in a throw-away folder); the per-step history records."""
     recipe = train_recipe(ctx.suite.method_of(name), size, ctx.suite.overrides_for(name, "recipe"))
-    cfg = TrainConfig(steps=steps, batch_size=data.batch_size, seed=0, precision=ctx.precision,
-                      device=ctx.suite.device, log_every=1, recipe=recipe, compile=compile)
+    cfg = ctx.suite.train_config(Budget(steps=steps, batch_size=data.batch_size, log_every=1), 0, recipe)
+    cfg = cfg.model_copy(update={"precision": ctx.precision, "compile": compile})   # the section's, not the suite's
     with tempfile.TemporaryDirectory(prefix="vlpbench-perf-") as tmp:
         Trainer(model, data, cfg, Path(tmp), progress=False, step_hook=step_hook).fit()
         return [json.loads(line) for line in (Path(tmp) / "history.jsonl").read_text().splitlines()]

@@ -17,8 +17,6 @@ crop, budget, seed, dataset, stage version), written to a temporary folder and r
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import time
 from collections.abc import Callable
@@ -35,7 +33,7 @@ from benchmarks.data.types import ArrayImages
 from benchmarks.training.batches import sample_seeds
 from benchmarks.training.schedule import warmup_cosine, warmup_steps_for
 from benchmarks.training.stage_cache import cached_stage
-from methods.config import ConfigError, StrictModel
+from methods.config import ConfigError, StrictModel, sha256_json
 from methods.preprocess import ImagePreprocess, ImagePreprocessConfig
 from methods.visual_tokenizer import DVAEDecoder, DVAEEncoder, VisualTokenizerConfig, map_pixels
 
@@ -70,7 +68,7 @@ class DVAERequest:
                  "tokenizer": self.tokenizer.model_dump(mode="json", exclude={"weights"}),
                  "crop": self.crop.model_dump(mode="json"), "budget": self.budget.model_dump(mode="json"),
                  "dataset": dataset_fingerprint}
-        return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()
+        return sha256_json(keyed)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,6 @@ hold every process's RNG state.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import math
@@ -41,7 +40,7 @@ from benchmarks.training.checkpoint import CheckpointError, load_checkpoint, res
 from benchmarks.training.schedule import warmup_cosine, warmup_steps_for
 from methods import StepContext, TrainRecipe, VLPModel
 from methods.distributed import all_reduce_mean_, world
-from methods.config import ConfigError, StrictModel
+from methods.config import ConfigError, StrictModel, sha256_json
 from methods.towers import compiled_towers
 
 
@@ -65,7 +64,7 @@ class TrainConfig(StrictModel):
         # (compile off is left out, so that configurations from before the option keep their fingerprints; the
         # worker count does not change a batch)
         dump = self.model_dump(mode="json", exclude={"data_workers"} | (set() if self.compile else {"compile"}))
-        return hashlib.sha256(json.dumps(dump, sort_keys=True).encode()).hexdigest()
+        return sha256_json(dump)
 
 
 class TrainingDiverged(RuntimeError):

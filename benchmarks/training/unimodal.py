@@ -23,8 +23,6 @@ reused; its record (objective, steps, held-out accuracy) goes into the model's l
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -42,7 +40,7 @@ from benchmarks.data.types import LabelledImages, TextCorpus
 from benchmarks.training.batches import sample_seeds
 from benchmarks.training.schedule import warmup_cosine, warmup_steps_for
 from benchmarks.training.stage_cache import cached_stage
-from methods.config import ConfigError, StrictModel
+from methods.config import ConfigError, StrictModel, sha256_json
 from methods.masking import mask_tokens
 from methods.preprocess import ImagePreprocess, ImagePreprocessConfig
 from methods.tokenizer import TextTokenizer
@@ -88,7 +86,7 @@ class UnimodalRequest:
             "tokenizer": tokenizer.fingerprint() if self.text is not None else None,
             "dataset": dataset_fingerprint,
         }
-        return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()
+        return sha256_json(keyed)
 
 
 @dataclass(frozen=True)
