@@ -6,28 +6,36 @@ the side it applies to, scoring rule, k, tie policy, score dtype, precision, che
 stored in the record, which is written atomically (ranks first, then results.json) before it is logged to MLflow
 or copied to ``--json``. Records land in ``<output>/<name>/jobs/<job>/eval/<benchmark>/`` — the layout of
 `vlpbench run` — so `vlpbench report --source files` and the MLflow report show them beside trained models.
+
+`vlpbench latency` is here too (`untrained_latency`): the stage timings of untrained models (weights do not change
+them), with the suite's latency protocol, device and precision.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
 from benchmarks.data import DatasetError, open_dataset
 from benchmarks.data.types import RetrievalSplit
+from benchmarks.evaluation.latency import time_models
 from benchmarks.evaluation.metrics import TiePolicy
 from benchmarks.evaluation.retrieval import RetrievalOutcome, RetrievalProtocol, Scoring, evaluate_image_text
 from benchmarks.evaluation.video import VideoOutcome, VideoRetrievalProtocol, evaluate_text_video
-from benchmarks.runners import describe_lineage
+from benchmarks.tasks.common import describe_lineage
 from benchmarks.runtime import Precision, fingerprint, resolve_device, resolve_precision
-from methods import ConfigError, VLPModel, get_spec
+from methods import ConfigError, VLPModel, create_method, get_spec
 from methods.checkpoints.importer import Imported, import_checkpoint
 from methods.config import StrictModel, validate
 from reports.store import RANKS_FILE, RESULTS_FILE, EvaluationRecord, atomic_write_json, save_ranks, write_record
+
+if TYPE_CHECKING:
+    from benchmarks.suite import Suite
 
 # (images, captions) of the standard test sets; a split with other counts is not the one papers report on
 # (Flickr30K Karpathy test; COCO 5K Karpathy test: 25,010 captions, CLIP_benchmark's COCO recalls are multiples of
@@ -252,3 +260,47 @@ def write_summary_json(path: Path, record: EvaluationRecord, extra: dict[str, An
                "method": record.method, "arch": record.size, "job": record.job, "benchmark": record.benchmark,
                "lineage": record.lineage, **(extra or {})}
     return atomic_write_json(path, payload)
+
+
+def untrained_latency(suite: Suite, methods: Sequence[str] | None, size: str, *, repeats: int | None = None,
+                      twice: bool = False, on_model: Callable[[str, dict[str, Any]], None] | None = None
+                      ) -> dict[str, Any]:
+    """`vlpbench latency`: each method (default: the suite's) timed untrained at `size` with the suite's latency
+    protocol (`repeats` overrides its repeats), device and precision, on the captions the suite's `latency`
+    benchmark times; {"environment", "precision", "protocol", "methods": time_models' entries}."""
+    from benchmarks.pipeline import build_tokenizer
+
+    dataset = open_dataset(suite.dataset.name, suite.dataset.root, suite.dataset.options)
+    tokenizer = build_tokenizer(suite, dataset)
+    texts = list(dataset.retrieval_split(suite.latency.text_split).texts)
+    device = resolve_device(suite.device)
+    precision = resolve_precision(suite.precision, device)
+    proto = suite.latency.protocol
+    if repeats:
+        proto = proto.model_copy(update={"repeats": repeats})
+
+    def build(name: str) -> Callable[[], VLPModel]:
+        return lambda: create_method(suite.method_of(name), size, tokenizer=tokenizer,
+                                     overrides=suite.overrides_for(name, "method")).to(device)
+
+    models = {name: build(name) for name in (methods or suite.method_names())}
+    return {"environment": fingerprint(device), "precision": precision, "protocol": proto.model_dump(mode="json"),
+            "methods": time_models(models, texts, proto, device, precision, twice=twice, on_model=on_model)}
+
+
+def standalone_tracking_uri(output: Path, uri: str | None) -> str:
+    """The MLflow store of `vlpbench eval`/`reproduce` (`uri`, else $MLFLOW_TRACKING_URI, else <output>/mlflow.db),
+    checked before anything is evaluated."""
+    from reports import tracking
+
+    return tracking.check_tracking_uri(tracking.resolve_tracking_uri(uri, output))
+
+
+def log_standalone(record_path: Path, output: Path, name: str, uri: str | None) -> str:
+    """Log a record of `vlpbench eval`/`reproduce` (already written) to MLflow, experiment vlpbench-<name>; returns
+    the run id."""
+    from reports import tracking
+
+    resolved = tracking.resolve_tracking_uri(uri, output)
+    artifact_root = output / "mlartifacts" if tracking.is_embedded(resolved) else None
+    return tracking.log_evaluation(record_path, output / name, resolved, f"vlpbench-{name}", artifact_root)

@@ -1,5 +1,8 @@
-"""A suite as submitted jobs (submitit: debug, local or SLURM): one pretraining job per method × size × seed, then
-one job per benchmark on each pretrained model, as job arrays.
+"""Running a suite: in this process (`run_inline`, one job after another) or as submitted jobs (submitit: debug,
+local or SLURM; `submit_suite`): one pretraining job per method × size × seed, then one job per benchmark on each
+pretrained model, as job arrays. Both run and log a task with the same code (`run_task`, `log_task`); before
+anything runs, `preflight` reads what the suite names (corpus images, evaluation images, fine-tuning splits), so a
+wrong root fails in seconds, not after hours of pretraining.
 
     <suite_dir>/launch.json    every task: its executor job id, state when last seen, log files, attempts
     <suite_dir>/submitit/      submitit's folders: pickled submissions, stdout/stderr, results
@@ -22,16 +25,25 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.pipeline import DISTRIBUTED, Job, expand_jobs, run_job
+import yaml
+
+from benchmarks.data import open_dataset
+from benchmarks.data.files import check_image_header
+from benchmarks.job import Job, expand_jobs
+from benchmarks.pipeline import JobOutcome, distributed_benchmarks, open_corpus, run_job
 from benchmarks.runtime import code_version, file_lock, pin_code_version
 from benchmarks.suite import Suite
-from reports.store import PRETRAIN_FILE, RESULTS_FILE, atomic_write_json
+from methods import ConfigError
+from methods.config import validate
+from reports import tracking as mlflow_tracking
+from reports.store import PRETRAIN_FILE, RESULTS_FILE, atomic_write_json, atomic_write_text
 from reports.tracking import LEDGER
+from slurm import get_executor
 from slurm.executors import FINAL_OK, ArrayLauncher, first_result, job_state, wait_for
 
 LAUNCH_FILE = "launch.json"
@@ -46,9 +58,22 @@ class Tracking:
     artifact_root: Path | None = None
 
 
+def suite_tracking(suite: Suite, output: Path, uri: str | None = None) -> Tracking:
+    """Where a suite's runs are logged: `uri` (--tracking-uri), else the suite's tracking_uri, else
+    $MLFLOW_TRACKING_URI, else an embedded sqlite store in `output` (artifacts in <output>/mlartifacts)."""
+    resolved = mlflow_tracking.resolve_tracking_uri(uri or suite.tracking_uri, output)
+    root = (output / "mlartifacts").resolve() if mlflow_tracking.is_embedded(resolved) else None
+    return Tracking(resolved, experiment_name(suite), root)
+
+
+def experiment_name(suite: Suite) -> str:
+    return f"vlpbench-{suite.name}"
+
+
 @dataclass(frozen=True)
 class TaskSpec:
-    """One submitted task: a job's pretraining (benchmarks empty) or one of its benchmarks."""
+    """One task: a submitted job's pretraining (benchmarks empty) or one of its benchmarks; run inline, a whole job
+    (its pretraining, then every benchmark named)."""
 
     job: Job
     suite_dir: Path
@@ -56,6 +81,8 @@ class TaskSpec:
     tracking: Tracking | None
     code: dict[str, Any]
     resume: str | None = None
+    progress: bool = False
+    require_pretrained: bool | None = None   # None: an evaluation task (benchmarks given) never pretrains
 
     @property
     def kind(self) -> str:
@@ -71,14 +98,12 @@ class JobTask:
 
     def __call__(self, spec: TaskSpec) -> dict[str, Any]:
         from benchmarks.training import preemption
-        from reports import tracking
 
         pin_code_version(spec.code)
         rank, size = _init_distributed()
         preemption.install(_preemption_signal())
         try:
-            outcome = run_job(spec.job, spec.suite_dir, resume=spec.resume, progress=False,
-                              benchmarks=spec.benchmarks, require_pretrained=bool(spec.benchmarks))
+            outcome = run_task(spec)
         finally:
             preemption.uninstall()
             if size > 1:
@@ -87,13 +112,7 @@ class JobTask:
                 dist.destroy_process_group()
         if rank != 0:   # a distributed pretraining's other processes: rank 0 wrote and logs the records
             return {"job_dir": str(outcome.job_dir), "records": {}, "runs": {}, "reused": outcome.reused, "rank": rank}
-        runs: dict[str, str] = {}
-        if spec.tracking is not None:   # records are on disk (atomically) before MLflow is touched
-            with file_lock(spec.suite_dir / ".tracking.lock"):
-                runs = tracking.log_job(outcome.job_dir, spec.suite_dir, spec.tracking.uri, spec.tracking.experiment,
-                                        spec.tracking.artifact_root)
-        return {"job_dir": str(outcome.job_dir), "records": {k: str(v) for k, v in outcome.results.items()},
-                "runs": runs, "reused": outcome.reused}
+        return log_task(spec, outcome)
 
     def checkpoint(self, spec: TaskSpec) -> Any:
         """Preemption or time-out (submitit's signal): requeue the same task, resuming its training from the
@@ -101,6 +120,48 @@ class JobTask:
         import submitit
 
         return submitit.helpers.DelayedSubmission(self, dataclasses.replace(spec, resume="latest"))
+
+
+class InlineTask:
+    """A task in this process (`vlpbench run`, `vlpbench finetune`): JobTask's work without what only a launched
+    task needs — the code version is this process's own, and there is no process group to join and no scheduler
+    signal to hand over to (an interrupted run resumes with --resume latest)."""
+
+    def __call__(self, spec: TaskSpec) -> dict[str, Any]:
+        return log_task(spec, run_task(spec))
+
+
+def run_task(spec: TaskSpec) -> JobOutcome:
+    """The job of `spec`: its pretraining (found or done) and its benchmarks, records written atomically."""
+    require = bool(spec.benchmarks) if spec.require_pretrained is None else spec.require_pretrained
+    return run_job(spec.job, spec.suite_dir, resume=spec.resume, progress=spec.progress,
+                   benchmarks=spec.benchmarks, require_pretrained=require)
+
+
+def log_task(spec: TaskSpec, outcome: JobOutcome) -> dict[str, Any]:
+    """Log a finished task's records to MLflow (under the suite folder's tracking lock: tasks log concurrently);
+    returns what every executor's task returns: job folder, records, MLflow runs (by record), reused stages."""
+    runs: dict[str, str] = {}
+    if spec.tracking is not None:   # records are on disk (atomically) before MLflow is touched
+        with file_lock(spec.suite_dir / ".tracking.lock"):
+            runs = mlflow_tracking.log_job(outcome.job_dir, spec.suite_dir, spec.tracking.uri,
+                                           spec.tracking.experiment, spec.tracking.artifact_root)
+    return {"job_dir": str(outcome.job_dir), "records": {k: str(v) for k, v in outcome.results.items()},
+            "runs": runs, "reused": outcome.reused}
+
+
+def run_inline(suite: Suite, suite_dir: Path, tracking: Tracking, *, resume: str | None = None,
+               progress: bool = True, benchmarks: Sequence[str] | None = None,
+               require_pretrained: bool = False) -> Iterator[dict[str, Any]]:
+    """Run the suite's jobs in this process, one after another, each as one task (its pretraining, then
+    `benchmarks`, default the suite's) through the inline executor; yields each task's result (`log_task`)."""
+    executor = get_executor("inline")
+    code = code_version()
+    chosen = tuple(suite.benchmarks if benchmarks is None else benchmarks)
+    for job in expand_jobs(suite):
+        spec = TaskSpec(job, suite_dir, chosen, tracking, code, resume, progress=progress,
+                        require_pretrained=require_pretrained)
+        yield executor.submit(InlineTask(), spec).result()
 
 
 def _preemption_signal() -> int:
@@ -163,6 +224,71 @@ def read_launch(suite_dir: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+# ---- before anything runs ----------------------------------------------------------------------------------------
+def preflight(suite: Suite) -> None:
+    """Read what the suite names before any training: a real corpus (every image path, image headers of CSV/JSONL
+    corpora), every image of its real retrieval sets, its real fine-tuning set's splits."""
+    if suite.dataset.corpus is not None:
+        images = open_corpus(suite.dataset.corpus).images
+        for path in dict.fromkeys(getattr(images, "paths", [])):
+            check_image_header(path)
+    for real in suite.retrieval.datasets:
+        source = open_dataset(real.name, real.root, real.options)
+        for item in source.items(real.split):
+            check_image_header(source.image_root / item.image)
+    if "finetuned_retrieval" in suite.benchmarks:
+        check_finetune_dataset(suite)
+
+
+def check_finetune_dataset(suite: Suite) -> None:
+    """A real fine-tuning set with a wrong root or a missing split fails now, not after hours of pretraining."""
+    real = suite.finetune.dataset
+    if real is not None:
+        for split in (suite.finetune.train_split, suite.finetune.split):
+            open_dataset(real.name, real.root, real.options).items(split)
+
+
+def write_resolved_suite(suite: Suite, suite_dir: Path) -> Path:
+    """suite.resolved.yaml: the suite as run (defaults filled in, --set applied)."""
+    return atomic_write_text(suite_dir / "suite.resolved.yaml",
+                             yaml.safe_dump(suite.model_dump(mode="json"), sort_keys=False))
+
+
+def finetune_suite(suite: Suite, methods: list[str] | None, dataset: str | None, root: str | None,
+                   steps: int | None, batch_size: int | None) -> Suite:
+    """The suite reduced to its fine-tuned retrieval benchmark (`vlpbench finetune`), with the given methods,
+    Karpathy set and budget merged over the suite's `finetune` section."""
+    if (dataset is None) != (root is None):
+        raise ConfigError("--dataset and --root go together: --dataset coco --root /data/coco (a Karpathy-split "
+                          "copy; `vlpbench data verify coco --root /data/coco` checks it)")
+    data = suite.model_dump(mode="json")
+    data["benchmarks"] = ["finetuned_retrieval"]
+    if methods:
+        data["methods"] = methods
+    ft = data["finetune"]
+    if dataset is not None:
+        ft["dataset"] = {**(ft.get("dataset") or {}), "name": dataset, "root": root}
+    if steps is not None or batch_size is not None:
+        for size in suite.sizes:
+            budget = suite.finetune.budget_for(size).model_dump(mode="json")
+            budget.update({k: v for k, v in (("steps", steps), ("batch_size", batch_size)) if v is not None})
+            ft["budget"][size] = budget
+    return validate(Suite, data, where="vlpbench finetune")
+
+
+def make_launcher(executor: str, suite_dir: Path, cluster: str | None = None, *,
+                  dry_run: bool = False) -> ArrayLauncher:
+    """The submitit launcher of an executor kind, its folder <suite_dir>/submitit; a dry run of the inline executor
+    previews SLURM's scripts. `cluster`: a profile in slurm/clusters/ or a YAML file (SLURM needs one)."""
+    from slurm.profiles import load_profile
+
+    kind = "slurm" if dry_run and executor == "inline" else executor
+    if kind == "slurm" and not cluster:
+        raise ConfigError("--executor slurm needs --cluster NAME (a profile in slurm/clusters/, or a YAML path)")
+    return ArrayLauncher(kind, suite_dir / "submitit", load_profile(cluster) if cluster else None)
+
+
+# ---- submitted ----------------------------------------------------------------------------------------------------
 def specs_for(suite: Suite, suite_dir: Path, tracking: Tracking | None, resume: str | None = None
               ) -> tuple[list[TaskSpec], dict[str, list[TaskSpec]]]:
     """(pretraining tasks, {benchmark: evaluation tasks}) — every list in the order of the suite's jobs."""
@@ -184,7 +310,7 @@ def dry_run(suite: Suite, suite_dir: Path, launcher: ArrayLauncher) -> str:
     for bench in evals:
         out += [f"# {bench} array (runs after its pretraining task)",
                 launcher.sbatch_script(len(pre), job_name=f"{suite.name}-{bench}", training=False,
-                                       sharded=bench in DISTRIBUTED, dependency=dep)]
+                                       sharded=bench in distributed_benchmarks(), dependency=dep)]
     return "\n".join(out)
 
 
@@ -208,7 +334,7 @@ def submit_suite(suite: Suite, suite_dir: Path, launcher: ArrayLauncher, trackin
     log(f"submitted {len(pre_jobs)} pretraining task(s): " + ", ".join(str(j.job_id) for j in pre_jobs))
     for bench, specs in evals.items():
         jobs = launcher.submit_array(task, specs, job_name=f"{suite.name}-{bench}", training=False,
-                                     sharded=bench in DISTRIBUTED, after=pre_jobs)
+                                     sharded=bench in distributed_benchmarks(), after=pre_jobs)
         record(specs, jobs, pre_jobs)
         submitted[bench] = jobs
         log(f"submitted {len(jobs)} {bench} task(s) after their pretraining: "
@@ -273,7 +399,7 @@ def task_state(attempt: dict[str, Any]) -> str:
     import pickle
 
     # submitit's own result file, written by the task into the suite folder, read as submitit reads it: unpickling
-    # runs code, so the folder must be writable by its owner alone (README, "Trust of the output folder"; the
+    # runs code, so the folder must be writable by its owner alone (docs/slurm.md, "Trust of the output folder"; the
     # `vlpbench status` help says it too). No file a user hands vlpbench is read here.
     with result.open("rb") as f:
         outcome, _ = pickle.load(f)
@@ -346,7 +472,7 @@ def resubmit_failed(suite_dir: Path, launcher: ArrayLauncher, log: Callable[[str
         spec: TaskSpec = submitit.helpers.DelayedSubmission.load(old.paths.submitted_pickle).args[0]
         after = [pre_new[t["job"]]] if t["kind"] != "pretrain" and t["job"] in pre_new else []
         job = launcher.submit_array(JobTask(), [spec], job_name=f"{spec.job.suite.name}-{spec.kind}",
-                                    training=not spec.benchmarks, sharded=set(spec.benchmarks) <= DISTRIBUTED,
+                                    training=not spec.benchmarks, sharded=set(spec.benchmarks) <= distributed_benchmarks(),
                                     after=after)[0]
         if t["kind"] == "pretrain":
             pre_new[t["job"]] = job

@@ -46,7 +46,7 @@ def test_local_executor_runs_tasks_logs_them_and_resubmits_a_failed_one_alone(
     (flickr / "flickr30k-images" / "101.jpg").write_bytes(b"\xff\xd8 not really a jpeg")   # found only on decode
     # `vlpbench run` checks every evaluation image's header before submitting (tests/test_safety.py); switched off
     # here so that the evaluation task itself fails, which is what this test re-submits
-    monkeypatch.setattr(cli, "check_image_header", lambda path: (1, 1))
+    monkeypatch.setattr("benchmarks.launch.check_image_header", lambda path: (1, 1))
     suite = copy.deepcopy(SUITE)
     suite["retrieval"] = {"datasets": [{"name": "flickr30k", "root": str(flickr)}]}
     path = _write(tmp_path, suite)
@@ -240,7 +240,8 @@ def test_a_preempted_task_checkpoints_requeues_and_ends_as_an_uninterrupted_run(
     import torch
 
     from benchmarks.launch import JobTask, specs_for
-    from benchmarks.pipeline import expand_jobs, run_job
+    from benchmarks.job import expand_jobs
+    from benchmarks.pipeline import run_job
     from benchmarks.suite import load_suite
 
     monkeypatch.setenv("VLPBENCH_CACHE", str(cache_root))

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.cli import _parse_sets, main
+from benchmarks.cli import main
+from benchmarks.cli.common import parse_sets as _parse_sets
 from benchmarks.data import DatasetError, open_dataset
 from benchmarks.data.files import check_image_header
 from benchmarks.runtime import LOCK_FILE, FolderBusy, folder_lock

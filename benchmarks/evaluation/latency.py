@@ -202,6 +202,43 @@ def _measure(model: VLPModel, texts: list[str], protocol: LatencyProtocol, devic
     return {"timings": timings, "per_query_ms": per_query, "ratios": ratios, "params": params, "flops": flops}
 
 
+def latency_metrics(result: Mapping[str, Any]) -> dict[str, float]:
+    """measure_latency's nested result as flat metric names: '<op>/p50_ms', 'per_query_ms/<design>@N', ..."""
+    out = {f"{op}/{k}": float(v) for op, t in result["timings"].items() for k, v in t.items()}
+    for group in ("per_query_ms", "ratios", "params", "flops"):
+        out.update({f"{group}/{k}": float(v) for k, v in result[group].items()})
+    return out
+
+
+def p50_changes(first: Mapping[str, float], second: Mapping[str, float]) -> dict[str, float]:
+    """How far each operation's p50 moved between two measurements (relative; operations timed at 0 left out)."""
+    return {k.split("/")[0]: abs(second[k] / first[k] - 1) for k in first if k.endswith("/p50_ms") and first[k] > 0}
+
+
+def time_models(models: Mapping[str, Callable[[], VLPModel]], texts: list[str], protocol: LatencyProtocol,
+                device: torch.device, precision: str, *, twice: bool = False,
+                on_model: Callable[[str, dict[str, Any]], None] | None = None) -> dict[str, dict[str, Any]]:
+    """{name: {"metrics": latency_metrics}} for each model in turn, built by its factory when its turn comes. A
+    process's first measurement runs slow, so an untimed one comes before the first model's; with `twice` each model
+    is measured twice back to back and its entry adds "second_run" and "p50_relative_change" (repeatability).
+    on_model(name, entry) is called as each model is done."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, build in models.items():
+        model = build()
+        if not out:   # process warm-up
+            measure_latency(model, texts, protocol, device, precision)
+        runs = [latency_metrics(measure_latency(model, texts, protocol, device, precision))
+                for _ in range(2 if twice else 1)]
+        entry: dict[str, Any] = {"metrics": runs[0]}
+        if twice:
+            entry["second_run"] = runs[1]
+            entry["p50_relative_change"] = p50_changes(runs[0], runs[1])
+        out[name] = entry
+        if on_model is not None:
+            on_model(name, entry)
+    return out
+
+
 def cost_model(timings: Mapping[str, Mapping[str, float]], protocol: LatencyProtocol
                ) -> tuple[dict[str, float], dict[str, float]]:
     """Per-query milliseconds of each retrieval design at each gallery size, and their ratios (p50s)."""

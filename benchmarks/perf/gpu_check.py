@@ -1,4 +1,4 @@
-"""Every GPU figure the README's performance table and docs/gpu-notes.md need, from one call, into one JSON.
+"""Every GPU figure docs/performance.md and docs/gpu-notes.md need, from one call, into one JSON.
 
     python -m benchmarks.perf.gpu_check --out outputs/gpu [--budget-s 540] [--quick]
 
