@@ -2,4 +2,4 @@
 
 Importing the package registers the built-in benchmarks (benchmarks/tasks/)."""
 
-from benchmarks import tasks  # noqa: F401
+from vlpbench.benchmarks import tasks  # noqa: F401

@@ -21,21 +21,21 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
-from benchmarks.data import DatasetError, open_dataset
-from benchmarks.data.types import RetrievalSplit
-from benchmarks.evaluation.latency import time_models
-from benchmarks.evaluation.metrics import TiePolicy
-from benchmarks.evaluation.retrieval import RetrievalOutcome, RetrievalProtocol, Scoring, evaluate_image_text
-from benchmarks.evaluation.video import VideoOutcome, VideoRetrievalProtocol, evaluate_text_video
-from benchmarks.tasks.common import describe_lineage
-from benchmarks.runtime import Precision, fingerprint, resolve_device, resolve_precision
-from methods import ConfigError, VLPModel, create_method, get_spec
-from methods.checkpoints.importer import Imported, import_checkpoint
-from methods.config import StrictModel, validate
-from reports.store import RANKS_FILE, RESULTS_FILE, EvaluationRecord, atomic_write_json, save_ranks, write_record
+from vlpbench.benchmarks.data import DatasetError, open_dataset
+from vlpbench.benchmarks.data.types import RetrievalSplit
+from vlpbench.benchmarks.evaluation.latency import time_models
+from vlpbench.benchmarks.evaluation.metrics import TiePolicy
+from vlpbench.benchmarks.evaluation.retrieval import RetrievalOutcome, RetrievalProtocol, Scoring, evaluate_image_text
+from vlpbench.benchmarks.evaluation.video import VideoOutcome, VideoRetrievalProtocol, evaluate_text_video
+from vlpbench.benchmarks.tasks.common import describe_lineage
+from vlpbench.benchmarks.runtime import Precision, fingerprint, resolve_device, resolve_precision
+from vlpbench.methods import ConfigError, VLPModel, create_method, get_spec
+from vlpbench.methods.checkpoints.importer import Imported, import_checkpoint
+from vlpbench.methods.config import StrictModel, validate
+from vlpbench.reports.store import RANKS_FILE, RESULTS_FILE, EvaluationRecord, atomic_write_json, save_ranks, write_record
 
 if TYPE_CHECKING:
-    from benchmarks.suite import Suite
+    from vlpbench.benchmarks.suite import Suite
 
 # (images, captions) of the standard test sets; a split with other counts is not the one papers report on
 # (Flickr30K Karpathy test; COCO 5K Karpathy test: 25,010 captions, CLIP_benchmark's COCO recalls are multiples of
@@ -268,7 +268,7 @@ def untrained_latency(suite: Suite, methods: Sequence[str] | None, size: str, *,
     """`vlpbench latency`: each method (default: the suite's) timed untrained at `size` with the suite's latency
     protocol (`repeats` overrides its repeats), device and precision, on the captions the suite's `latency`
     benchmark times; {"environment", "precision", "protocol", "methods": time_models' entries}."""
-    from benchmarks.pipeline import build_tokenizer
+    from vlpbench.benchmarks.pipeline import build_tokenizer
 
     dataset = open_dataset(suite.dataset.name, suite.dataset.root, suite.dataset.options)
     tokenizer = build_tokenizer(suite, dataset)
@@ -291,7 +291,7 @@ def untrained_latency(suite: Suite, methods: Sequence[str] | None, size: str, *,
 def standalone_tracking_uri(output: Path, uri: str | None) -> str:
     """The MLflow store of `vlpbench eval`/`reproduce` (`uri`, else $MLFLOW_TRACKING_URI, else <output>/mlflow.db),
     checked before anything is evaluated."""
-    from reports import tracking
+    from vlpbench.reports import tracking
 
     return tracking.check_tracking_uri(tracking.resolve_tracking_uri(uri, output))
 
@@ -299,7 +299,7 @@ def standalone_tracking_uri(output: Path, uri: str | None) -> str:
 def log_standalone(record_path: Path, output: Path, name: str, uri: str | None) -> str:
     """Log a record of `vlpbench eval`/`reproduce` (already written) to MLflow, experiment vlpbench-<name>; returns
     the run id."""
-    from reports import tracking
+    from vlpbench.reports import tracking
 
     resolved = tracking.resolve_tracking_uri(uri, output)
     artifact_root = output / "mlartifacts" if tracking.is_embedded(resolved) else None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from benchmarks.suite import Suite
+from vlpbench.benchmarks.suite import Suite
 
 
 @dataclass(frozen=True)

@@ -32,19 +32,19 @@ from typing import Any
 
 import yaml
 
-from benchmarks.data import open_dataset
-from benchmarks.data.files import check_image_header
-from benchmarks.job import Job, expand_jobs
-from benchmarks.pipeline import JobOutcome, distributed_benchmarks, open_corpus, run_job
-from benchmarks.runtime import code_version, file_lock, pin_code_version
-from benchmarks.suite import Suite
-from methods import ConfigError
-from methods.config import validate
-from reports import tracking as mlflow_tracking
-from reports.store import PRETRAIN_FILE, RESULTS_FILE, atomic_write_json, atomic_write_text
-from reports.tracking import LEDGER
-from slurm import get_executor
-from slurm.executors import FINAL_OK, ArrayLauncher, first_result, job_state, wait_for
+from vlpbench.benchmarks.data import open_dataset
+from vlpbench.benchmarks.data.files import check_image_header
+from vlpbench.benchmarks.job import Job, expand_jobs
+from vlpbench.benchmarks.pipeline import JobOutcome, distributed_benchmarks, open_corpus, run_job
+from vlpbench.benchmarks.runtime import code_version, file_lock, pin_code_version
+from vlpbench.benchmarks.suite import Suite
+from vlpbench.methods import ConfigError
+from vlpbench.methods.config import validate
+from vlpbench.reports import tracking as mlflow_tracking
+from vlpbench.reports.store import PRETRAIN_FILE, RESULTS_FILE, atomic_write_json, atomic_write_text
+from vlpbench.reports.tracking import LEDGER
+from vlpbench.slurm import get_executor
+from vlpbench.slurm.executors import FINAL_OK, ArrayLauncher, first_result, job_state, wait_for
 
 LAUNCH_FILE = "launch.json"
 FAILED_STATES = ("FAILED", "TIMEOUT", "CANCELLED", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL",
@@ -97,7 +97,7 @@ class JobTask:
     """The callable submitit pickles and runs on a node."""
 
     def __call__(self, spec: TaskSpec) -> dict[str, Any]:
-        from benchmarks.training import preemption
+        from vlpbench.benchmarks.training import preemption
 
         pin_code_version(spec.code)
         rank, size = _init_distributed()
@@ -280,7 +280,7 @@ def make_launcher(executor: str, suite_dir: Path, cluster: str | None = None, *,
                   dry_run: bool = False) -> ArrayLauncher:
     """The submitit launcher of an executor kind, its folder <suite_dir>/submitit; a dry run of the inline executor
     previews SLURM's scripts. `cluster`: a profile in slurm/clusters/ or a YAML file (SLURM needs one)."""
-    from slurm.profiles import load_profile
+    from vlpbench.slurm.profiles import load_profile
 
     kind = "slurm" if dry_run and executor == "inline" else executor
     if kind == "slurm" and not cluster:

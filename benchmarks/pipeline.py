@@ -24,24 +24,24 @@ from typing import Any
 
 import torch
 
-from benchmarks.data import BuiltinDataset, open_dataset
-from benchmarks.data.corpora import PairFilesDataset
-from benchmarks.data.types import PairCorpus
-from benchmarks.data.builtin.build import default_cache_root
-from benchmarks.job import Job
-from benchmarks.registry import get_benchmark, list_benchmarks
-from benchmarks.runtime import fingerprint, resolve_device, seed_everything
-from benchmarks.suite import CorpusSpec, Suite
-from benchmarks.training.batches import PretrainBatches
-from benchmarks.training.loop import Trainer
-from benchmarks.training.dvae import DVAERequest, DVAEWeights, ensure_dvae, tokenizer_crop
-from benchmarks.training.unimodal import UnimodalRequest, ensure_unimodal
-from methods import (TextTokenizer, VLPModel, create_method, get_spec, image_preprocess_config, load_pretrained,
+from vlpbench.benchmarks.data import BuiltinDataset, open_dataset
+from vlpbench.benchmarks.data.corpora import PairFilesDataset
+from vlpbench.benchmarks.data.types import PairCorpus
+from vlpbench.benchmarks.data.builtin.build import default_cache_root
+from vlpbench.benchmarks.job import Job
+from vlpbench.benchmarks.registry import get_benchmark, list_benchmarks
+from vlpbench.benchmarks.runtime import fingerprint, resolve_device, seed_everything
+from vlpbench.benchmarks.suite import CorpusSpec, Suite
+from vlpbench.benchmarks.training.batches import PretrainBatches
+from vlpbench.benchmarks.training.loop import Trainer
+from vlpbench.benchmarks.training.dvae import DVAERequest, DVAEWeights, ensure_dvae, tokenizer_crop
+from vlpbench.benchmarks.training.unimodal import UnimodalRequest, ensure_unimodal
+from vlpbench.methods import (TextTokenizer, VLPModel, create_method, get_spec, image_preprocess_config, load_pretrained,
                      method_config, save_pretrained, train_recipe, unimodal_towers, visual_tokenizer_config,
                      visual_tokenizer_grid)
-from methods.config import ConfigError, StrictModel, deep_merge, sha256_json
-from methods.distributed import world
-from reports.store import (PRETRAIN_FILE, RESULTS_FILE, PretrainRecord, atomic_write_json, read_evaluation,
+from vlpbench.methods.config import ConfigError, StrictModel, deep_merge, sha256_json
+from vlpbench.methods.distributed import world
+from vlpbench.reports.store import (PRETRAIN_FILE, RESULTS_FILE, PretrainRecord, atomic_write_json, read_evaluation,
                            read_pretrain, write_record)
 
 
@@ -108,7 +108,7 @@ def dvae_request(job: Job, mcfg: StrictModel) -> DVAERequest | None:
     vt = visual_tokenizer_config(job.method, mcfg)
     if vt is None or vt.weights:
         return None
-    from methods.visual_tokenizer import DOWNSAMPLE
+    from vlpbench.methods.visual_tokenizer import DOWNSAMPLE
 
     grid = visual_tokenizer_grid(job.method, mcfg)
     preprocess = image_preprocess_config(job.method, mcfg)
@@ -268,7 +268,7 @@ def _prepare_towers(job: Job, mcfg: StrictModel, dataset: BuiltinDataset, tokeni
 def check_resumable(job_dir: Path, resume: str, fp: str, pre: PretrainRecord | None) -> None:
     """`--resume` on a job whose configuration changed is refused before anything is touched: the finished
     record, its evaluations and config.json stay as they were."""
-    from benchmarks.training.checkpoint import CheckpointError, checkpoint_fingerprint, resolve_resume
+    from vlpbench.benchmarks.training.checkpoint import CheckpointError, checkpoint_fingerprint, resolve_resume
 
     path = resolve_resume(resume, job_dir / "checkpoints")
     if path is not None and checkpoint_fingerprint(path) != fp:

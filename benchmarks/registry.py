@@ -24,13 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from methods.config import ConfigError, StrictModel
-from reports.sections import ReportSection, register_section, unregister_section
+from vlpbench.methods.config import ConfigError, StrictModel
+from vlpbench.reports.sections import ReportSection, register_section, unregister_section
 
 if TYPE_CHECKING:
-    from benchmarks.data import BuiltinDataset
-    from methods import VLPModel
-    from reports.store import PretrainRecord
+    from vlpbench.benchmarks.data import BuiltinDataset
+    from vlpbench.methods import VLPModel
+    from vlpbench.reports.store import PretrainRecord
 
 # (job: benchmarks.job.Job, job folder, trained model, the suite's built-in dataset, resolved job config, pretraining
 # record) -> {record name: results.json path}. (Jobs are typed Any here: a job holds its suite, whose schema

@@ -21,14 +21,14 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.data import DatasetError
-from benchmarks.evaluate import EvalResult, evaluate_weights
-from methods import ConfigError, get_spec, list_methods
-from methods.card import ClaimedResult
-from methods.checkpoints.importer import import_checkpoint, sha256_path
-from methods.towers import WeightsError
-from reports.stats import bootstrap_retrieval
-from reports.store import RESULTS_FILE, write_record
+from vlpbench.benchmarks.data import DatasetError
+from vlpbench.benchmarks.evaluate import EvalResult, evaluate_weights
+from vlpbench.methods import ConfigError, get_spec, list_methods
+from vlpbench.methods.card import ClaimedResult
+from vlpbench.methods.checkpoints.importer import import_checkpoint, sha256_path
+from vlpbench.methods.towers import WeightsError
+from vlpbench.reports.stats import bootstrap_retrieval
+from vlpbench.reports.store import RESULTS_FILE, write_record
 
 REPRODUCED, NOT_REPRODUCED, NO_WEIGHTS = "reproduced", "not reproduced", "not reproducible: no released weights"
 PROTOCOL_KEYS = ("resolution", "text_max_length", "prompt", "scoring", "rerank_k", "tie_policy")

@@ -32,14 +32,14 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from pydantic.fields import FieldInfo
 
-from benchmarks.data.corpora import PairFilesLayout
-from benchmarks.registry import BenchmarkSpec, default_benchmarks, list_benchmarks, subscribe
-from benchmarks.runtime import Precision
-from benchmarks.training.dvae import DVAEBudget
-from benchmarks.training.loop import TrainConfig
-from benchmarks.training.unimodal import UnimodalBudget
-from methods import TrainRecipe, default_suite_methods, list_methods, list_presets
-from methods.config import ConfigError, StrictModel, deep_merge, validate
+from vlpbench.benchmarks.data.corpora import PairFilesLayout
+from vlpbench.benchmarks.registry import BenchmarkSpec, default_benchmarks, list_benchmarks, subscribe
+from vlpbench.benchmarks.runtime import Precision
+from vlpbench.benchmarks.training.dvae import DVAEBudget
+from vlpbench.benchmarks.training.loop import TrainConfig
+from vlpbench.benchmarks.training.unimodal import UnimodalBudget
+from vlpbench.methods import TrainRecipe, default_suite_methods, list_methods, list_presets
+from vlpbench.methods.config import ConfigError, StrictModel, deep_merge, validate
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"   # suite and variant names (they become folder names)
 

@@ -5,12 +5,12 @@ group `vlpbench.methods`, see methods/registry.py). This package imports nothing
 `reports` or `slurm`.
 """
 
-from methods import clip, cots, ernie_vil2, scale, tcl  # noqa: F401  (registers each built-in method)
-from methods import clip_tokenizer  # noqa: F401,I001  (registers CLIP's BPE as a tokenizer kind saved models use)
-from methods.card import ClaimedResult, Confidence, Deviation, MethodCard
-from methods.config import ConfigError, TrainRecipe
-from methods.interface import AudioInput, PretrainBatch, StepContext, StepOutput, VideoInput, VLPModel
-from methods.registry import (
+from vlpbench.methods import clip, cots, ernie_vil2, scale, tcl  # noqa: F401  (registers each built-in method)
+from vlpbench.methods import clip_tokenizer  # noqa: F401,I001  (registers CLIP's BPE as a tokenizer kind saved models use)
+from vlpbench.methods.card import ClaimedResult, Confidence, Deviation, MethodCard
+from vlpbench.methods.config import ConfigError, TrainRecipe
+from vlpbench.methods.interface import AudioInput, PretrainBatch, StepContext, StepOutput, VideoInput, VLPModel
+from vlpbench.methods.registry import (
     MethodSpec,
     PluginError,
     VisualTokenizerSlot,
@@ -31,7 +31,7 @@ from methods.registry import (
     visual_tokenizer_config,
     visual_tokenizer_grid,
 )
-from methods.tokenizer import TextTokenizer, TokenBatch
+from vlpbench.methods.tokenizer import TextTokenizer, TokenBatch
 
 __all__ = [
     "AudioInput", "ClaimedResult", "Confidence", "ConfigError", "Deviation", "MethodCard", "MethodSpec",

@@ -17,7 +17,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from methods.config import StrictModel
+from vlpbench.methods.config import StrictModel
 
 
 class MelConfig(StrictModel):

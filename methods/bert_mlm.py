@@ -13,8 +13,8 @@ import torch
 from torch import nn
 from transformers import BertForMaskedLM
 
-from methods.fusion import MLMHead
-from methods.towers import TextTower, TextTowerConfig, TowerOutput, WeightsError, load_local_hf
+from vlpbench.methods.fusion import MLMHead
+from vlpbench.methods.towers import TextTower, TextTowerConfig, TowerOutput, WeightsError, load_local_hf
 
 
 class BertWithMLM(nn.Module):

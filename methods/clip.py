@@ -17,14 +17,14 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from methods.card import Checkpoint, Confidence, Deviation, MethodCard, retrieval_claim
-from methods.config import StrictModel
-from methods.interface import PretrainBatch, StepContext, StepOutput, VLPModel
-from methods.losses import clip_loss, contrastive_accuracy
-from methods.preprocess import ImagePreprocess, ImagePreprocessConfig
-from methods.registry import MethodSpec, register_method
-from methods.tokenizer import TextTokenizer, TokenBatch
-from methods.towers import TextTower, TextTowerConfig, VisionTower, VisionTowerConfig, check_tower_shapes
+from vlpbench.methods.card import Checkpoint, Confidence, Deviation, MethodCard, retrieval_claim
+from vlpbench.methods.config import StrictModel
+from vlpbench.methods.interface import PretrainBatch, StepContext, StepOutput, VLPModel
+from vlpbench.methods.losses import clip_loss, contrastive_accuracy
+from vlpbench.methods.preprocess import ImagePreprocess, ImagePreprocessConfig
+from vlpbench.methods.registry import MethodSpec, register_method
+from vlpbench.methods.tokenizer import TextTokenizer, TokenBatch
+from vlpbench.methods.towers import TextTower, TextTowerConfig, VisionTower, VisionTowerConfig, check_tower_shapes
 
 INIT_LOGIT_SCALE = math.log(1 / 0.07)
 MAX_LOGIT_SCALE = math.log(100.0)

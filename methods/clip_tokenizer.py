@@ -44,9 +44,9 @@ from typing import Any
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
-from methods.text_clean import NONE as NONE_CLEAN
-from methods.text_clean import canonical_clean_spec, make_cleaner
-from methods.tokenizer import (DEFAULT_TEMPLATE, META_FILE, TextTokenizer, TokenBatch, TokenizerError, TokenizerKind,
+from vlpbench.methods.text_clean import NONE as NONE_CLEAN
+from vlpbench.methods.text_clean import canonical_clean_spec, make_cleaner
+from vlpbench.methods.tokenizer import (DEFAULT_TEMPLATE, META_FILE, TextTokenizer, TokenBatch, TokenizerError, TokenizerKind,
                                is_clip_bpe_folder, pad_batch, read_meta, register_tokenizer_kind,
                                tokenizer_json_model)
 

@@ -27,19 +27,19 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import nn
 
-from methods.amf import amf_filter, pair_similarities
-from methods.bert_mlm import BertWithMLM
-from methods.card import Assumption, Confidence, Deviation, MethodCard, retrieval_claim
-from methods.config import StrictModel
-from methods.interface import PretrainBatch, StepContext, StepOutput, VLPModel
-from methods.losses import info_nce, kl_alignment
-from methods.masking import IGNORE_INDEX, block_masks, mask_tokens
-from methods.momentum import FeatureQueues, MomentumPairs, frozen_copy
-from methods.preprocess import ImagePreprocess, ImagePreprocessConfig
-from methods.registry import MethodSpec, VisualTokenizerSlot, register_method
-from methods.tokenizer import TextTokenizer, TokenBatch
-from methods.towers import TextTowerConfig, VisionTower, VisionTowerConfig, check_tower_shapes
-from methods.visual_tokenizer import VisualTokenizer, VisualTokenizerConfig
+from vlpbench.methods.amf import amf_filter, pair_similarities
+from vlpbench.methods.bert_mlm import BertWithMLM
+from vlpbench.methods.card import Assumption, Confidence, Deviation, MethodCard, retrieval_claim
+from vlpbench.methods.config import StrictModel
+from vlpbench.methods.interface import PretrainBatch, StepContext, StepOutput, VLPModel
+from vlpbench.methods.losses import info_nce, kl_alignment
+from vlpbench.methods.masking import IGNORE_INDEX, block_masks, mask_tokens
+from vlpbench.methods.momentum import FeatureQueues, MomentumPairs, frozen_copy
+from vlpbench.methods.preprocess import ImagePreprocess, ImagePreprocessConfig
+from vlpbench.methods.registry import MethodSpec, VisualTokenizerSlot, register_method
+from vlpbench.methods.tokenizer import TextTokenizer, TokenBatch
+from vlpbench.methods.towers import TextTowerConfig, VisionTower, VisionTowerConfig, check_tower_shapes
+from vlpbench.methods.visual_tokenizer import VisualTokenizer, VisualTokenizerConfig
 
 KL_DIRECTIONS = {"symmetric": "symmetric", "i2t_to_t2i": "a_to_b", "t2i_to_i2t": "b_to_a"}
 

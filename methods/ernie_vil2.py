@@ -29,15 +29,15 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import nn
 
-from methods.card import Assumption, Checkpoint, Confidence, Deviation, MethodCard, retrieval_claim
-from methods.config import StrictModel
-from methods.interface import PretrainBatch, StepContext, StepOutput, VLPModel
-from methods.losses import clip_loss, contrastive_accuracy
-from methods.preprocess import ImagePreprocess, ImagePreprocessConfig
-from methods.registry import MethodSpec, register_method
-from methods.text_views import caption_words
-from methods.tokenizer import TextTokenizer, TokenBatch
-from methods.towers import (TINY_BERT, TINY_VISION, TextTower, TextTowerConfig, VisionTower, VisionTowerConfig,
+from vlpbench.methods.card import Assumption, Checkpoint, Confidence, Deviation, MethodCard, retrieval_claim
+from vlpbench.methods.config import StrictModel
+from vlpbench.methods.interface import PretrainBatch, StepContext, StepOutput, VLPModel
+from vlpbench.methods.losses import clip_loss, contrastive_accuracy
+from vlpbench.methods.preprocess import ImagePreprocess, ImagePreprocessConfig
+from vlpbench.methods.registry import MethodSpec, register_method
+from vlpbench.methods.text_views import caption_words
+from vlpbench.methods.tokenizer import TextTokenizer, TokenBatch
+from vlpbench.methods.towers import (TINY_BERT, TINY_VISION, TextTower, TextTowerConfig, VisionTower, VisionTowerConfig,
                             check_tower_shapes)
 
 INIT_LOGIT_SCALE = math.log(1 / 0.07)

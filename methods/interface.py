@@ -23,11 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.card import MethodCard
-from methods.config import StrictModel
-from methods.media import AudioInputConfig, VideoInputConfig
-from methods.preprocess import ImagePreprocess
-from methods.tokenizer import TokenBatch, TextTokenizer
+from vlpbench.methods.card import MethodCard
+from vlpbench.methods.config import StrictModel
+from vlpbench.methods.media import AudioInputConfig, VideoInputConfig
+from vlpbench.methods.preprocess import ImagePreprocess
+from vlpbench.methods.tokenizer import TokenBatch, TextTokenizer
 
 
 @dataclass
@@ -222,7 +222,7 @@ class VLPModel(nn.Module, abc.ABC):
         InfoNCE between encode_image and encode_text at the model's own scale, every caption of the same image a
         positive (batch.extras['image_id'], the id-based targets of ALBEF/TCL's fine-tuning; without ids each
         pair is its own class). Fusion models override it with their paper's recipe (TCL: ITA + ITM)."""
-        from methods.losses import contrastive_accuracy, info_nce, positives_from_ids
+        from vlpbench.methods.losses import contrastive_accuracy, info_nce, positives_from_ids
 
         img = self.encode_image(batch.images)
         txt = self.encode_text(batch.text)
@@ -253,7 +253,7 @@ class VLPModel(nn.Module, abc.ABC):
         resampled by the official `interpolate_pos_embed` (methods/towers.py) and its patch grid resized;
         `preprocess` and the config (every vision tower's image_size, the preprocess resolution) follow, so a
         saved model reloads. Returns the change, also appended to `resolution_changes`."""
-        from methods.towers import VisionTower
+        from vlpbench.methods.towers import VisionTower
 
         if isinstance(size, bool) or not isinstance(size, int) or size < 8:
             raise ValueError(f"evaluation resolution must be an integer >= 8 px, got {size!r}")
@@ -296,8 +296,8 @@ def _config_at_resolution(config: StrictModel, size: int) -> StrictModel:
     `size`, validated again (the config's own checks, e.g. image size = preprocess resolution, still hold)."""
     from pydantic import BaseModel
 
-    from methods.preprocess import ImagePreprocessConfig
-    from methods.towers import VisionTowerConfig
+    from vlpbench.methods.preprocess import ImagePreprocessConfig
+    from vlpbench.methods.towers import VisionTowerConfig
 
     def walk(obj: Any) -> Any:
         if isinstance(obj, VisionTowerConfig):

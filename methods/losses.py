@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from methods.distributed import gather_with_grad, world
+from vlpbench.methods.distributed import gather_with_grad, world
 
 
 def info_nce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
 
-from methods.audio import MelConfig, MelSpectrogram, fit_length
-from methods.config import StrictModel
+from vlpbench.methods.audio import MelConfig, MelSpectrogram, fit_length
+from vlpbench.methods.config import StrictModel
 
 
 # The five product modalities in one fixed order: the columns of every `missing` flag array (data layer and

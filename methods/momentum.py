@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.distributed import gather_no_grad
+from vlpbench.methods.distributed import gather_no_grad
 
 
 def frozen_copy(module: nn.Module) -> nn.Module:

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from methods.config import StrictModel
+from vlpbench.methods.config import StrictModel
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

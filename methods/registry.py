@@ -20,7 +20,7 @@ through the entry-point group ``vlpbench.methods`` (importlib.metadata). In a pl
 
 A plugin's method is not in the default suite unless it says `in_default_suite=True`; suites run it
 by name (`methods: [toy]`, `sizes: [<its preset>]`). A plugin that fails to import, registers no
-method, or registers a name already taken stops `import methods` with a `PluginError` naming the
+method, or registers a name already taken stops `import vlpbench.methods` with a `PluginError` naming the
 entry point, its distribution and the fix. tests/plugins/vlpbench_toy is a complete example.
 
 What the harness reads from a spec, as pure functions of a validated config (benchmarks/pipeline.py):
@@ -47,13 +47,13 @@ from typing import Any, Literal
 
 import torch
 
-from methods.card import MethodCard
-from methods.config import ConfigError, StrictModel, TrainRecipe, deep_merge, validate
-from methods.interface import VLPModel
-from methods.preprocess import ImagePreprocessConfig
-from methods.tokenizer import TextTokenizer
-from methods.towers import TextTowerConfig, VisionTowerConfig, WeightsError, load_weights_strict
-from methods.visual_tokenizer import VisualTokenizerConfig
+from vlpbench.methods.card import MethodCard
+from vlpbench.methods.config import ConfigError, StrictModel, TrainRecipe, deep_merge, validate
+from vlpbench.methods.interface import VLPModel
+from vlpbench.methods.preprocess import ImagePreprocessConfig
+from vlpbench.methods.tokenizer import TextTokenizer
+from vlpbench.methods.towers import TextTowerConfig, VisionTowerConfig, WeightsError, load_weights_strict
+from vlpbench.methods.visual_tokenizer import VisualTokenizerConfig
 
 ENTRY_POINT_GROUP = "vlpbench.methods"
 # Method and preset names become folder names (jobs/<method>-<preset>-s<seed>).

@@ -31,21 +31,21 @@ from pydantic import Field, field_validator, model_validator
 from torch import nn
 from transformers import BertConfig
 
-from methods.card import Assumption, ClaimedResult, Confidence, Deviation, MethodCard
-from methods.config import StrictModel
-from methods.fusion import MLMHead
-from methods.interface import (AudioInput, MediaInput, PretrainBatch, StepContext, StepOutput, VideoInput,
+from vlpbench.methods.card import Assumption, ClaimedResult, Confidence, Deviation, MethodCard
+from vlpbench.methods.config import StrictModel
+from vlpbench.methods.fusion import MLMHead
+from vlpbench.methods.interface import (AudioInput, MediaInput, PretrainBatch, StepContext, StepOutput, VideoInput,
                                VLPModel)
-from methods.losses import pairwise_infonce, self_harmonized_weights
-from methods.masking import IGNORE_INDEX, mask_entities, mask_tokens
-from methods.media import PRODUCT_MODALITIES, AudioInputConfig, VideoInputConfig, audio_tokens, frame_descriptors
-from methods.preprocess import ImagePreprocess, ImagePreprocessConfig
-from methods.registry import MethodSpec, register_method
-from methods.scale_blocks import (EncoderConfig, FeatureSequenceEncoder, JointConfig, JointTransformer,
+from vlpbench.methods.losses import pairwise_infonce, self_harmonized_weights
+from vlpbench.methods.masking import IGNORE_INDEX, mask_entities, mask_tokens
+from vlpbench.methods.media import PRODUCT_MODALITIES, AudioInputConfig, VideoInputConfig, audio_tokens, frame_descriptors
+from vlpbench.methods.preprocess import ImagePreprocess, ImagePreprocessConfig
+from vlpbench.methods.registry import MethodSpec, register_method
+from vlpbench.methods.scale_blocks import (EncoderConfig, FeatureSequenceEncoder, JointConfig, JointTransformer,
                                   RegressionHead, SequenceFeatures, choose_positions, patchify, unpatchify)
-from methods.table import TableBatch, tokenize_tables
-from methods.tokenizer import TextTokenizer, TokenBatch
-from methods.towers import (TINY_BERT, TINY_VISION, TextTower, TextTowerConfig, VisionTower, VisionTowerConfig,
+from vlpbench.methods.table import TableBatch, tokenize_tables
+from vlpbench.methods.tokenizer import TextTokenizer, TokenBatch
+from vlpbench.methods.towers import (TINY_BERT, TINY_VISION, TextTower, TextTowerConfig, VisionTower, VisionTowerConfig,
                             check_tower_shapes)
 
 # Index order of the modality graph, the `missing` flags and every per-modality option (SCALE_code's graph order).

@@ -17,7 +17,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from methods.config import StrictModel
+from vlpbench.methods.config import StrictModel
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from methods.tokenizer import TextTokenizer, TokenBatch
+from vlpbench.methods.tokenizer import TextTokenizer, TokenBatch
 
 PAIR_SEP = "#;#"
 KEY_SEP = "#:#"

@@ -24,18 +24,18 @@ from pydantic import Field, model_validator
 from torch import nn
 from transformers import BertConfig
 
-from methods.card import Checkpoint, Confidence, Deviation, MethodCard, retrieval_claim
-from methods.config import StrictModel
-from methods.fusion import FusionEncoder, MLMHead
-from methods.interface import PretrainBatch, StepContext, StepOutput, VLPModel
-from methods.losses import distilled_targets, global_local_infonce, info_nce, masked_lm_loss, positives_from_ids
-from methods.masking import mask_tokens
-from methods.momentum import FeatureQueues, MomentumPairs, frozen_copy
-from methods.preprocess import CLIP_MEAN, CLIP_STD, ImagePreprocess, ImagePreprocessConfig
-from methods.registry import MethodSpec, register_method
-from methods.tcl_checkpoint import EMPTY_ID, load_bert_init
-from methods.tokenizer import TextTokenizer, TokenBatch
-from methods.towers import TextTower, TextTowerConfig, VisionTower, VisionTowerConfig, check_tower_shapes
+from vlpbench.methods.card import Checkpoint, Confidence, Deviation, MethodCard, retrieval_claim
+from vlpbench.methods.config import StrictModel
+from vlpbench.methods.fusion import FusionEncoder, MLMHead
+from vlpbench.methods.interface import PretrainBatch, StepContext, StepOutput, VLPModel
+from vlpbench.methods.losses import distilled_targets, global_local_infonce, info_nce, masked_lm_loss, positives_from_ids
+from vlpbench.methods.masking import mask_tokens
+from vlpbench.methods.momentum import FeatureQueues, MomentumPairs, frozen_copy
+from vlpbench.methods.preprocess import CLIP_MEAN, CLIP_STD, ImagePreprocess, ImagePreprocessConfig
+from vlpbench.methods.registry import MethodSpec, register_method
+from vlpbench.methods.tcl_checkpoint import EMPTY_ID, load_bert_init
+from vlpbench.methods.tokenizer import TextTokenizer, TokenBatch
+from vlpbench.methods.towers import TextTower, TextTowerConfig, VisionTower, VisionTowerConfig, check_tower_shapes
 
 
 class TCLConfig(StrictModel):

@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 import torch
 
-from methods.towers import WeightsError, load_local_hf, load_state_dict_file
+from vlpbench.methods.towers import WeightsError, load_local_hf, load_state_dict_file
 
 
 Layout = Literal["pretrain", "retrieval"]

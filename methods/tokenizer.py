@@ -31,8 +31,8 @@ from typing import Any
 import torch
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
-from methods.text_clean import NONE as NONE_CLEAN
-from methods.text_clean import canonical_clean_spec, make_cleaner
+from vlpbench.methods.text_clean import NONE as NONE_CLEAN
+from vlpbench.methods.text_clean import canonical_clean_spec, make_cleaner
 
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 SPECIAL_TOKENS: tuple[str, ...] = (PAD, UNK, CLS, SEP, MASK)

@@ -25,7 +25,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 from transformers import BertConfig, BertModel, CLIPTextConfig, CLIPTextModel
 
-from methods.config import StrictModel
+from vlpbench.methods.config import StrictModel
 
 
 class WeightsError(ValueError):

@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from methods.config import StrictModel
-from methods.towers import load_state_dict_file, load_weights_strict
+from vlpbench.methods.config import StrictModel
+from vlpbench.methods.towers import load_state_dict_file, load_weights_strict
 
 LOGIT_LAPLACE_EPS = 0.1
 GROUPS = 4                      # DALL-E's group_count; 2x pooling after each group but the last

@@ -19,12 +19,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from reports import exports, html, markdown, plots
-from reports.comparison import protocol_id, protocol_key
-from reports.sections import section_of
-from reports.sources import ReportInputs, record_key
-from reports.stats import Interval, bootstrap_retrieval
-from reports.store import EvaluationRecord, atomic_write_text, utc_now
+from vlpbench.reports import exports, html, markdown, plots
+from vlpbench.reports.comparison import protocol_id, protocol_key
+from vlpbench.reports.sections import section_of
+from vlpbench.reports.sources import ReportInputs, record_key
+from vlpbench.reports.stats import Interval, bootstrap_retrieval
+from vlpbench.reports.store import EvaluationRecord, atomic_write_text, utc_now
 
 FIGURES = "figures"
 

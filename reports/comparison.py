@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from reports.stats import Interval
+from vlpbench.reports.stats import Interval
 
 SETTING_PREFIX = {"zero-shot": "zeroshot_retrieval", "fine-tuned": "finetuned_retrieval"}
 RETRIEVAL_METRICS = ("i2t_R1", "i2t_R5", "i2t_R10", "t2i_R1", "t2i_R5", "t2i_R10")

@@ -15,9 +15,9 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from reports.comparison import model_key, protocol_id
-from reports.stats import Interval, seed_summary
-from reports.store import EvaluationRecord
+from vlpbench.reports.comparison import model_key, protocol_id
+from vlpbench.reports.stats import Interval, seed_summary
+from vlpbench.reports.store import EvaluationRecord
 
 IntervalsFn = Callable[[EvaluationRecord], Mapping[str, Interval] | None]
 ENVIRONMENT = ("git_commit", "git_dirty", "device", "device_name", "cpu_count", "torch_threads", "torch", "cuda",

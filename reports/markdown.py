@@ -15,12 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from reports.comparison import (MODEL_FIELDS, Comparison, compare_all, model_key, protocol_differences,
+from vlpbench.reports.comparison import (MODEL_FIELDS, Comparison, compare_all, model_key, protocol_differences,
                                 protocol_key)
-from reports.plots import LatencyPoint
-from reports.sections import section_of, section_order
-from reports.stats import Interval, paired_retrieval_test
-from reports.store import EvaluationRecord, PretrainRecord, utc_now
+from vlpbench.reports.plots import LatencyPoint
+from vlpbench.reports.sections import section_of, section_order
+from vlpbench.reports.stats import Interval, paired_retrieval_test
+from vlpbench.reports.store import EvaluationRecord, PretrainRecord, utc_now
 
 FIG_LATENCY_RSUM = "latency_vs_rsum"
 FIG_LATENCY_GALLERY = "latency_vs_gallery"

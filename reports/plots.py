@@ -29,8 +29,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter
 
-from reports.stats import Interval, seed_summary
-from reports.store import EvaluationRecord, atomic_write_bytes
+from vlpbench.reports.stats import Interval, seed_summary
+from vlpbench.reports.store import EvaluationRecord, atomic_write_bytes
 
 BASE_METHODS: tuple[str, ...] = ("clip", "tcl", "cots", "ernie_vil2", "scale")
 _BASE_MARKERS: tuple[str, ...] = ("o", "s", "D", "^", "v")

@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from reports.store import (PRETRAIN_FILE, RESULTS_FILE, EvaluationRecord, PretrainRecord, read_evaluation,
+from vlpbench.reports.store import (PRETRAIN_FILE, RESULTS_FILE, EvaluationRecord, PretrainRecord, read_evaluation,
                            read_pretrain)
-from reports.tracking import mlflow_client
+from vlpbench.reports.tracking import mlflow_client
 
 RecordKey = tuple[str, str, str]
 

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from reports.store import (PRETRAIN_FILE, RESULTS_FILE, EvaluationRecord, PretrainRecord, atomic_write_json,
+from vlpbench.reports.store import (PRETRAIN_FILE, RESULTS_FILE, EvaluationRecord, PretrainRecord, atomic_write_json,
                            read_evaluation, read_pretrain)
 
 LEDGER = "mlflow.json"

@@ -4,6 +4,6 @@ the cluster profiles and scripts (a one-node SLURM on localhost) that go with th
 This package knows nothing of methods or benchmarks: it launches callables and returns results.
 """
 
-from slurm.executors import ArrayLauncher, Executor, InlineExecutor, get_executor
+from vlpbench.slurm.executors import ArrayLauncher, Executor, InlineExecutor, get_executor
 
 __all__ = ["ArrayLauncher", "Executor", "InlineExecutor", "get_executor"]

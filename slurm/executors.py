@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
-from slurm.profiles import ClusterProfile
+from vlpbench.slurm.profiles import ClusterProfile
 
 R = TypeVar("R")
 Kind = Literal["inline", "debug", "local", "slurm"]

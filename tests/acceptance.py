@@ -9,14 +9,14 @@ from typing import Any
 
 import torch
 
-from benchmarks import cli
-from benchmarks.data import open_dataset
-from benchmarks.evaluation.retrieval import RetrievalProtocol, evaluate_image_text
-from benchmarks.job import Job
-from benchmarks.pipeline import build_tokenizer, prepare_init
-from benchmarks.suite import Suite
-from methods import create_method
-from reports.store import EvaluationRecord, read_evaluation
+from vlpbench.benchmarks import cli
+from vlpbench.benchmarks.data import open_dataset
+from vlpbench.benchmarks.evaluation.retrieval import RetrievalProtocol, evaluate_image_text
+from vlpbench.benchmarks.job import Job
+from vlpbench.benchmarks.pipeline import build_tokenizer, prepare_init
+from vlpbench.benchmarks.suite import Suite
+from vlpbench.methods import create_method
+from vlpbench.reports.store import EvaluationRecord, read_evaluation
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ from typing import Any  # noqa: E402
 
 import pytest  # noqa: E402
 
-from benchmarks.data import BuiltinConfig, BuiltinDataset, open_dataset  # noqa: E402
-from methods import TextTokenizer, create_method  # noqa: E402
+from vlpbench.benchmarks.data import BuiltinConfig, BuiltinDataset, open_dataset  # noqa: E402
+from vlpbench.methods import TextTokenizer, create_method  # noqa: E402
 
 SMALL_WORLD: dict[str, Any] = dict(n_pretrain=600, n_train=120, n_val=60, n_test=100, n_video_train=20,
                                    n_video_test=20)

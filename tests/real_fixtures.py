@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from benchmarks.data.video import write_video
+from vlpbench.benchmarks.data.video import write_video
 
 FLICKR_TEST = {"100.jpg": ["a dog runs", "a brown dog", "dog on grass", "the dog", "a running dog"],
                "101.jpg": ["a red car", "car parked", "a small red car", "an old car"]}

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from reports.store import EvaluationRecord, PretrainRecord, save_ranks, write_record
+from vlpbench.reports.store import EvaluationRecord, PretrainRecord, save_ranks, write_record
 
 N_IMAGES, CAPTIONS = 40, 5
 GALLERIES = [1000, 5000, 25000]

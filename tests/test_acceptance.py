@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import cli
-from reports.store import read_evaluation
+from vlpbench.benchmarks import cli
+from vlpbench.reports.store import read_evaluation
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from methods.ernie_vil2 import PAIR_NAMES
+from vlpbench.methods.ernie_vil2 import PAIR_NAMES
 from tests.acceptance import run_default_job, untrained_metrics
 
 

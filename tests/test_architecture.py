@@ -18,14 +18,19 @@ FORBIDDEN = {
 }
 
 
+def _ours(module: str) -> str:
+    """Our modules are imported through the installed namespace: 'vlpbench.methods.x' is the folder methods/x."""
+    return module.removeprefix("vlpbench.")
+
+
 def _imports(path: Path) -> set[str]:
     tree = ast.parse(path.read_text(), filename=str(path))
     found: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            found |= {a.name.split(".")[0] for a in node.names}
+            found |= {_ours(a.name).split(".")[0] for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module.split(".")[0])
+            found.add(_ours(node.module).split(".")[0])
     return found & set(PACKAGES)
 
 
@@ -79,12 +84,12 @@ def _module_imports(name: str, path: Path, known: set[str]) -> set[str]:
     package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
-            base = node.module or ""
+            base = _ours(node.module or "")
             if node.level:
                 base = ".".join(package[:len(package) - node.level + 1] + ([base] if base else []))
             found |= {f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names}
         elif isinstance(node, ast.Import):
-            found |= {a.name for a in node.names}
+            found |= {_ours(a.name) for a in node.names}
     return {m for m in found if m in known and m != name}
 
 

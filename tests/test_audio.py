@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from methods.audio import MelConfig, MelSpectrogram, fit_length, hz_to_mel, mel_to_hz
+from vlpbench.methods.audio import MelConfig, MelSpectrogram, fit_length, hz_to_mel, mel_to_hz
 
 
 def test_the_toolkits_twelve_second_clip_gives_80_by_751() -> None:

@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 import torch
 
-from benchmarks.pipeline import job_fingerprint, resolved_config, run_job
-from benchmarks.registry import (BenchmarkSpec, default_benchmarks, get_benchmark, list_benchmarks,
+from vlpbench.benchmarks.pipeline import job_fingerprint, resolved_config, run_job
+from vlpbench.benchmarks.registry import (BenchmarkSpec, default_benchmarks, get_benchmark, list_benchmarks,
                                  register_benchmark, unregister_benchmark)
-from benchmarks.suite import load_suite
-from methods.config import ConfigError, StrictModel
-from reports.store import read_evaluation
+from vlpbench.benchmarks.suite import load_suite
+from vlpbench.methods.config import ConfigError, StrictModel
+from vlpbench.reports.store import read_evaluation
 from tests.conftest import MICRO_CLIP, SMALL_WORLD
 
 BUILTIN = ["zeroshot_retrieval", "finetuned_retrieval", "video_retrieval", "product_retrieval", "latency"]
@@ -113,9 +113,9 @@ def test_only_fingerprinted_settings_enter_the_job_fingerprint() -> None:
 
 def test_a_suite_runs_the_registered_benchmark_and_reuses_its_record(toy: Any, tmp_path: Path,
                                                                      cache_root: Path) -> None:
-    from benchmarks.data import open_dataset
-    from benchmarks.job import expand_jobs
-    from benchmarks.pipeline import build_tokenizer, pretrain_corpus
+    from vlpbench.benchmarks.data import open_dataset
+    from vlpbench.benchmarks.job import expand_jobs
+    from vlpbench.benchmarks.pipeline import build_tokenizer, pretrain_corpus
 
     suite = load_suite(None, _suite(benchmarks=["modality_gap"], gap={"n_pairs": 16}))
     job = expand_jobs(suite)[0]
@@ -146,9 +146,9 @@ def test_a_suite_runs_the_registered_benchmark_and_reuses_its_record(toy: Any, t
 
 
 def test_the_report_shows_a_registered_benchmark_under_its_own_title(toy: Any) -> None:
-    from reports.markdown import render
-    from reports.sections import section_of
-    from reports.store import EvaluationRecord
+    from vlpbench.reports.markdown import render
+    from vlpbench.reports.sections import section_of
+    from vlpbench.reports.store import EvaluationRecord
     from tests.report_fixtures import ENV, SPLIT
 
     rec = EvaluationRecord(suite="toy", job="clip-tiny-s0", method="clip", size="tiny", seed=0, config={},

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.data import BuiltinConfig, BuiltinDataset, DatasetError, open_dataset
-from benchmarks.data.builtin.build import SPLIT_ORDER, ensure_built, generate
-from benchmarks.data.builtin.render import render_audio, render_image, render_video
-from benchmarks.data.builtin.scene import Scene, SceneObject
+from vlpbench.benchmarks.data import BuiltinConfig, BuiltinDataset, DatasetError, open_dataset
+from vlpbench.benchmarks.data.builtin.build import SPLIT_ORDER, ensure_built, generate
+from vlpbench.benchmarks.data.builtin.render import render_audio, render_image, render_video
+from vlpbench.benchmarks.data.builtin.scene import Scene, SceneObject
 
 TINY = dict(n_pretrain=200, n_train=60, n_val=30, n_test=60, n_video_train=10, n_video_test=10)
 
@@ -145,7 +145,7 @@ def test_cache_is_reused(tmp_path: Path) -> None:
 
 
 def test_bad_generator_options_name_the_field() -> None:
-    from methods.config import ConfigError
+    from vlpbench.methods.config import ConfigError
 
     with pytest.raises(ConfigError, match="dataset.options: missing_rates: .*unknown modality 'smell'"):
         open_dataset("builtin", options={"missing_rates": {"smell": 0.1}})
@@ -164,7 +164,7 @@ def test_retrieval_split_ground_truth(small_world: BuiltinDataset) -> None:
 
 
 def test_cache_key_follows_the_generator_source(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from benchmarks.data.builtin import build
+    from vlpbench.benchmarks.data.builtin import build
 
     cfg = BuiltinConfig(**TINY)
     before = build.dataset_dir(cfg, tmp_path)

@@ -19,9 +19,9 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from methods.checkpoints.files import (CheckpointWarning, UnsafeCheckpointError, detect_format, read_checkpoint,
+from vlpbench.methods.checkpoints.files import (CheckpointWarning, UnsafeCheckpointError, detect_format, read_checkpoint,
                                        read_state_dict)
-from methods.towers import WeightsError
+from vlpbench.methods.towers import WeightsError
 
 
 def _bits(t: torch.Tensor) -> torch.Tensor:

@@ -10,9 +10,9 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from methods import PretrainBatch, StepContext
-from methods.clip import CLIP, PRESETS
-from methods.towers import TextTower, TextTowerConfig, VisionTower, VisionTowerConfig
+from vlpbench.methods import PretrainBatch, StepContext
+from vlpbench.methods.clip import CLIP, PRESETS
+from vlpbench.methods.towers import TextTower, TextTowerConfig, VisionTower, VisionTowerConfig
 
 CTX = StepContext(step=0, total_steps=10, steps_per_epoch=10, epoch=0)
 

@@ -11,12 +11,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from methods.checkpoints.clip import (SUPPORTED_TEXT, SUPPORTED_TOP, SUPPORTED_VISION, arch_from_openai_state,
+from vlpbench.methods.checkpoints.clip import (SUPPORTED_TEXT, SUPPORTED_TOP, SUPPORTED_VISION, arch_from_openai_state,
                                       from_openai_state, named_arch, open_clip_config_dir)
 
 open_clip_config_dir_real = open_clip_config_dir   # before a test points the module's lookup elsewhere
-from methods.checkpoints.importer import import_checkpoint
-from methods.towers import WeightsError
+from vlpbench.methods.checkpoints.importer import import_checkpoint
+from vlpbench.methods.towers import WeightsError
 from tests.real_fixtures import make_flickr_retrieval
 
 open_clip = pytest.importorskip("open_clip", reason="open_clip_torch (the dev extra) is the reference")
@@ -41,8 +41,8 @@ def _configs() -> dict[str, dict]:
 def test_architecture_is_read_from_the_weights_for_every_plain_vit_config() -> None:
     """Every open_clip config of the plain ViT family, built on the meta device: the architecture read from its
     state dict equals the config, and the key mapping fills exactly our model's parameters, shape for shape."""
-    from methods import get_spec
-    from methods.config import validate
+    from vlpbench.methods import get_spec
+    from vlpbench.methods.config import validate
 
     class _Tok:   # only what CLIP.from_config reads
         vocab_size, pad_id, cls_id, sep_id = 49408, 0, 49406, 49407
@@ -96,7 +96,7 @@ def small_arch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     folder = tmp_path / "configs"
     folder.mkdir()
     (folder / "ViT-Small-test.json").write_text(json.dumps(SMALL))
-    monkeypatch.setattr("methods.checkpoints.clip.open_clip_config_dir", lambda: folder)
+    monkeypatch.setattr("vlpbench.methods.checkpoints.clip.open_clip_config_dir", lambda: folder)
     return "ViT-Small-test-quickgelu"
 
 
@@ -163,7 +163,7 @@ def _write_hf_tokenizer(folder: Path) -> None:
     """vocab.json + merges.txt of open_clip's vocabulary, saved by transformers' own CLIPTokenizer."""
     import transformers
 
-    from methods.clip_tokenizer import find_open_clip_bpe, read_open_clip_bpe
+    from vlpbench.methods.clip_tokenizer import find_open_clip_bpe, read_open_clip_bpe
 
     vocab, merges = read_open_clip_bpe(find_open_clip_bpe())
     vocab = dict(zip([*list(vocab)[:-2], "<|startoftext|>", "<|endoftext|>"], vocab.values()))  # HF's names
@@ -208,7 +208,7 @@ def test_hugging_face_clip_folder_gives_clipmodel_features(tmp_path: Path) -> No
     images = np.random.default_rng(2).integers(0, 256, size=(2, 40, 56, 3), dtype=np.uint8)
     proc = transformers.CLIPImageProcessor.from_pretrained(folder)
     pixels = proc(images=[Image.fromarray(a) for a in images], return_tensors="pt")["pixel_values"]
-    from benchmarks.data.files import resize_pil
+    from vlpbench.benchmarks.data.files import resize_pil
     ours_u8 = np.stack([np.asarray(resize_pil(Image.fromarray(a), 32, "shortest")) for a in images])
     x = model.preprocess.eval(ours_u8)
     # transformers 5 resizes with torchvision tensors, Pillow's rounding differs by at most one 8-bit level on a few
@@ -241,7 +241,7 @@ def _independent_recalls(img: np.ndarray, txt: np.ndarray, owner: np.ndarray) ->
 def test_vlpbench_eval_on_a_flickr_layout_equals_open_clip_recalls(tmp_path: Path, small_arch: str) -> None:
     from PIL import Image
 
-    from benchmarks.cli import main
+    from vlpbench.benchmarks.cli import main
 
     ref, path = _reference(tmp_path)
     root = make_flickr_retrieval(tmp_path / "flickr", n_images=24)
@@ -296,7 +296,7 @@ def test_openai_torchscript_archive_is_read_without_running_it(tmp_path: Path) -
 
 
 def test_vlpbench_eval_on_msrvtt_1k_a(tmp_path: Path, small_arch: str) -> None:
-    from benchmarks.cli import main
+    from vlpbench.benchmarks.cli import main
     from tests.real_fixtures import make_msrvtt
 
     _, path = _reference(tmp_path)
@@ -312,7 +312,7 @@ def test_vlpbench_eval_on_msrvtt_1k_a(tmp_path: Path, small_arch: str) -> None:
 
 
 def test_vlpbench_eval_of_a_hugging_face_folder(tmp_path: Path) -> None:
-    from benchmarks.cli import main
+    from vlpbench.benchmarks.cli import main
 
     ref, folder = _hf_clip_folder(tmp_path)
     root = make_flickr_retrieval(tmp_path / "flickr", n_images=16)
@@ -342,8 +342,8 @@ def test_vlpbench_eval_of_a_hugging_face_folder(tmp_path: Path) -> None:
     assert got["protocol"]["prompt_side"].startswith("text") and got["protocol"]["tokenizer_source"].startswith("hf:")
     assert set(got["metrics"]) >= {"i2t_R1", "i2t_R5", "i2t_R10", "t2i_R1", "t2i_R5", "t2i_R10", "rsum"}
     # and `reproduce` on the folder: a fixture claim holding the reference's numbers reads reproduced
-    from benchmarks import reproduce as rp
-    from methods.card import Checkpoint, Confidence, retrieval_claim
+    from vlpbench.benchmarks import reproduce as rp
+    from vlpbench.methods.card import Checkpoint, Confidence, retrieval_claim
 
     m = got["metrics"]
     claim = retrieval_claim("flickr30k-karpathy-test-1k", "zero-shot", "HF CLIPModel (fixture)",

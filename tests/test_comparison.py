@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from reports.comparison import claim_split, compare, protocol_differences
-from reports.stats import Interval
-from reports.store import EvaluationRecord
+from vlpbench.reports.comparison import claim_split, compare, protocol_differences
+from vlpbench.reports.stats import Interval
+from vlpbench.reports.store import EvaluationRecord
 
 CLAIM: dict[str, Any] = {
     "benchmark": "image_text_retrieval", "dataset": "flickr30k-karpathy-test-1k", "setting": "zero-shot",
@@ -84,7 +84,7 @@ def test_no_run_of_that_setting_is_claimed_only() -> None:
 
 
 def test_the_report_shows_intervals_and_the_status_of_every_claim() -> None:
-    from reports.markdown import render
+    from vlpbench.reports.markdown import render
 
     card = {"claimed": [CLAIM, {**CLAIM, "setting": "fine-tuned"}]}
     rec = _record().model_copy(update={"card": card})
@@ -101,7 +101,7 @@ def test_the_report_shows_intervals_and_the_status_of_every_claim() -> None:
 def test_the_report_says_which_differences_between_models_are_real() -> None:
     import numpy as np
 
-    from reports.markdown import render
+    from vlpbench.reports.markdown import render
 
     rng = np.random.default_rng(0)
     base = {"i2t": rng.integers(1, 40, 1000), "t2i": rng.integers(1, 40, 5000)}
@@ -123,7 +123,7 @@ def test_the_report_says_which_differences_between_models_are_real() -> None:
 
 
 def test_product_claims_get_a_status_against_our_product_records() -> None:
-    from reports.markdown import _product_claims
+    from vlpbench.reports.markdown import _product_claims
 
     claim = {"benchmark": "product_retrieval", "dataset": "m5product-subset", "setting": "pretrain features",
              "model": "SCALE, 5 modalities", "metrics": {"mAP@1": 78.2, "Prec@1": 78.2}, "source": "paper Tab. 4",

@@ -15,12 +15,12 @@ import pytest
 import yaml
 from PIL import Image
 
-from benchmarks import cli
-from benchmarks.data import BuiltinDataset
-from benchmarks.data.corpora import PairFilesDataset, PairFilesLayout, write_shard
-from benchmarks.training.batches import PretrainBatches
-from methods import TextTokenizer, create_method
-from reports.store import read_evaluation, read_pretrain
+from vlpbench.benchmarks import cli
+from vlpbench.benchmarks.data import BuiltinDataset
+from vlpbench.benchmarks.data.corpora import PairFilesDataset, PairFilesLayout, write_shard
+from vlpbench.benchmarks.training.batches import PretrainBatches
+from vlpbench.methods import TextTokenizer, create_method
+from vlpbench.reports.store import read_evaluation, read_pretrain
 from tests.conftest import MICRO_CLIP, SMALL_WORLD
 
 JOB = Path("corpus") / "jobs" / "clip-tiny-s0"
@@ -140,8 +140,8 @@ def test_a_changed_corpus_is_pretrained_again(exported: Path, tmp_path: Path,
 
 def test_the_wordpiece_tokenizer_learns_the_corpus_vocabulary(exported: Path, tmp_path: Path,
                                                              small_world: BuiltinDataset) -> None:
-    from benchmarks.pipeline import build_tokenizer
-    from benchmarks.suite import load_suite
+    from vlpbench.benchmarks.pipeline import build_tokenizer
+    from vlpbench.benchmarks.suite import load_suite
 
     root = tmp_path / "c"
     root.mkdir()
@@ -181,8 +181,8 @@ def test_a_method_needing_fields_a_corpus_lacks_says_which_option_to_set(exporte
 
 
 def test_bad_corpus_fields_are_named_in_the_suite(tmp_path: Path) -> None:
-    from benchmarks.suite import load_suite
-    from methods.config import ConfigError
+    from vlpbench.benchmarks.suite import load_suite
+    from vlpbench.methods.config import ConfigError
 
     spec = _suite(tmp_path, {"files": ["pairs.csv"], "caption_column": "title"})
     with pytest.raises(ConfigError, match=r"dataset\.corpus\.layout\.caption_column"):

@@ -11,18 +11,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from benchmarks.data import BuiltinDataset
-from benchmarks.training.batches import PretrainBatches
-from benchmarks.training.dvae import DVAEBudget, DVAERequest, ensure_dvae, kl_to_uniform, tokenizer_crop
-from methods import StepContext, TextTokenizer, create_method, load_pretrained, save_pretrained
-from methods.amf import amf_filter, pair_similarities
-from methods.cots import COTS
-from methods.losses import kl_alignment
-from methods.masking import block_mask, block_masks
-from methods.momentum import FeatureQueues
-from methods.preprocess import ImagePreprocessConfig
-from methods.towers import WeightsError
-from methods.visual_tokenizer import DVAEEncoder, VisualTokenizer, VisualTokenizerConfig, map_pixels
+from vlpbench.benchmarks.data import BuiltinDataset
+from vlpbench.benchmarks.training.batches import PretrainBatches
+from vlpbench.benchmarks.training.dvae import DVAEBudget, DVAERequest, ensure_dvae, kl_to_uniform, tokenizer_crop
+from vlpbench.methods import StepContext, TextTokenizer, create_method, load_pretrained, save_pretrained
+from vlpbench.methods.amf import amf_filter, pair_similarities
+from vlpbench.methods.cots import COTS
+from vlpbench.methods.losses import kl_alignment
+from vlpbench.methods.masking import block_mask, block_masks
+from vlpbench.methods.momentum import FeatureQueues
+from vlpbench.methods.preprocess import ImagePreprocessConfig
+from vlpbench.methods.towers import WeightsError
+from vlpbench.methods.visual_tokenizer import DVAEEncoder, VisualTokenizer, VisualTokenizerConfig, map_pixels
 
 MICRO_COTS: dict[str, Any] = {
     "vision": {"width": 32, "depth": 1, "heads": 2},
@@ -250,7 +250,7 @@ def test_cmvm_targets_are_the_tokens_of_the_unmasked_image(micro_cots: COTS, bat
         return ce(logits, labels, **kw)
 
     monkeypatch.setattr(VisualTokenizer, "forward", spy_tokenizer)
-    monkeypatch.setattr("methods.cots.F.cross_entropy", spy_ce)
+    monkeypatch.setattr("vlpbench.methods.cots.F.cross_entropy", spy_ce)
     model.config = model.config.model_copy(update={"instance": False, "task": False, "cmlm": False})
     model.pretrain_step(batch, CTX)
     torch.testing.assert_close(seen["tokenizer_input"], batch.images)        # unmasked, the ViT's own crop
@@ -308,8 +308,8 @@ def test_each_loss_trains_its_parts_and_never_momentum_or_tokenizer(micro_cots: 
 
 
 def test_base_keeps_the_papers_reading_and_every_tiny_departure_is_on_the_card() -> None:
-    from methods.cots import CARD
-    from methods.registry import method_config
+    from vlpbench.methods.cots import CARD
+    from vlpbench.methods.registry import method_config
     base, tiny = method_config("cots", "base"), method_config("cots", "tiny")
     assert (base.instance_negatives, base.momentum, base.queue_size) == ("queue", 0.995, 65536)
     assert (tiny.instance_negatives, tiny.momentum, tiny.queue_size) == ("batch_and_queue", 0.9, 256)
@@ -393,11 +393,11 @@ def test_saved_cots_reloads_without_the_tokenizer_file(micro_cots: COTS, tmp_pat
 
 def test_pipeline_job_trains_the_tokenizer_records_lineage_and_scores_the_filter(
         small_world: BuiltinDataset, cache_root: Path, tmp_path: Path) -> None:
-    from benchmarks.job import Job
-    from benchmarks.pipeline import run_job
-    from benchmarks.tasks.common import describe_lineage
-    from benchmarks.suite import Suite
-    from reports.store import read_evaluation, read_pretrain
+    from vlpbench.benchmarks.job import Job
+    from vlpbench.benchmarks.pipeline import run_job
+    from vlpbench.benchmarks.tasks.common import describe_lineage
+    from vlpbench.benchmarks.suite import Suite
+    from vlpbench.reports.store import read_evaluation, read_pretrain
 
     suite = Suite(name="cots-micro", methods=["cots"], dataset={"options": small_world.manifest["config"]},
                   method_overrides={"cots": {**MICRO_COTS, "queue_size": 16, "amf": {"lam": 0.5}}},
@@ -422,7 +422,7 @@ def test_dvae_train_command(small_world: BuiltinDataset, cache_root: Path,
                             capsys: pytest.CaptureFixture[str]) -> None:
     import json as _json
 
-    from benchmarks import cli
+    from vlpbench.benchmarks import cli
 
     opts = _json.dumps(small_world.manifest["config"])
     tok = _json.dumps(MICRO_COTS["visual_tokenizer"])

@@ -15,12 +15,12 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from benchmarks.job import expand_jobs
-from benchmarks.pipeline import run_job
-from benchmarks.suite import load_suite
-from methods import load_pretrained
-from methods.momentum import FeatureQueues
-from reports.store import read_evaluation, read_pretrain
+from vlpbench.benchmarks.job import expand_jobs
+from vlpbench.benchmarks.pipeline import run_job
+from vlpbench.benchmarks.suite import load_suite
+from vlpbench.methods import load_pretrained
+from vlpbench.methods.momentum import FeatureQueues
+from vlpbench.reports.store import read_evaluation, read_pretrain
 from tests.conftest import MICRO_CLIP, SMALL_WORLD
 from tests.test_tcl import MICRO_TCL
 
@@ -83,7 +83,7 @@ def test_two_gloo_processes_train_as_one_process_on_the_global_batch(tmp_path: P
 
 def _resume_worker(rank: int, world: int, workdir: str, cache: str, stop_at: int | None, resume: str | None) -> None:
     """Pretrain the 6-step job on 2 processes; stop_at: interrupt the run right after that step's checkpoint."""
-    import benchmarks.pipeline as pipeline
+    import vlpbench.benchmarks.pipeline as pipeline
 
     os.environ["VLPBENCH_CACHE"] = cache
     _init(rank, world, f"{workdir}/{stop_at or 'end'}-{resume}")
@@ -161,9 +161,9 @@ def test_momentum_queues_are_filled_from_every_process(tmp_path: Path) -> None:
 
 
 def _eval_worker(rank: int, world: int, workdir: str, method: str, scoring: str) -> None:
-    from benchmarks.data import open_dataset
-    from benchmarks.evaluation.retrieval import evaluate_image_text
-    from methods import TextTokenizer, create_method
+    from vlpbench.benchmarks.data import open_dataset
+    from vlpbench.benchmarks.evaluation.retrieval import evaluate_image_text
+    from vlpbench.methods import TextTokenizer, create_method
 
     _init(rank, world, f"{workdir}/{method}-{world}")
     try:
@@ -179,7 +179,7 @@ def _eval_worker(rank: int, world: int, workdir: str, method: str, scoring: str)
 
 
 def _protocol(scoring: str) -> Any:
-    from benchmarks.evaluation.retrieval import RetrievalProtocol
+    from vlpbench.benchmarks.evaluation.retrieval import RetrievalProtocol
 
     # small batches, chunks and tiles: the 100 images and ~530 captions make uneven blocks over the processes
     return RetrievalProtocol(scoring=scoring, rerank_k=10 if scoring != "itc" else None, batch_size=16, chunk=48,
@@ -195,8 +195,8 @@ def test_sharded_evaluation_gives_the_one_process_ranks(method: str, scoring: st
                                                         cache_root: Path, tokenizer: Any, small_world: Any) -> None:
     """Each process encodes a block of whole batches and ranks a block of whole query chunks (TCL re-ranks its
     queries' top-k with every candidate's features): gathered, the ranks are exactly the one-process ranks."""
-    from benchmarks.evaluation.retrieval import evaluate_image_text
-    from methods import create_method
+    from vlpbench.benchmarks.evaluation.retrieval import evaluate_image_text
+    from vlpbench.methods import create_method
 
     torch.manual_seed(0)
     model = create_method(method, "tiny", tokenizer=tokenizer, overrides=_EVAL_OVERRIDES[method])

@@ -13,14 +13,14 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from benchmarks.data import BuiltinDataset
-from benchmarks.data.types import PairCorpus
-from benchmarks.training.batches import PretrainBatches
-from methods import (ConfigError, PretrainBatch, StepContext, TextTokenizer, TokenBatch, create_method, load_pretrained,
+from vlpbench.benchmarks.data import BuiltinDataset
+from vlpbench.benchmarks.data.types import PairCorpus
+from vlpbench.benchmarks.training.batches import PretrainBatches
+from vlpbench.methods import (ConfigError, PretrainBatch, StepContext, TextTokenizer, TokenBatch, create_method, load_pretrained,
                      save_pretrained)
-from methods.ernie_vil2 import PAIR_NAMES, ERNIEViL2
-from methods.losses import clip_loss
-from methods.text_views import caption_words
+from vlpbench.methods.ernie_vil2 import PAIR_NAMES, ERNIEViL2
+from vlpbench.methods.losses import clip_loss
+from vlpbench.methods.text_views import caption_words
 
 MICRO_ERNIE: dict[str, Any] = {
     "vision": {"width": 32, "depth": 1, "heads": 2, "patch_size": 16},

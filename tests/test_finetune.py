@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from benchmarks.cli import main
-from benchmarks.data import BuiltinDataset
-from methods import PretrainBatch, StepContext, create_method, finetune_recipe, get_spec, list_methods
-from reports.store import read_evaluation
+from vlpbench.benchmarks.cli import main
+from vlpbench.benchmarks.data import BuiltinDataset
+from vlpbench.methods import PretrainBatch, StepContext, create_method, finetune_recipe, get_spec, list_methods
+from vlpbench.reports.store import read_evaluation
 from tests.conftest import MICRO_CLIP, SMALL_WORLD
 from tests.test_tcl import MICRO_TCL
 

@@ -12,9 +12,9 @@ import pytest
 import torch
 import yaml
 
-from benchmarks.cli import main
-from benchmarks.evaluation.latency import LatencyProtocol, _flops, cost_model, measure_latency, percentiles, time_calls
-from reports.store import read_evaluation
+from vlpbench.benchmarks.cli import main
+from vlpbench.benchmarks.evaluation.latency import LatencyProtocol, _flops, cost_model, measure_latency, percentiles, time_calls
+from vlpbench.reports.store import read_evaluation
 from tests.conftest import MICRO_CLIP, SMALL_WORLD
 from tests.test_tcl import MICRO_TCL
 
@@ -66,7 +66,7 @@ def test_flops_scale_with_batch(micro_clip) -> None:  # type: ignore[no-untyped-
 
 
 def test_threads_are_set_for_the_measurement_and_restored(micro_clip, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    import benchmarks.evaluation.latency as lat
+    import vlpbench.benchmarks.evaluation.latency as lat
 
     seen = []
     monkeypatch.setattr(lat, "_measure", lambda *a: seen.append(torch.get_num_threads()) or {})
@@ -93,7 +93,7 @@ def test_measure_latency_dual_encoder_params_add_up(micro_clip) -> None:  # type
 
 
 def test_measure_latency_fusion_model_has_the_three_designs(tokenizer) -> None:  # type: ignore[no-untyped-def]
-    from methods import create_method
+    from vlpbench.methods import create_method
 
     tcl = create_method("tcl", "tiny", tokenizer=tokenizer, overrides=MICRO_TCL)
     proto = LatencyProtocol(batch_size=4, gallery_sizes=[1000], rerank_k=8, cross_batch=16, repeats=3, warmup=1,

@@ -13,11 +13,11 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from benchmarks import cli
-from benchmarks.launch import read_launch
-from reports.store import read_evaluation, read_pretrain
-from slurm.executors import ArrayLauncher
-from slurm.profiles import ClusterProfile, list_profiles, load_profile
+from vlpbench.benchmarks import cli
+from vlpbench.benchmarks.launch import read_launch
+from vlpbench.reports.store import read_evaluation, read_pretrain
+from vlpbench.slurm.executors import ArrayLauncher
+from vlpbench.slurm.profiles import ClusterProfile, list_profiles, load_profile
 from tests.conftest import MICRO_CLIP, SMALL_WORLD
 from tests.real_fixtures import make_flickr_albef
 
@@ -46,7 +46,7 @@ def test_local_executor_runs_tasks_logs_them_and_resubmits_a_failed_one_alone(
     (flickr / "flickr30k-images" / "101.jpg").write_bytes(b"\xff\xd8 not really a jpeg")   # found only on decode
     # `vlpbench run` checks every evaluation image's header before submitting (tests/test_safety.py); switched off
     # here so that the evaluation task itself fails, which is what this test re-submits
-    monkeypatch.setattr("benchmarks.launch.check_image_header", lambda path: (1, 1))
+    monkeypatch.setattr("vlpbench.benchmarks.launch.check_image_header", lambda path: (1, 1))
     suite = copy.deepcopy(SUITE)
     suite["retrieval"] = {"datasets": [{"name": "flickr30k", "root": str(flickr)}]}
     path = _write(tmp_path, suite)
@@ -87,12 +87,12 @@ def test_local_executor_runs_tasks_logs_them_and_resubmits_a_failed_one_alone(
 
 
 def test_an_evaluation_task_never_pretrains(tmp_path: Path, cache_root: Path) -> None:
-    from benchmarks.launch import JobTask, specs_for
-    from benchmarks.suite import load_suite
+    from vlpbench.benchmarks.launch import JobTask, specs_for
+    from vlpbench.benchmarks.suite import load_suite
 
     suite = load_suite(None, SUITE)
     _, evals = specs_for(suite, tmp_path, None)
-    from benchmarks.pipeline import MissingPretraining
+    from vlpbench.benchmarks.pipeline import MissingPretraining
 
     with pytest.raises(MissingPretraining, match=r"pretraining record .*pretrain\.json is missing: its pretraining "
                                                  r"did not finish .*re-submit that task"):
@@ -162,7 +162,7 @@ def test_concurrent_jobs_build_a_cached_stage_once(tmp_path: Path) -> None:
     import threading
     import time
 
-    from benchmarks.training.stage_cache import cached_stage
+    from vlpbench.benchmarks.training.stage_cache import cached_stage
 
     builds: list[int] = []
 
@@ -186,7 +186,7 @@ def test_concurrent_jobs_build_a_cached_stage_once(tmp_path: Path) -> None:
 
 
 def _weights(job_dir: Path) -> dict[str, Any]:
-    from methods import load_pretrained
+    from vlpbench.methods import load_pretrained
 
     model, _ = load_pretrained(job_dir / "model")
     return model.state_dict()
@@ -216,9 +216,9 @@ def test_a_pretraining_task_with_two_processes_trains_as_one(tmp_path: Path, cac
         stdout = Path(task["attempts"][-1]["stdout"])
         assert stdout.parent.joinpath(stdout.name.replace("_0_log", "_1_log")).is_file()
     # the two-process evaluation gives the one-process numbers of the same model
-    from benchmarks.evaluation.retrieval import RetrievalProtocol, evaluate_image_text
-    from benchmarks.data import open_dataset
-    from methods import load_pretrained
+    from vlpbench.benchmarks.evaluation.retrieval import RetrievalProtocol, evaluate_image_text
+    from vlpbench.benchmarks.data import open_dataset
+    from vlpbench.methods import load_pretrained
 
     ev = read_evaluation(ddp / "eval" / "zeroshot_retrieval" / "results.json")
     assert ev.protocol["eval_processes"] == 2
@@ -239,10 +239,10 @@ def test_a_preempted_task_checkpoints_requeues_and_ends_as_an_uninterrupted_run(
 
     import torch
 
-    from benchmarks.launch import JobTask, specs_for
-    from benchmarks.job import expand_jobs
-    from benchmarks.pipeline import run_job
-    from benchmarks.suite import load_suite
+    from vlpbench.benchmarks.launch import JobTask, specs_for
+    from vlpbench.benchmarks.job import expand_jobs
+    from vlpbench.benchmarks.pipeline import run_job
+    from vlpbench.benchmarks.suite import load_suite
 
     monkeypatch.setenv("VLPBENCH_CACHE", str(cache_root))
     spec = copy.deepcopy(SUITE)

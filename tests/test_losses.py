@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from methods.losses import clip_loss, info_nce
+from vlpbench.methods.losses import clip_loss, info_nce
 
 
 def _lse(*xs: float) -> float:
@@ -76,7 +76,7 @@ def test_gradients_reach_features_and_scale() -> None:
 
 
 def test_self_harmonized_weights_on_a_hand_made_score_matrix() -> None:
-    from methods.losses import self_harmonized_weights
+    from vlpbench.methods.losses import self_harmonized_weights
 
     s = torch.tensor([[1.0, 0.5, 0.0], [0.5, 1.0, 0.2], [0.0, 0.2, 1.0]], dtype=torch.float64)
     # Row 0 over the other modalities: softmax([0.5, 0.0]) = [e^.5, 1] / (e^.5 + 1).

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.data.files import DatasetError
-from benchmarks.data.m5product import M5ProductDataset, M5ProductError, M5ProductLayout, read_wav
-from methods import TextTokenizer, create_method
-from methods.media import PRODUCT_MODALITIES
+from vlpbench.benchmarks.data.files import DatasetError
+from vlpbench.benchmarks.data.m5product import M5ProductDataset, M5ProductError, M5ProductLayout, read_wav
+from vlpbench.methods import TextTokenizer, create_method
+from vlpbench.methods.media import PRODUCT_MODALITIES
 
 FEATURE_DIM = 16
 
@@ -151,7 +151,7 @@ def test_unreadable_media_name_their_file(tmp_path: Path) -> None:
 
 
 def test_scale_retrieves_m5product_items_from_their_features(tmp_path: Path, tokenizer: TextTokenizer) -> None:
-    from benchmarks.evaluation.products import ProductEvalProtocol, evaluate_products
+    from vlpbench.benchmarks.evaluation.products import ProductEvalProtocol, evaluate_products
     from tests.test_scale import MICRO_SCALE
 
     corpus = M5ProductDataset(make_m5product(tmp_path / "m5")).product_corpus()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.evaluation.metrics import (TIE_POLICIES, PairedRanks, direction_metrics, image_text_metrics,
+from vlpbench.benchmarks.evaluation.metrics import (TIE_POLICIES, PairedRanks, direction_metrics, image_text_metrics,
                                            paired_ranks, query_ranks, retrieval_ranks)
 
 

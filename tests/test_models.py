@@ -18,14 +18,14 @@ import pytest
 import torch
 import yaml
 
-from benchmarks.data import BuiltinDataset
-from benchmarks.data.types import ArrayImages, RetrievalSplit
-from benchmarks.evaluation.retrieval import RetrievalProtocol, evaluate_image_text
-from benchmarks.training.batches import PretrainBatches
-from methods import (PretrainBatch, StepContext, TextTokenizer, VLPModel, create_method, list_methods, list_presets,
+from vlpbench.benchmarks.data import BuiltinDataset
+from vlpbench.benchmarks.data.types import ArrayImages, RetrievalSplit
+from vlpbench.benchmarks.evaluation.retrieval import RetrievalProtocol, evaluate_image_text
+from vlpbench.benchmarks.training.batches import PretrainBatches
+from vlpbench.methods import (PretrainBatch, StepContext, TextTokenizer, VLPModel, create_method, list_methods, list_presets,
                      load_pretrained, save_pretrained)
-from methods.config import deep_merge
-from methods.registry import param_count
+from vlpbench.methods.config import deep_merge
+from vlpbench.methods.registry import param_count
 
 SUITES = Path(__file__).resolve().parent.parent / "benchmarks" / "suites"
 MAX_CPU_PARAMS = 20_000_000

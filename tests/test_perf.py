@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from benchmarks.evaluation.metrics import retrieval_ranks
-from benchmarks.perf import metrics_scale
+from vlpbench.benchmarks.evaluation.metrics import retrieval_ranks
+from vlpbench.benchmarks.perf import metrics_scale
 
 
 def test_one_pass_ranks_and_the_full_matrix_baseline_agree_with_the_metrics_module() -> None:
@@ -37,7 +37,7 @@ def test_measured_run_reports_both_sides_and_checks_the_ranks() -> None:
 
 
 def _micro_suite():  # type: ignore[no-untyped-def]
-    from benchmarks.suite import load_suite
+    from vlpbench.benchmarks.suite import load_suite
     from tests.conftest import MICRO_CLIP, SMALL_WORLD
     from tests.test_tcl import MICRO_TCL
 
@@ -46,7 +46,7 @@ def _micro_suite():  # type: ignore[no-untyped-def]
 
 
 def test_matmul_rate_is_two_n_cubed_per_call_and_the_peak_is_the_best_size() -> None:
-    from benchmarks.perf import machine
+    from vlpbench.benchmarks.perf import machine
 
     r = machine.matmul_flops(64, torch.float32, torch.device("cpu"), min_time_s=0.01)
     assert r["flops_per_s"] == 2 * 64 ** 3 * r["calls"] / r["seconds"] and r["calls"] >= 4
@@ -60,8 +60,8 @@ def test_step_flops_count_forward_and_backward(micro_clip) -> None:  # type: ign
     (input and weight gradients) except where the input needs no gradient (the patch embedding's pixels)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from benchmarks.perf.train_step import step_flops
-    from methods import PretrainBatch, StepContext
+    from vlpbench.benchmarks.perf.train_step import step_flops
+    from vlpbench.methods import PretrainBatch, StepContext
 
     torch.manual_seed(0)
     batch = PretrainBatch(images=torch.randn(4, 3, 64, 64), text=micro_clip.tokenize(["a red star"] * 4),
@@ -75,7 +75,7 @@ def test_step_flops_count_forward_and_backward(micro_clip) -> None:  # type: ign
 
 
 def test_train_section_times_the_trainer_and_derives_mfu(cache_root) -> None:  # type: ignore[no-untyped-def]
-    from benchmarks.perf import train_step
+    from vlpbench.benchmarks.perf import train_step
 
     out = train_step.run(["clip"], steps=2, warmup=1, batch_size=8, peak_flops=1e12, suite=_micro_suite())
     r = out["methods"]["clip"]
@@ -86,7 +86,7 @@ def test_train_section_times_the_trainer_and_derives_mfu(cache_root) -> None:  #
 
 
 def test_batched_and_per_query_reranking_score_the_same_pairs(cache_root) -> None:  # type: ignore[no-untyped-def]
-    from benchmarks.perf import rerank
+    from vlpbench.benchmarks.perf import rerank
 
     out = rerank.run("tcl", n_queries=12, k=4, rerank_batch=32, repeats=1, suite=_micro_suite())
     assert out["pairs"] == 48 and out["max_abs_score_diff"] <= 1e-4
@@ -95,7 +95,7 @@ def test_batched_and_per_query_reranking_score_the_same_pairs(cache_root) -> Non
 
 
 def test_overhead_section_compares_evaluation_with_forward_passes(cache_root) -> None:  # type: ignore[no-untyped-def]
-    from benchmarks.perf import overhead
+    from vlpbench.benchmarks.perf import overhead
 
     out = overhead.run(["clip"], repeats=1, batch_size=64, suite=_micro_suite())
     r = out["methods"]["clip"]
@@ -106,7 +106,7 @@ def test_overhead_section_compares_evaluation_with_forward_passes(cache_root) ->
 def test_perf_cli_writes_the_sections_with_the_fingerprint(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
     import json
 
-    from benchmarks.cli import main
+    from vlpbench.benchmarks.cli import main
 
     out = tmp_path / "perf.json"
     assert main(["perf", "--only", "metrics", "--n-images", "60", "--repeats", "1", "--output", str(out)]) == 0
@@ -118,7 +118,7 @@ def test_perf_cli_writes_the_sections_with_the_fingerprint(tmp_path, capsys) -> 
 
 
 def test_open_clip_twin_has_our_architecture_and_both_sides_train(cache_root) -> None:  # type: ignore[no-untyped-def]
-    from benchmarks.perf import open_clip_compare
+    from vlpbench.benchmarks.perf import open_clip_compare
 
     out = open_clip_compare.run(batch_size=8, steps=1, repeats=1, suite=_micro_suite())
     assert out["params"]["ours"] == out["params"]["open_clip"]
@@ -129,7 +129,7 @@ def test_open_clip_twin_has_our_architecture_and_both_sides_train(cache_root) ->
 
 
 def test_profile_section_records_only_the_steps_after_warmup(cache_root) -> None:  # type: ignore[no-untyped-def]
-    from benchmarks.perf import profile
+    from vlpbench.benchmarks.perf import profile
 
     out = profile.run(["clip"], steps=2, warmup=1, top=60, suite=_micro_suite())
     r = out["methods"]["clip"]

@@ -11,9 +11,9 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from benchmarks import cli
-from reports import tracking
-from reports.store import read_evaluation, read_pretrain
+from vlpbench.benchmarks import cli
+from vlpbench.reports import tracking
+from vlpbench.reports.store import read_evaluation, read_pretrain
 from tests.conftest import MICRO_CLIP, SMALL_WORLD
 
 SUITE: dict[str, Any] = {
@@ -216,8 +216,8 @@ def test_a_variant_runs_beside_its_method_with_its_own_overrides(tmp_path: Path,
 
 
 def test_a_variant_needs_its_own_name_and_a_known_method(tmp_path: Path) -> None:
-    from benchmarks.suite import load_suite
-    from methods import ConfigError
+    from vlpbench.benchmarks.suite import load_suite
+    from vlpbench.methods import ConfigError
 
     with pytest.raises(ConfigError, match="variants: .*variant 'clip' has a method's name"):
         load_suite(None, {"variants": {"clip": {"method": "clip"}}})
@@ -231,7 +231,7 @@ def test_a_variant_needs_its_own_name_and_a_known_method(tmp_path: Path) -> None
 def test_the_code_version_is_read_once_so_a_commit_during_a_run_does_not_relabel_it(tmp_path: Path) -> None:
     import subprocess
 
-    from benchmarks.runtime import code_version
+    from vlpbench.benchmarks.runtime import code_version
 
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True, text=True,

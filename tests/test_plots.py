@@ -13,12 +13,12 @@ from matplotlib.colors import to_hex
 from matplotlib.container import BarContainer
 from PIL import Image
 
-from reports.plots import (
+from vlpbench.reports.plots import (
     LatencyPoint, MethodStyle, latency_accuracy_points, latency_vs_gallery, latency_vs_rsum, loss_curves,
     method_styles, pareto_front, recall_bars, save_figure,
 )
-from reports.stats import Interval
-from reports.store import EvaluationRecord
+from vlpbench.reports.stats import Interval
+from vlpbench.reports.store import EvaluationRecord
 
 GALLERIES = [1000, 5000, 25000]
 
@@ -167,7 +167,7 @@ def _label_overlaps(fig: Any) -> list[tuple[str, str]]:
 def test_point_names_do_not_overlap_for_near_points(monkeypatch: pytest.MonkeyPatch) -> None:
     """The default suite's points (SCALE's and COTS's dual encoders 0.15 ms and 0.8 RSUM apart, ERNIE-ViL 2.0
     beside them): drawn names do not overlap; with one fixed offset they would."""
-    import reports.plots as plots
+    import vlpbench.reports.plots as plots
 
     dual, rerank = "dual encoder (ITC)", "re-rank top-16 (ITM)"
     data = [("clip", dual, 2.52, 240.16), ("cots", dual, 4.17, 179.98), ("ernie_vil2", dual, 3.24, 180.66),

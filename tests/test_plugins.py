@@ -1,5 +1,5 @@
 """Methods from outside the repository: a package declaring the entry-point group `vlpbench.methods` is loaded by
-`import methods` (methods.registry.load_plugins).
+`import vlpbench.methods` (vlpbench.methods.registry.load_plugins).
 
 tests/plugins holds such a package as pip would install it (vlpbench_toy/ and its .dist-info), so putting that folder
 on PYTHONPATH is installing it. Every check runs in a subprocess: this process' registry keeps the built-ins only.
@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 
-from methods import default_suite_methods, list_methods, load_plugins
+from vlpbench.methods import default_suite_methods, list_methods, load_plugins
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGINS = ROOT / "tests" / "plugins"
@@ -31,7 +31,7 @@ def _run(args: list[str], cwd: Path, *paths: Path, timeout: float = 300) -> subp
 def _vlpbench(*args: str) -> list[str]:
     """The installed console script, as a user runs it (`python -m benchmarks.cli` where there is none)."""
     script = BIN / "vlpbench"
-    return [str(script), *args] if script.is_file() else [sys.executable, "-m", "benchmarks.cli", *args]
+    return [str(script), *args] if script.is_file() else [sys.executable, "-m", "vlpbench.benchmarks.cli", *args]
 
 
 def _write_plugin(root: Path, dist: str, entry_points: str, modules: dict[str, str]) -> Path:
@@ -51,7 +51,7 @@ def test_this_process_has_only_the_builtins() -> None:
 
 def test_the_example_plugin_is_found_as_an_installed_package(tmp_path: Path) -> None:
     code = ("import json, importlib.metadata as md, methods\n"
-            "from methods import default_suite_methods, get_spec, list_methods, list_presets, load_plugins\n"
+            "from vlpbench.methods import default_suite_methods, get_spec, list_methods, list_presets, load_plugins\n"
             "d = md.distribution('vlpbench-toy')\n"
             "print(json.dumps({'eps': [f'{e.group}: {e.name} = {e.value}' for e in d.entry_points],\n"
             "  'methods': list_methods(), 'plugins': load_plugins(), 'default': default_suite_methods(),\n"
@@ -90,22 +90,22 @@ def test_a_suite_runs_the_plugin_method(tmp_path: Path, cache_root: Path) -> Non
 def test_a_broken_plugin_names_its_entry_point_distribution_and_fix(tmp_path: Path) -> None:
     site = _write_plugin(tmp_path / "site", "vlpbench-broken", "broken = vlpbench_broken",
                          {"vlpbench_broken": "import vlpbench_not_installed  # a dependency that is missing\n"})
-    out = _run([sys.executable, "-c", "import methods"], tmp_path, site)
+    out = _run([sys.executable, "-c", "import vlpbench.methods"], tmp_path, site)
     assert out.returncode != 0
     err = out.stderr.strip().splitlines()[-1]
-    assert err.startswith("methods.registry.PluginError: ")
+    assert err.startswith("vlpbench.methods.registry.PluginError: ")
     assert "'broken = vlpbench_broken'" in err and "distribution vlpbench-broken 0.1" in err
     assert "No module named 'vlpbench_not_installed'" in err
     assert "pip uninstall vlpbench-broken" in err and "import vlpbench_broken" in err
 
 
 def test_a_plugin_taking_a_registered_name_is_refused(tmp_path: Path) -> None:
-    spec = ("from dataclasses import replace\nfrom methods import get_spec\n"
+    spec = ("from dataclasses import replace\nfrom vlpbench.methods import get_spec\n"
             "SPEC = replace(get_spec('clip'), in_default_suite=False)   # another method called 'clip'\n")
     site = _write_plugin(tmp_path / "site", "vlpbench-dup", "clip = vlpbench_dup:SPEC", {"vlpbench_dup": spec})
-    out = _run([sys.executable, "-c", "import methods"], tmp_path, site)
+    out = _run([sys.executable, "-c", "import vlpbench.methods"], tmp_path, site)
     assert out.returncode != 0
     err = out.stderr.strip().splitlines()[-1]
     assert "'clip = vlpbench_dup:SPEC'" in err and "distribution vlpbench-dup 0.1" in err
-    assert "registers method 'clip', which methods.clip (CLIP) registered already" in err
+    assert "registers method 'clip', which vlpbench.methods.clip (CLIP) registered already" in err
     assert "MethodSpec.name" in err and "pip uninstall vlpbench-dup" in err

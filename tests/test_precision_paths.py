@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmarks.data import BuiltinDataset
-from benchmarks.evaluation import retrieval
-from benchmarks.evaluation.retrieval import RetrievalProtocol, evaluate_image_text
-from methods import TextTokenizer, create_method
-from methods import fusion
+from vlpbench.benchmarks.data import BuiltinDataset
+from vlpbench.benchmarks.evaluation import retrieval
+from vlpbench.benchmarks.evaluation.retrieval import RetrievalProtocol, evaluate_image_text
+from vlpbench.methods import TextTokenizer, create_method
+from vlpbench.methods import fusion
 from tests.test_tcl import MICRO_TCL
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.evaluation.product_retrieval import (ProductRetrievalProtocol, leave_one_out,
+from vlpbench.benchmarks.evaluation.product_retrieval import (ProductRetrievalProtocol, leave_one_out,
                                                      product_retrieval_metrics, query_metrics, ranked_lists)
 
 # A worked example whose values come from running SCALE_code's evaluate_unit_v2.py unchanged on it

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import yaml
 
-from benchmarks.cli import main
-from benchmarks.data import DatasetError, open_dataset
-from benchmarks.data.corpora import PairFilesDataset, PairFilesLayout, expand_braces, write_shard
-from benchmarks.data.files import sha256_file
-from benchmarks.data.karpathy import KarpathyDataset, KarpathyLayout
-from benchmarks.data.msrvtt import MSRVTTDataset, MSRVTTLayout
-from benchmarks.data.verify import MANIFEST_DIR, load_manifest, verify
-from benchmarks.data.video import decode_video, uniform_frame_indices
+from vlpbench.benchmarks.cli import main
+from vlpbench.benchmarks.data import DatasetError, open_dataset
+from vlpbench.benchmarks.data.corpora import PairFilesDataset, PairFilesLayout, expand_braces, write_shard
+from vlpbench.benchmarks.data.files import sha256_file
+from vlpbench.benchmarks.data.karpathy import KarpathyDataset, KarpathyLayout
+from vlpbench.benchmarks.data.msrvtt import MSRVTTDataset, MSRVTTLayout
+from vlpbench.benchmarks.data.verify import MANIFEST_DIR, load_manifest, verify
+from vlpbench.benchmarks.data.video import decode_video, uniform_frame_indices
 from tests.real_fixtures import (FLICKR_TEST, FLICKR_TRAIN, MSRVTT_FRAMES, MSRVTT_TEST, MSRVTT_TRAIN9K,
                                  image_red, make_coco_karpathy, make_flickr_albef, make_flickr_karpathy, make_msrvtt,
                                  write_jpeg)
@@ -323,7 +323,7 @@ def test_msrvtt_caption_file_that_does_not_match_the_list(tmp_path: Path) -> Non
 
 
 def test_decode_video_frame_count_fallback_for_webm(tmp_path: Path) -> None:
-    from benchmarks.data.video import write_video
+    from vlpbench.benchmarks.data.video import write_video
     from tests.real_fixtures import video_frames
 
     path = tmp_path / "clip.webm"
@@ -463,9 +463,9 @@ def test_verify_checks_published_md5_where_no_sha256_is_known(tmp_path: Path) ->
 def test_suite_evaluates_a_real_karpathy_set_zero_shot(tmp_path: Path, cache_root: Path) -> None:
     import torch
 
-    from benchmarks.evaluation.retrieval import RetrievalProtocol, evaluate_image_text
-    from methods import load_pretrained
-    from reports.store import read_evaluation
+    from vlpbench.benchmarks.evaluation.retrieval import RetrievalProtocol, evaluate_image_text
+    from vlpbench.methods import load_pretrained
+    from vlpbench.reports.store import read_evaluation
     from tests.conftest import MICRO_CLIP, SMALL_WORLD
 
     flickr = make_flickr_albef(tmp_path / "flickr")

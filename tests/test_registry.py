@@ -14,14 +14,14 @@ import pytest
 import torch
 import yaml
 
-import methods.registry as registry
-from methods import (ConfigError, MethodSpec, PluginError, VisualTokenizerSlot, create_method,
+import vlpbench.methods.registry as registry
+from vlpbench.methods import (ConfigError, MethodSpec, PluginError, VisualTokenizerSlot, create_method,
                      default_suite_methods, get_spec, image_preprocess_config, list_methods, list_presets,
                      load_plugins, load_pretrained, method_config, register_method, save_pretrained, unimodal_towers,
                      visual_tokenizer_config, visual_tokenizer_grid)
-from methods.clip import CLIPConfig
-from methods.config import deep_merge
-from methods.tokenizer import TextTokenizer
+from vlpbench.methods.clip import CLIPConfig
+from vlpbench.methods.config import deep_merge
+from vlpbench.methods.tokenizer import TextTokenizer
 from tests.conftest import MICRO_CLIP
 
 
@@ -147,7 +147,7 @@ def test_presets_and_recipes_must_name_the_same_presets(scratch_registry: None) 
 
 
 def test_a_name_is_registered_once(scratch_registry: None) -> None:
-    with pytest.raises(ValueError, match=r"method 'clip' is registered twice \(first by methods.clip \(CLIP\)\)"):
+    with pytest.raises(ValueError, match=r"method 'clip' is registered twice \(first by vlpbench.methods.clip \(CLIP\)\)"):
         register_method(_clip_like("clip"))
 
 

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmarks import cli
-from reports.build import build_report
-from reports.plots import method_styles
-from reports.screenshot import dump_dom, find_chromium
-from reports.sources import from_folder
+from vlpbench.benchmarks import cli
+from vlpbench.reports.build import build_report
+from vlpbench.reports.plots import method_styles
+from vlpbench.reports.screenshot import dump_dom, find_chromium
+from vlpbench.reports.sources import from_folder
 from tests.report_fixtures import make_suite
 
 pytestmark = [pytest.mark.integration,   # a browser process: make test-integration (CI)

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from reports.build import build_report
-from reports.comparison import protocol_id
-from reports.sources import from_folder
-from reports.stats import bootstrap_retrieval
+from vlpbench.reports.build import build_report
+from vlpbench.reports.comparison import protocol_id
+from vlpbench.reports.sources import from_folder
+from vlpbench.reports.stats import bootstrap_retrieval
 from tests.report_fixtures import N_IMAGES, make_suite, ranks_for
 
 
@@ -107,15 +107,15 @@ def test_stale_figures_go_and_a_missing_figure_is_named(tmp_path: Path) -> None:
     (suite_dir / "figures" / "old.png").write_bytes(b"x")
     build_report(from_folder(suite_dir), suite_dir, title="t", n_resamples=100)
     assert not (suite_dir / "figures" / "old.png").exists()
-    from reports.html import FigureMissing, render_html
+    from vlpbench.reports.html import FigureMissing, render_html
     with pytest.raises(FigureMissing, match="figures/gone.png"):
         render_html("![x](figures/gone.png)", title="t", base=suite_dir)
     assert "&lt;script&gt;" in render_html("<script>alert(1)</script>", title="t", base=suite_dir)
 
 
 def test_same_report_from_mlflow_as_from_the_folder(tmp_path: Path) -> None:
-    from reports import tracking
-    from reports.sources import from_mlflow
+    from vlpbench.reports import tracking
+    from vlpbench.reports.sources import from_mlflow
 
     suite_dir = make_suite(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -135,7 +135,7 @@ def test_same_report_from_mlflow_as_from_the_folder(tmp_path: Path) -> None:
 
 
 def test_methods_with_their_own_lineage_and_text_length_share_a_table_but_never_a_summary(tmp_path: Path) -> None:
-    from reports import exports, markdown
+    from vlpbench.reports import exports, markdown
 
     suite_dir = make_suite(tmp_path)
     inputs = from_folder(suite_dir)

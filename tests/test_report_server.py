@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import cli
-from reports import tracking
-from reports.build import build_report
-from reports.sources import from_folder
+from vlpbench.benchmarks import cli
+from vlpbench.reports import tracking
+from vlpbench.reports.build import build_report
+from vlpbench.reports.sources import from_folder
 from tests.report_fixtures import make_suite
 
 pytestmark = pytest.mark.integration   # a server process: make test-integration (CI)

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks import reproduce as rp
-from benchmarks.cli import main
-from methods import get_spec, list_methods
-from methods.card import Checkpoint, ClaimedResult, Confidence, retrieval_claim
-from reports.comparison import NO_WEIGHTS, compare
-from reports.store import read_evaluation
+from vlpbench.benchmarks import reproduce as rp
+from vlpbench.benchmarks.cli import main
+from vlpbench.methods import get_spec, list_methods
+from vlpbench.methods.card import Checkpoint, ClaimedResult, Confidence, retrieval_claim
+from vlpbench.reports.comparison import NO_WEIGHTS, compare
+from vlpbench.reports.store import read_evaluation
 from tests.real_fixtures import make_flickr_retrieval
 
 open_clip = pytest.importorskip("open_clip", reason="open_clip_torch (the dev extra) is the reference")
@@ -120,7 +120,7 @@ def _claim(claimed: dict[str, float]) -> ClaimedResult:
 
 def test_verdict_reads_reproduced_then_not_reproduced_with_perturbed_weights(
         trained: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("methods.checkpoints.clip.open_clip_config_dir", lambda: trained["configs"])
+    monkeypatch.setattr("vlpbench.methods.checkpoints.clip.open_clip_config_dir", lambda: trained["configs"])
     claimed = json.loads(trained["claimed"].read_text())
     assert claimed["i2t_R1"] > 40 and claimed["t2i_R1"] > 15      # far from chance (R@1 about 3 %)
     claim = _claim(claimed)
@@ -147,7 +147,7 @@ def test_verdict_reads_reproduced_then_not_reproduced_with_perturbed_weights(
 
 
 def test_published_sha256_guards_the_weights(trained: dict[str, Path], tmp_path: Path) -> None:
-    from methods.towers import WeightsError
+    from vlpbench.methods.towers import WeightsError
 
     claim = next(c for c in get_spec("clip").card.claimed if c.id == "clip/flickr30k-zeroshot")
     with pytest.raises(WeightsError, match="is not ViT-L-14-336px.pt"):
@@ -168,9 +168,9 @@ def test_unreleased_claims_are_not_reproducible_rather_than_not_comparable(tmp_p
 def test_reproduce_cli_logs_the_verdict_to_mlflow(trained: dict[str, Path], tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """The verdict reaches MLflow as tags of the evaluation run (the CLI's path: record first, then the log)."""
-    from reports import tracking
+    from vlpbench.reports import tracking
 
-    monkeypatch.setattr("methods.checkpoints.clip.open_clip_config_dir", lambda: trained["configs"])
+    monkeypatch.setattr("vlpbench.methods.checkpoints.clip.open_clip_config_dir", lambda: trained["configs"])
     claim = _claim(json.loads(trained["claimed"].read_text()))
     result = rp.reproduce(claim, trained["trained"], trained["root"], output=tmp_path, device="cpu",
                           n_resamples=200)
@@ -187,11 +187,11 @@ def test_report_shows_the_verdict_and_other_weights_as_not_comparable(
         trained: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from dataclasses import asdict
 
-    from reports import sources
-    from reports.build import build_report
-    from reports.store import write_record
+    from vlpbench.reports import sources
+    from vlpbench.reports.build import build_report
+    from vlpbench.reports.store import write_record
 
-    monkeypatch.setattr("methods.checkpoints.clip.open_clip_config_dir", lambda: trained["configs"])
+    monkeypatch.setattr("vlpbench.methods.checkpoints.clip.open_clip_config_dir", lambda: trained["configs"])
     claim = _claim(json.loads(trained["claimed"].read_text()))
     result = rp.reproduce(claim, trained["trained"], trained["root"], output=tmp_path, device="cpu",
                           n_resamples=200)
@@ -220,7 +220,7 @@ def test_reproduce_command_end_to_end(trained: dict[str, Path], tmp_path: Path, 
                                       capsys: pytest.CaptureFixture[str]) -> None:
     """`vlpbench reproduce CLAIM` as a user types it (the fixture claim stands in for a card's): record, MLflow run,
     --json with the verdict, the status printed."""
-    monkeypatch.setattr("methods.checkpoints.clip.open_clip_config_dir", lambda: trained["configs"])
+    monkeypatch.setattr("vlpbench.methods.checkpoints.clip.open_clip_config_dir", lambda: trained["configs"])
     claim = _claim(json.loads(trained["claimed"].read_text()))
     monkeypatch.setattr(rp, "get_claim", lambda claim_id: ("clip", claim))
     out = tmp_path / "verdict.json"

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from benchmarks.tasks.image_text import zeroshot_protocols as _zeroshot_protocols
-from benchmarks.suite import load_suite
-from methods import TextTokenizer, create_method
+from vlpbench.benchmarks.tasks.image_text import zeroshot_protocols as _zeroshot_protocols
+from vlpbench.benchmarks.suite import load_suite
+from vlpbench.methods import TextTokenizer, create_method
 from tests.test_tcl import MICRO_TCL
 
 
@@ -28,7 +28,7 @@ def test_real_sets_take_the_cards_k(tokenizer: TextTokenizer) -> None:
 
 
 def test_a_real_set_is_evaluated_at_its_resolution_on_a_copy(tokenizer: TextTokenizer, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from benchmarks.tasks.image_text import at_resolution, retrieval_split as _retrieval_split
+    from vlpbench.benchmarks.tasks.image_text import at_resolution, retrieval_split as _retrieval_split
     from tests.real_fixtures import make_flickr_albef
 
     model = create_method("tcl", "tiny", tokenizer=tokenizer, overrides=MICRO_TCL)

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.data import BuiltinDataset
-from benchmarks.data.types import ArrayImages, DatasetRef, RetrievalSplit
-from benchmarks.evaluation.metrics import query_ranks, retrieval_ranks
-from benchmarks.evaluation.retrieval import RetrievalProtocol, evaluate_image_text, encode_images, encode_texts
-from methods import StepOutput, TokenBatch, VLPModel
-from methods.config import ConfigError, validate
+from vlpbench.benchmarks.data import BuiltinDataset
+from vlpbench.benchmarks.data.types import ArrayImages, DatasetRef, RetrievalSplit
+from vlpbench.benchmarks.evaluation.metrics import query_ranks, retrieval_ranks
+from vlpbench.benchmarks.evaluation.retrieval import RetrievalProtocol, evaluate_image_text, encode_images, encode_texts
+from vlpbench.methods import StepOutput, TokenBatch, VLPModel
+from vlpbench.methods.config import ConfigError, validate
 
 CPU = torch.device("cpu")
 

@@ -16,14 +16,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.cli import main
-from benchmarks.cli.common import parse_sets as _parse_sets
-from benchmarks.data import DatasetError, open_dataset
-from benchmarks.data.files import check_image_header
-from benchmarks.runtime import LOCK_FILE, FolderBusy, folder_lock
-from methods import ConfigError
-from reports import sources, tracking
-from reports.store import atomic_write_json, respect_umask, save_ranks
+from vlpbench.benchmarks.cli import main
+from vlpbench.benchmarks.cli.common import parse_sets as _parse_sets
+from vlpbench.benchmarks.data import DatasetError, open_dataset
+from vlpbench.benchmarks.data.files import check_image_header
+from vlpbench.benchmarks.runtime import LOCK_FILE, FolderBusy, folder_lock
+from vlpbench.methods import ConfigError
+from vlpbench.reports import sources, tracking
+from vlpbench.reports.store import atomic_write_json, respect_umask, save_ranks
 from tests.real_fixtures import make_flickr_albef, make_flickr_karpathy
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,7 +61,7 @@ def test_run_refuses_a_bad_store_before_training(tmp_path: Path, capsys: pytest.
 _HOLDER = """
 import sys, time
 from pathlib import Path
-from benchmarks.runtime import folder_lock
+from vlpbench.benchmarks.runtime import folder_lock
 with folder_lock(Path(sys.argv[1]), "holder"):
     print("held", flush=True)
     time.sleep(120)
@@ -91,7 +91,7 @@ def test_one_run_per_suite_folder_and_stale_locks_taken_over(tmp_path: Path,
 
 
 def test_set_values_dotted_keys_and_yaml_errors() -> None:
-    from benchmarks.suite import load_suite
+    from vlpbench.benchmarks.suite import load_suite
 
     suite = load_suite(None, _parse_sets(["train.tiny.steps=2", "methods=[clip]"]))
     assert (suite.budget("tiny").steps, suite.budget("tiny").batch_size, suite.methods) == (2, 256, ["clip"])
@@ -128,7 +128,7 @@ def test_written_files_follow_the_umask(tmp_path: Path) -> None:
 
 
 def test_a_killed_stage_build_is_cleaned_up_on_the_next_start(tmp_path: Path) -> None:
-    from benchmarks.training.stage_cache import cached_stage
+    from vlpbench.benchmarks.training.stage_cache import cached_stage
 
     fp = "f" * 64
     leftover = tmp_path / "stage" / f".{fp[:16]}-killed"
@@ -170,7 +170,7 @@ def test_broken_images_are_found_without_decoding(tmp_path: Path) -> None:
     (root / "flickr30k-images" / "100.jpg").write_bytes(b"not an image")
     with pytest.raises(DatasetError, match="not a readable image"):
         check_image_header(root / "flickr30k-images" / "100.jpg")
-    from benchmarks.data.verify import verify
+    from vlpbench.benchmarks.data.verify import verify
 
     report = verify("flickr30k", root)                                             # no --decode
     broken = [c for c in report.checks if c.status == "broken"]
@@ -184,7 +184,7 @@ def _ckpt_state(fp: str, step: int) -> dict:
 def test_resume_falls_back_from_a_damaged_checkpoint_and_names_foreign_files(tmp_path: Path) -> None:
     import torch
 
-    from benchmarks.training.checkpoint import CheckpointError, load_checkpoint, resolve_resume, save_checkpoint
+    from vlpbench.benchmarks.training.checkpoint import CheckpointError, load_checkpoint, resolve_resume, save_checkpoint
 
     folder = tmp_path / "checkpoints"
     for step in (25, 50):
@@ -207,8 +207,8 @@ def test_resume_falls_back_from_a_damaged_checkpoint_and_names_foreign_files(tmp
 def test_resume_after_a_config_change_is_refused_before_anything_is_touched(tmp_path: Path) -> None:
     import torch
 
-    from benchmarks.pipeline import check_resumable
-    from benchmarks.training.checkpoint import CheckpointError, save_checkpoint
+    from vlpbench.benchmarks.pipeline import check_resumable
+    from vlpbench.benchmarks.training.checkpoint import CheckpointError, save_checkpoint
 
     job = tmp_path / "job"
     save_checkpoint(job / "checkpoints", 25, {**_ckpt_state("old", 25), "model": {"w": torch.zeros(1)}}, keep=2)
@@ -225,8 +225,8 @@ def test_resume_after_a_config_change_is_refused_before_anything_is_touched(tmp_
 
 
 def test_shipped_budgets_checkpoint_without_changing_fingerprints() -> None:
-    from benchmarks.pipeline import job_fingerprint
-    from benchmarks.suite import load_suite
+    from vlpbench.benchmarks.pipeline import job_fingerprint
+    from vlpbench.benchmarks.suite import load_suite
 
     assert load_suite(None).budget("tiny").checkpoint_every == 25
     quick = load_suite(REPO / "benchmarks" / "suites" / "quick.yaml")
@@ -280,7 +280,7 @@ def test_a_webdataset_shard_cut_at_a_member_boundary_is_refused(tmp_path: Path) 
 
     from PIL import Image
 
-    from benchmarks.data.corpora import index_shard, write_shard
+    from vlpbench.benchmarks.data.corpora import index_shard, write_shard
 
     def jpeg(v: int) -> bytes:
         buf = io.BytesIO()
@@ -302,7 +302,7 @@ def test_a_webdataset_shard_cut_at_a_member_boundary_is_refused(tmp_path: Path) 
 
 def test_a_record_that_cannot_be_written_is_kept_and_the_error_says_where(tmp_path: Path,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    from reports import store
+    from vlpbench.reports import store
     from tests.report_fixtures import make_suite
 
     rec = store.read_evaluation(make_suite(tmp_path) / "jobs" / "clip-tiny-s0" / "eval" / "zeroshot_retrieval" /
@@ -355,7 +355,7 @@ def test_a_broken_image_of_an_evaluation_set_stops_the_run_before_training(tmp_p
 
 def test_a_killed_dataset_build_is_cleaned_up_on_the_next_start(tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    from benchmarks.data.builtin import build
+    from vlpbench.benchmarks.data.builtin import build
 
     target = tmp_path / "builtin" / "abc"
     leftover = tmp_path / "builtin" / "abc.tmp-killed"

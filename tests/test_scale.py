@@ -12,17 +12,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from benchmarks.data import BuiltinDataset
-from benchmarks.data.builtin.media import BuiltinMedia
-from benchmarks.data.fields import field_builder
-from benchmarks.training.batches import PretrainBatches
-from methods import (ConfigError, PretrainBatch, StepContext, TextTokenizer, create_method, load_pretrained,
+from vlpbench.benchmarks.data import BuiltinDataset
+from vlpbench.benchmarks.data.builtin.media import BuiltinMedia
+from vlpbench.benchmarks.data.fields import field_builder
+from vlpbench.benchmarks.training.batches import PretrainBatches
+from vlpbench.methods import (ConfigError, PretrainBatch, StepContext, TextTokenizer, create_method, load_pretrained,
                      method_config, save_pretrained)
-from methods.losses import pairwise_infonce, self_harmonized_weights
-from methods.masking import IGNORE_INDEX
-from methods.media import frame_descriptors
-from methods.scale import MODALITIES, SCALE
-from methods.scale_blocks import SequenceFeatures
+from vlpbench.methods.losses import pairwise_infonce, self_harmonized_weights
+from vlpbench.methods.masking import IGNORE_INDEX
+from vlpbench.methods.media import frame_descriptors
+from vlpbench.methods.scale import MODALITIES, SCALE
+from vlpbench.methods.scale_blocks import SequenceFeatures
 
 MICRO_SCALE: dict[str, Any] = {
     "vision": {"width": 32, "depth": 1, "heads": 2, "patch_size": 16},
@@ -340,7 +340,7 @@ def test_save_load_round_trip_keeps_the_tied_mlm_decoder(model: SCALE, small_wor
 
 def test_product_retrieval_scores_encode_product_features_with_the_toolkit_rule(
         model: SCALE, small_world: BuiltinDataset, monkeypatch: pytest.MonkeyPatch) -> None:
-    from benchmarks.evaluation.products import ProductEvalProtocol, evaluate_products
+    from vlpbench.benchmarks.evaluation.products import ProductEvalProtocol, evaluate_products
 
     corpus = small_world.product_corpus("val")
     labels = corpus.extras["category"]
@@ -373,10 +373,10 @@ def test_product_retrieval_scores_encode_product_features_with_the_toolkit_rule(
 
 def test_a_scale_job_pretrains_and_reports_product_retrieval_per_feature_type(
         small_world: BuiltinDataset, cache_root: Path, tmp_path: Path) -> None:
-    from benchmarks.job import Job
-    from benchmarks.pipeline import run_job
-    from benchmarks.suite import Suite
-    from reports.store import read_evaluation, read_pretrain
+    from vlpbench.benchmarks.job import Job
+    from vlpbench.benchmarks.pipeline import run_job
+    from vlpbench.benchmarks.suite import Suite
+    from vlpbench.reports.store import read_evaluation, read_pretrain
 
     suite = Suite(name="scale-micro", methods=["scale"], dataset={"options": small_world.manifest["config"]},
                   method_overrides={"scale": MICRO_SCALE}, recipe_overrides={"scale": {"init": "scratch"}},

@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.losses import distilled_targets, global_local_infonce, info_nce, masked_lm_loss, positives_from_ids
-from methods.masking import IGNORE_INDEX, mask_entities, mask_tokens
-from methods.momentum import FeatureQueues, MomentumPairs, frozen_copy
+from vlpbench.methods.losses import distilled_targets, global_local_infonce, info_nce, masked_lm_loss, positives_from_ids
+from vlpbench.methods.masking import IGNORE_INDEX, mask_entities, mask_tokens
+from vlpbench.methods.momentum import FeatureQueues, MomentumPairs, frozen_copy
 
 
 def test_ema_update_closed_form() -> None:

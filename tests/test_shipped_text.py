@@ -61,8 +61,8 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from methods import get_spec, list_methods
-from methods.config import TrainRecipe
+from vlpbench.methods import get_spec, list_methods
+from vlpbench.methods.config import TrainRecipe
 
 REPO = Path(__file__).resolve().parents[1]
 TOP_LEVEL = ("docs", "methods", "benchmarks", "reports", "slurm", "tests")
@@ -72,7 +72,7 @@ TOP_LEVEL = ("docs", "methods", "benchmarks", "reports", "slurm", "tests")
 
 
 def _suite_model() -> type[BaseModel]:
-    from benchmarks.suite import Suite
+    from vlpbench.benchmarks.suite import Suite
     return Suite
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from benchmarks import cli
-from benchmarks.launch import read_launch
-from reports.store import read_evaluation, read_pretrain
+from vlpbench.benchmarks import cli
+from vlpbench.benchmarks.launch import read_launch
+from vlpbench.reports.store import read_evaluation, read_pretrain
 from tests.test_launch import SUITE, _write
 
 START = "sudo slurm/start_cluster.sh --install"
@@ -101,11 +101,11 @@ def test_on_slurm_a_two_task_pretraining_is_preempted_requeued_and_ends_as_unint
     with the weights of an uninterrupted two-process run."""
     import torch
 
-    from benchmarks.launch import JobTask, specs_for
-    from benchmarks.suite import load_suite
-    from methods import load_pretrained
-    from slurm.executors import ArrayLauncher
-    from slurm.profiles import load_profile
+    from vlpbench.benchmarks.launch import JobTask, specs_for
+    from vlpbench.benchmarks.suite import load_suite
+    from vlpbench.methods import load_pretrained
+    from vlpbench.slurm.executors import ArrayLauncher
+    from vlpbench.slurm.profiles import load_profile
 
     monkeypatch.setenv("VLPBENCH_CACHE", str(cache_root))
     profile = tmp_path / "ddp.yaml"

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from reports.stats import bootstrap_retrieval, mcnemar_exact, paired_retrieval_test, seed_summary
+from vlpbench.reports.stats import bootstrap_retrieval, mcnemar_exact, paired_retrieval_test, seed_summary
 
 
 def _ranks(n: int, hits: int, seed: int = 0) -> np.ndarray:

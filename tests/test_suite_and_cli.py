@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import cli
-from benchmarks.suite import Suite, load_suite
-from methods import ConfigError, default_suite_methods, list_methods
+from vlpbench.benchmarks import cli
+from vlpbench.benchmarks.suite import Suite, load_suite
+from vlpbench.methods import ConfigError, default_suite_methods, list_methods
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -103,7 +103,7 @@ def test_data_build_and_report_from_files(tmp_path: Path, capsys: pytest.Capture
 
 
 def test_tracking_uri_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from reports.tracking import resolve_tracking_uri
+    from vlpbench.reports.tracking import resolve_tracking_uri
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert resolve_tracking_uri(None, tmp_path) == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
@@ -113,7 +113,7 @@ def test_tracking_uri_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 
 def test_the_shipped_suite_files_load() -> None:
-    from benchmarks.job import expand_jobs
+    from vlpbench.benchmarks.job import expand_jobs
 
     files = sorted((Path(__file__).parents[1] / "benchmarks" / "suites").glob("*.yaml"))
     assert files
@@ -128,8 +128,8 @@ def test_the_shipped_suite_files_load() -> None:
 @pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "benchmarks" / "suites").glob("*.yaml")),
                          ids=lambda p: p.name)
 def test_shipped_suites_load_and_every_job_config_validates(path: Path) -> None:
-    from benchmarks.job import expand_jobs
-    from methods import method_config, train_recipe
+    from vlpbench.benchmarks.job import expand_jobs
+    from vlpbench.methods import method_config, train_recipe
 
     suite = load_suite(path)
     jobs = expand_jobs(suite)
@@ -141,7 +141,7 @@ def test_shipped_suites_load_and_every_job_config_validates(path: Path) -> None:
 
 def test_rerank_k_below_the_largest_recall_k_is_refused() -> None:
     # ranks beyond k are censored at k + 1, so R@10 would count unobserved ranks as hits (k = 4 gave RSUM 400)
-    from benchmarks.suite import load_suite
+    from vlpbench.benchmarks.suite import load_suite
 
     with pytest.raises(ConfigError, match=r"retrieval.rerank_k.*greater than or equal to 10"):
         load_suite(None, {"retrieval": {"rerank_k": 4}})

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from methods.masking import mask_entities
-from methods.table import TableFormatError, parse_pv, tokenize_tables
-from methods.tokenizer import TextTokenizer
+from vlpbench.methods.masking import mask_entities
+from vlpbench.methods.table import TableFormatError, parse_pv, tokenize_tables
+from vlpbench.methods.tokenizer import TextTokenizer
 
 
 def test_pv_strings_parse_and_bad_ones_name_the_pair() -> None:

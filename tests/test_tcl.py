@@ -12,17 +12,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from benchmarks.data import BuiltinDataset
-from benchmarks.data.types import RetrievalSplit
-from benchmarks.evaluation.metrics import retrieval_ranks
-from benchmarks.evaluation.retrieval import RetrievalProtocol, evaluate_image_text
-from benchmarks.training.batches import PretrainBatches
-from methods import StepContext, TextTokenizer, create_method
-from methods.masking import mask_tokens
-from methods.tcl import TCL, pool_patches, sample_hard_negatives
-from methods.checkpoints.tcl import load_official
-from methods.tcl_checkpoint import from_official, to_official
-from methods.towers import WeightsError
+from vlpbench.benchmarks.data import BuiltinDataset
+from vlpbench.benchmarks.data.types import RetrievalSplit
+from vlpbench.benchmarks.evaluation.metrics import retrieval_ranks
+from vlpbench.benchmarks.evaluation.retrieval import RetrievalProtocol, evaluate_image_text
+from vlpbench.benchmarks.training.batches import PretrainBatches
+from vlpbench.methods import StepContext, TextTokenizer, create_method
+from vlpbench.methods.masking import mask_tokens
+from vlpbench.methods.tcl import TCL, pool_patches, sample_hard_negatives
+from vlpbench.methods.checkpoints.tcl import load_official
+from vlpbench.methods.tcl_checkpoint import from_official, to_official
+from vlpbench.methods.towers import WeightsError
 from tests.test_shared_blocks import _g2l_loop
 
 MICRO_TCL: dict[str, Any] = {
@@ -59,7 +59,7 @@ def test_every_loss_matches_a_loop_based_computation(micro_tcl: TCL, small_world
         sampler_weights.append(weights.clone())
         return sample_hard_negatives(weights, allowed)
 
-    monkeypatch.setattr("methods.tcl.sample_hard_negatives", recording_sampler)
+    monkeypatch.setattr("vlpbench.methods.tcl.sample_hard_negatives", recording_sampler)
     torch.manual_seed(11)
     out = model.pretrain_step(batch, ctx)
     alpha = 0.4 * 3 / 6
@@ -203,7 +203,7 @@ def test_ema_update_and_queue_fill_in_a_step(micro_tcl: TCL, small_world: Builti
 
 def _subset(split: RetrievalSplit, n_images: int) -> RetrievalSplit:
     keep = np.flatnonzero(np.asarray(split.txt2img) < n_images)
-    from benchmarks.data.types import ArrayImages
+    from vlpbench.benchmarks.data.types import ArrayImages
     images = ArrayImages(split.images.get(np.arange(n_images)))
     return RetrievalSplit(split.ref, images, [split.texts[i] for i in keep], np.asarray(split.txt2img)[keep])
 
@@ -273,8 +273,8 @@ def test_image_id_positives_spread_targets_and_skip_same_id_negatives(tokenizer:
         seen["allowed"] = allowed.clone()
         return sample_hard_negatives(weights, allowed)
 
-    monkeypatch.setattr("methods.tcl.distilled_targets", spy_targets)
-    monkeypatch.setattr("methods.tcl.sample_hard_negatives", spy_sampler)
+    monkeypatch.setattr("vlpbench.methods.tcl.distilled_targets", spy_targets)
+    monkeypatch.setattr("vlpbench.methods.tcl.sample_hard_negatives", spy_sampler)
     model.pretrain_step(batch, StepContext(0, 10, 6, 1))
     hard = seen["hard"]
     assert hard.shape == (4, 4 + 8) and torch.allclose(hard.sum(1), torch.ones(4))
@@ -307,7 +307,7 @@ def test_fusion_reads_every_image_token_and_ignores_padded_text(micro_tcl: TCL) 
 
 
 def test_base_keeps_the_papers_values_and_tiny_deviations_are_on_the_card() -> None:
-    from methods import method_config, train_recipe
+    from vlpbench.methods import method_config, train_recipe
     base, tiny = method_config("tcl", "base"), method_config("tcl", "tiny")
     assert (base.momentum, base.queue_size, base.preprocess.train_crop_scale) == (0.995, 65536, (0.2, 1.0))
     assert train_recipe("tcl", "base").lr == 1e-4 and train_recipe("tcl", "base").lr_scale == {}
@@ -320,7 +320,7 @@ def test_set_eval_resolution_resamples_every_pos_embed_as_the_official_interpola
         micro_tcl: TCL, small_world: BuiltinDataset, tmp_path: Path) -> None:
     """TCL's Retrieval.py evaluates at image_res 384 after models/vit.py interpolate_pos_embed of both
     visual_encoder.pos_embed and visual_encoder_m.pos_embed: bicubic, align_corners=False, class row kept."""
-    from methods import load_pretrained, save_pretrained
+    from vlpbench.methods import load_pretrained, save_pretrained
 
     model = micro_tcl.eval()
     with torch.no_grad():                                         # the momentum copy differs from the online one
@@ -399,7 +399,7 @@ def test_finetuning_starts_with_the_id_queue_empty(tokenizer: TextTokenizer, sma
         seen.setdefault("hard", hard.clone())
         return hard
 
-    monkeypatch.setattr("methods.tcl.distilled_targets", spy_targets)
+    monkeypatch.setattr("vlpbench.methods.tcl.distilled_targets", spy_targets)
     batch = batches.batch(1, 0)
     batch.extras["image_id"] = old_ids[:4].clone()                 # image ids that collide with queued indices
     model.finetune_step(batch, StepContext(0, 10, 6, 0))
@@ -409,7 +409,7 @@ def test_finetuning_starts_with_the_id_queue_empty(tokenizer: TextTokenizer, sma
 
 def test_a_tcl_without_mlm_head_fine_tunes_but_does_not_pretrain(tokenizer: TextTokenizer,
                                                                  small_world: BuiltinDataset) -> None:
-    from methods import method_config
+    from vlpbench.methods import method_config
 
     assert "mlm_head" not in method_config("tcl", "tiny").model_dump()   # default left out: fingerprints unchanged
     torch.manual_seed(0)

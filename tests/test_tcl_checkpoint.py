@@ -10,12 +10,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from benchmarks.data import BuiltinDataset
-from methods import TextTokenizer, create_method
-from methods.tcl import TCL
-from methods.checkpoints.tcl import load_official, load_official_tcl
-from methods.tcl_checkpoint import detect_layout, from_official, read_official_checkpoint, to_official
-from methods.towers import VisionTower, VisionTowerConfig, WeightsError
+from vlpbench.benchmarks.data import BuiltinDataset
+from vlpbench.methods import TextTokenizer, create_method
+from vlpbench.methods.tcl import TCL
+from vlpbench.methods.checkpoints.tcl import load_official, load_official_tcl
+from vlpbench.methods.tcl_checkpoint import detect_layout, from_official, read_official_checkpoint, to_official
+from vlpbench.methods.towers import VisionTower, VisionTowerConfig, WeightsError
 from tests.test_tcl import MICRO_TCL
 
 
@@ -40,8 +40,8 @@ def _retrieval_layout(pretrain: dict[str, torch.Tensor], queue_size: int) -> dic
 @pytest.fixture
 def filled_tcl(tokenizer: TextTokenizer, small_world: BuiltinDataset) -> TCL:
     """A micro TCL whose momentum copies differ from the online model and whose queues hold real features."""
-    from benchmarks.training.batches import PretrainBatches
-    from methods import StepContext
+    from vlpbench.benchmarks.training.batches import PretrainBatches
+    from vlpbench.methods import StepContext
 
     torch.manual_seed(0)
     model = create_method("tcl", "tiny", tokenizer=tokenizer, overrides=MICRO_TCL)
@@ -192,7 +192,7 @@ def test_vision_weights_at_another_resolution_use_the_official_interpolation(tmp
 def test_import_official_reads_the_tokenizer_with_tcls_text_options(tokenizer: TextTokenizer,
                                                                     tmp_path: Path) -> None:
     """The importer's entry point: a tokenizer folder read as TCL tokenises ([CLS] X, pre_caption:30)."""
-    from methods.checkpoints.tcl import OFFICIAL_TEXT_OPTIONS, import_official
+    from vlpbench.methods.checkpoints.tcl import OFFICIAL_TEXT_OPTIONS, import_official
 
     torch.manual_seed(0)
     tcl_tok = tokenizer.with_options(**OFFICIAL_TEXT_OPTIONS)

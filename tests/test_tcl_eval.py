@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks import reproduce as rp
-from benchmarks.cli import main
-from methods import TextTokenizer, create_method
-from methods.card import Checkpoint, Confidence, retrieval_claim
-from methods.checkpoints.tcl import OFFICIAL_TEXT_OPTIONS
-from methods.tcl_checkpoint import to_official
+from vlpbench.benchmarks import reproduce as rp
+from vlpbench.benchmarks.cli import main
+from vlpbench.methods import TextTokenizer, create_method
+from vlpbench.methods.card import Checkpoint, Confidence, retrieval_claim
+from vlpbench.methods.checkpoints.tcl import OFFICIAL_TEXT_OPTIONS
+from vlpbench.methods.tcl_checkpoint import to_official
 from tests.real_fixtures import WORDS, make_flickr_retrieval
 
 
@@ -55,8 +55,8 @@ def test_eval_of_the_retrieval_layout_at_the_claims_protocol(released: dict[str,
 
     # ITC scoring of the same import equals recalls computed from the model's own embeddings by definition
     itc = _eval(released, tmp_path / "itc.json", "resolution=96", "scoring=itc")
-    from methods.checkpoints.importer import import_checkpoint
-    from benchmarks.data import open_dataset
+    from vlpbench.methods.checkpoints.importer import import_checkpoint
+    from vlpbench.benchmarks.data import open_dataset
 
     model = import_checkpoint(released["weights"], "tcl", "tiny", released["vocab"]).model
     model.set_eval_resolution(96)

@@ -8,8 +8,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from methods.tokenizer import SPECIAL_TOKENS, TextTokenizer, TokenizerError
-from methods.towers import TextTower, TextTowerConfig, VisionTower, VisionTowerConfig, WeightsError
+from vlpbench.methods.tokenizer import SPECIAL_TOKENS, TextTokenizer, TokenizerError
+from vlpbench.methods.towers import TextTower, TextTowerConfig, VisionTower, VisionTowerConfig, WeightsError
 
 CORPUS = ["a red circle to the left of a blue square", "two green stars", "a small yellow ring above a cross"] * 20
 

@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 import torch
 
-from methods.clip_tokenizer import (OPEN_CLIP_MERGES, CLIPBPETokenizer, byte_alphabet, find_open_clip_bpe,
+from vlpbench.methods.clip_tokenizer import (OPEN_CLIP_MERGES, CLIPBPETokenizer, byte_alphabet, find_open_clip_bpe,
                                     read_open_clip_bpe)
-from methods.text_clean import CleanSpecError, canonical_clean_spec, make_cleaner, open_clip_clean, pre_caption
-from methods.tokenizer import META_FILE, SPECIAL_TOKENS, TextTokenizer, TokenizerError
+from vlpbench.methods.text_clean import CleanSpecError, canonical_clean_spec, make_cleaner, open_clip_clean, pre_caption
+from vlpbench.methods.tokenizer import META_FILE, SPECIAL_TOKENS, TextTokenizer, TokenizerError
 
 HARD = [
     "A photo of a cat",

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.data import BuiltinDataset
-from benchmarks.training.batches import PretrainBatches, sample_seeds
-from benchmarks.training.checkpoint import CheckpointError, list_checkpoints
-from benchmarks.training.loop import TrainConfig, Trainer, param_groups
-from benchmarks.training.schedule import warmup_cosine, warmup_steps_for
-from methods import TextTokenizer, create_method, train_recipe
+from vlpbench.benchmarks.data import BuiltinDataset
+from vlpbench.benchmarks.training.batches import PretrainBatches, sample_seeds
+from vlpbench.benchmarks.training.checkpoint import CheckpointError, list_checkpoints
+from vlpbench.benchmarks.training.loop import TrainConfig, Trainer, param_groups
+from vlpbench.benchmarks.training.schedule import warmup_cosine, warmup_steps_for
+from vlpbench.methods import TextTokenizer, create_method, train_recipe
 from tests.conftest import MICRO_CLIP
 
 
@@ -111,7 +111,7 @@ def test_resume_with_another_config_is_refused(small_world: BuiltinDataset, toke
 
 
 def test_lr_scale_groups_by_longest_prefix_and_rejects_unknown_prefixes(tokenizer: TextTokenizer) -> None:
-    from methods.config import ConfigError
+    from vlpbench.methods.config import ConfigError
     model = create_method("clip", "tiny", tokenizer=tokenizer, overrides=MICRO_CLIP)
     named = dict(model.named_parameters())
     sub = ".".join(next(n for n in named if n.startswith("text.")).split(".")[:3])  # a longer prefix inside 'text'
@@ -167,7 +167,7 @@ def test_compiled_towers_train_like_eager_and_leave_the_model_eager(small_world:
     """Suite.compile: the same 3 steps with torch.compile'd towers give eager's losses and weights up to float
     rounding (fused kernels round differently); the fingerprint says compiled (off keeps the old fingerprint);
     after fit the towers run eagerly again (evaluation and export never see a compiled module)."""
-    from methods.towers import TextTower, VisionTower, compiled_towers
+    from vlpbench.methods.towers import TextTower, VisionTower, compiled_towers
 
     eager, _ = _train(small_world, tokenizer, tmp_path / "eager", steps=3)
     compiled, trainer = _train(small_world, tokenizer, tmp_path / "compiled", steps=3, compile=True)
@@ -209,8 +209,8 @@ def test_batch_workers_change_nothing_but_where_batches_are_made(small_world: Bu
 
 
 def test_prefetched_keeps_the_order_with_workers() -> None:
-    from benchmarks.prefetch import prefetched
-    from methods.tokenizer import TokenBatch
+    from vlpbench.benchmarks.prefetch import prefetched
+    from vlpbench.methods.tokenizer import TokenBatch
 
     def make(i: int) -> TokenBatch:
         return TokenBatch(torch.full((2, 3), i), torch.ones(2, 3, dtype=torch.long))

@@ -11,14 +11,14 @@ import pytest
 import torch
 from transformers import BertConfig, BertForMaskedLM
 
-from benchmarks.data import BuiltinDataset
-from benchmarks.data.types import ArrayImages, LabelledImages, TextCorpus
-from benchmarks.training.unimodal import (RECORD_FILE, UnimodalBudget, UnimodalRequest, ensure_unimodal,
+from vlpbench.benchmarks.data import BuiltinDataset
+from vlpbench.benchmarks.data.types import ArrayImages, LabelledImages, TextCorpus
+from vlpbench.benchmarks.training.unimodal import (RECORD_FILE, UnimodalBudget, UnimodalRequest, ensure_unimodal,
                                           train_vision)
-from methods import TextTokenizer, create_method, load_pretrained, save_pretrained
-from methods.preprocess import ImagePreprocessConfig
-from methods.tcl import TCL
-from methods.towers import TextTowerConfig, VisionTower, VisionTowerConfig, WeightsError
+from vlpbench.methods import TextTokenizer, create_method, load_pretrained, save_pretrained
+from vlpbench.methods.preprocess import ImagePreprocessConfig
+from vlpbench.methods.tcl import TCL
+from vlpbench.methods.towers import TextTowerConfig, VisionTower, VisionTowerConfig, WeightsError
 from tests.test_tcl import MICRO_TCL
 
 MICRO_VISION = VisionTowerConfig(image_size=32, patch_size=16, width=32, depth=1, heads=2)
@@ -150,7 +150,7 @@ def test_stage_is_cached_atomic_deterministic_and_loadable(tmp_path: Path, small
 
 def test_clip_text_towers_are_not_pretrained_by_the_stage(tokenizer: TextTokenizer, small_world: BuiltinDataset,
                                                           tmp_path: Path) -> None:
-    from methods.config import ConfigError
+    from vlpbench.methods.config import ConfigError
     req = UnimodalRequest(vision=None, preprocess=None, text=MICRO_TEXT.model_copy(update={"arch": "clip"}),
                           budget=TINY_BUDGET, seed=0)
     with pytest.raises(ConfigError, match="masked-LM"):

@@ -10,13 +10,13 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from benchmarks.cli import main
-from benchmarks.data import open_dataset
-from benchmarks.data.types import DatasetRef, VideoRetrievalSplit
-from benchmarks.evaluation.metrics import retrieval_ranks
-from benchmarks.evaluation.retrieval import encode_texts
-from benchmarks.evaluation.video import VideoRetrievalProtocol, evaluate_text_video, video_metrics
-from reports.store import read_evaluation
+from vlpbench.benchmarks.cli import main
+from vlpbench.benchmarks.data import open_dataset
+from vlpbench.benchmarks.data.types import DatasetRef, VideoRetrievalSplit
+from vlpbench.benchmarks.evaluation.metrics import retrieval_ranks
+from vlpbench.benchmarks.evaluation.retrieval import encode_texts
+from vlpbench.benchmarks.evaluation.video import VideoRetrievalProtocol, evaluate_text_video, video_metrics
+from vlpbench.reports.store import read_evaluation
 from tests.conftest import MICRO_CLIP, SMALL_WORLD
 from tests.real_fixtures import MSRVTT_TEST, make_msrvtt
 

@@ -37,19 +37,19 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 logging.getLogger("alembic").setLevel(logging.WARNING)
 
-from benchmarks.cli import common, data, dvae, finetune, latency, methods, perf, report, reproduce, run, status  # noqa: E402
-from benchmarks.cli import eval as eval_cmd  # noqa: E402
-from benchmarks.data import DatasetError  # noqa: E402
-from benchmarks.pipeline import MissingPretraining  # noqa: E402
-from benchmarks.runtime import FolderBusy  # noqa: E402
-from benchmarks.training.checkpoint import CheckpointError  # noqa: E402
-from methods import ConfigError  # noqa: E402
-from methods.tokenizer import TokenizerError  # noqa: E402
-from methods.towers import WeightsError  # noqa: E402
-from reports import sources, tracking  # noqa: E402
-from reports.screenshot import ScreenshotError  # noqa: E402
-from reports.store import RecordNotSaved  # noqa: E402
-from slurm.profiles import ProfileError  # noqa: E402
+from vlpbench.benchmarks.cli import common, data, dvae, finetune, latency, methods, perf, report, reproduce, run, status  # noqa: E402
+from vlpbench.benchmarks.cli import eval as eval_cmd  # noqa: E402
+from vlpbench.benchmarks.data import DatasetError  # noqa: E402
+from vlpbench.benchmarks.pipeline import MissingPretraining  # noqa: E402
+from vlpbench.benchmarks.runtime import FolderBusy  # noqa: E402
+from vlpbench.benchmarks.training.checkpoint import CheckpointError  # noqa: E402
+from vlpbench.methods import ConfigError  # noqa: E402
+from vlpbench.methods.tokenizer import TokenizerError  # noqa: E402
+from vlpbench.methods.towers import WeightsError  # noqa: E402
+from vlpbench.reports import sources, tracking  # noqa: E402
+from vlpbench.reports.screenshot import ScreenshotError  # noqa: E402
+from vlpbench.reports.store import RecordNotSaved  # noqa: E402
+from vlpbench.slurm.profiles import ProfileError  # noqa: E402
 
 USER_ERRORS = (ConfigError, DatasetError, CheckpointError, TokenizerError, WeightsError, FileNotFoundError,
                ProfileError, sources.SelectionError, ScreenshotError, MissingPretraining, FolderBusy,

@@ -1,7 +1,7 @@
-"""`python -m benchmarks.cli ...`: the `vlpbench` command."""
+"""`python -m vlpbench.benchmarks.cli ...`: the `vlpbench` command."""
 
 import sys
 
-from benchmarks.cli import main
+from vlpbench.benchmarks.cli import main
 
 sys.exit(main())

@@ -14,10 +14,10 @@ from typing import Any
 
 import yaml
 
-from benchmarks.registry import benchmark_of_record
-from benchmarks.suite import Suite, load_suite
-from methods import ConfigError
-from reports import sources
+from vlpbench.benchmarks.registry import benchmark_of_record
+from vlpbench.benchmarks.suite import Suite, load_suite
+from vlpbench.methods import ConfigError
+from vlpbench.reports import sources
 
 SET_HELP = ("override a suite field (YAML value; a dotted key sets a nested one), repeatable: --set methods=[clip] "
             "--set train.tiny.steps=2")
@@ -97,8 +97,8 @@ def suite_dir(args: argparse.Namespace, suite: Suite) -> Path:
 def render_report(suite: Suite, folder: Path, uri: str, source: str = "mlflow", out_dir: Path | None = None) -> Any:
     """The suite's report (report.html/.md, leaderboard.csv/.json, figures/) in out_dir (default: its folder),
     from MLflow or from the run folder; returns the ReportFiles."""
-    from benchmarks.launch import experiment_name
-    from reports.build import build_report
+    from vlpbench.benchmarks.launch import experiment_name
+    from vlpbench.reports.build import build_report
 
     out_dir = out_dir or folder
     if source == "files":
@@ -113,7 +113,7 @@ def print_report(files: Any, screenshot: bool = False) -> None:
     print(f"report: {files.html}")
     print(f"        {files.markdown}, {files.csv.name} / {files.json.name} and {len(files.figures)} figure(s) beside it")
     if screenshot:
-        from reports.screenshot import screenshot as take
+        from vlpbench.reports.screenshot import screenshot as take
 
         print(f"        screenshot (headless Chromium): {take(files.html, files.html.with_suffix('.png'))}")
 

@@ -7,9 +7,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.cli import common
-from benchmarks.data import BuiltinConfig, open_dataset
-from methods.config import validate
+from vlpbench.benchmarks.cli import common
+from vlpbench.benchmarks.data import BuiltinConfig, open_dataset
+from vlpbench.methods.config import validate
 
 
 def add_parser(subparsers: Any, parents: common.Parents) -> None:
@@ -42,7 +42,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     """Compare a local copy of a real dataset with the shipped manifest; non-zero exit when anything is off."""
-    from benchmarks.data.verify import load_manifest, verify, write_report_json
+    from vlpbench.benchmarks.data.verify import load_manifest, verify, write_report_json
 
     manifest = load_manifest(args.name, Path(args.manifest) if args.manifest else None)
     report = verify(args.name, Path(args.root), decode=args.decode, manifest=manifest)

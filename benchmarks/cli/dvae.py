@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from benchmarks.cli import common
+from vlpbench.benchmarks.cli import common
 
 
 def add_parser(subparsers: Any, parents: common.Parents) -> None:
@@ -37,10 +37,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _ensure(suite: Any, method: str, size: str, seed: int, cache: Path | None) -> Any:
     """The job's dVAE stage exactly as `vlpbench run` builds it (same request, data and cache entry)."""
-    from benchmarks.data import open_dataset
-    from benchmarks.job import Job
-    from benchmarks.pipeline import ensure_job_dvae
-    from methods import ConfigError
+    from vlpbench.benchmarks.data import open_dataset
+    from vlpbench.benchmarks.job import Job
+    from vlpbench.benchmarks.pipeline import ensure_job_dvae
+    from vlpbench.methods import ConfigError
 
     dataset = open_dataset(suite.dataset.name, suite.dataset.root, suite.dataset.options, cache)
     weights = ensure_job_dvae(Job(suite, method, size, seed), dataset, cache)

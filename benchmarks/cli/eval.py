@@ -6,9 +6,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from benchmarks import evaluate
-from benchmarks.cli import common
-from benchmarks.runtime import code_version, folder_lock
+from vlpbench.benchmarks import evaluate
+from vlpbench.benchmarks.cli import common
+from vlpbench.benchmarks.runtime import code_version, folder_lock
 
 
 def add_parser(subparsers: Any, parents: common.Parents) -> None:

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from benchmarks.cli import common
+from vlpbench.benchmarks.cli import common
 
 
 def add_parser(subparsers: Any, parents: common.Parents) -> None:
@@ -27,8 +27,8 @@ def add_parser(subparsers: Any, parents: common.Parents) -> None:
 def cmd(args: argparse.Namespace) -> int:
     """Time every stage and write a JSON with the machine's fingerprint; --twice runs everything twice back to back
     and reports how far the p50s moved."""
-    from benchmarks.evaluate import untrained_latency
-    from reports.store import atomic_write_text
+    from vlpbench.benchmarks.evaluate import untrained_latency
+    from vlpbench.reports.store import atomic_write_text
 
     def show(name: str, entry: dict[str, Any]) -> None:
         print(f"{name}-{args.size}: {common.headline('latency', entry['metrics'])}")

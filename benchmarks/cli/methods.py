@@ -6,9 +6,9 @@ import argparse
 import json
 from typing import Any
 
-from benchmarks.cli import common
-from methods import get_spec, list_methods, method_config
-from methods.registry import list_presets
+from vlpbench.benchmarks.cli import common
+from vlpbench.methods import get_spec, list_methods, method_config
+from vlpbench.methods.registry import list_presets
 
 
 def add_parser(subparsers: Any, parents: common.Parents) -> None:

@@ -9,10 +9,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.cli import common
-from benchmarks.suite import Suite, load_suite
-from methods import ConfigError
-from reports.store import atomic_write_text
+from vlpbench.benchmarks.cli import common
+from vlpbench.benchmarks.suite import Suite, load_suite
+from vlpbench.methods import ConfigError
+from vlpbench.reports.store import atomic_write_text
 
 
 def add_parser(subparsers: Any, parents: common.Parents) -> None:
@@ -43,7 +43,7 @@ def add_parser(subparsers: Any, parents: common.Parents) -> None:
 
 
 def cmd(args: argparse.Namespace) -> int:
-    from benchmarks.runtime import fingerprint
+    from vlpbench.benchmarks.runtime import fingerprint
 
     out: dict[str, Any] = {"environment": fingerprint(), "sections": {}}
     sections = _sections(args, load_suite(None, {"precision": args.precision} if args.precision else None), out)
@@ -65,7 +65,7 @@ def cmd(args: argparse.Namespace) -> int:
 def _sections(args: argparse.Namespace, suite: Suite, out: dict[str, Any]) -> dict[str, Callable[[], dict[str, Any]]]:
     """Each section's measurement, in the order they run; `out` holds the sections done so far (the train section's
     MFU uses the machine section's peak, compile compares with the train section's eager steps)."""
-    from benchmarks.perf import machine, metrics_scale, open_clip_compare, overhead, profile, rerank, train_step
+    from vlpbench.benchmarks.perf import machine, metrics_scale, open_clip_compare, overhead, profile, rerank, train_step
 
     methods = args.methods.split(",") if args.methods else None
     size = args.size
@@ -87,7 +87,7 @@ def _sections(args: argparse.Namespace, suite: Suite, out: dict[str, Any]) -> di
 def _peak(suite: Suite, out: dict[str, Any]) -> float | None:
     """The train section's MFU is against the machine section's peak in the precision training runs in (the
     device's own bf16 peak under bf16 autocast, fp32 otherwise)."""
-    from benchmarks.runtime import resolve_device, resolve_precision
+    from vlpbench.benchmarks.runtime import resolve_device, resolve_precision
 
     precision = resolve_precision(suite.precision, resolve_device(suite.device))
     key = "bf16" if precision == "bf16" else "fp32"

@@ -7,10 +7,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from benchmarks import launch
-from benchmarks.cli import common
-from methods import ConfigError
-from reports import sources
+from vlpbench.benchmarks import launch
+from vlpbench.benchmarks.cli import common
+from vlpbench.methods import ConfigError
+from vlpbench.reports import sources
 
 
 def add_parser(subparsers: Any, parents: common.Parents) -> None:
@@ -50,8 +50,8 @@ def _suite(args: argparse.Namespace) -> Any:
 
 
 def _selection(args: argparse.Namespace) -> Any:
-    from reports.build import build_report
-    from reports.tracking import resolve_tracking_uri
+    from vlpbench.reports.build import build_report
+    from vlpbench.reports.tracking import resolve_tracking_uri
 
     if args.source == "files":
         raise ConfigError("--run-id / --filter select MLflow runs; drop --source files")

@@ -7,11 +7,11 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from benchmarks import evaluate
-from benchmarks import reproduce as rp
-from benchmarks.cli import common
-from benchmarks.runtime import code_version, folder_lock
-from methods import ConfigError
+from vlpbench.benchmarks import evaluate
+from vlpbench.benchmarks import reproduce as rp
+from vlpbench.benchmarks.cli import common
+from vlpbench.benchmarks.runtime import code_version, folder_lock
+from vlpbench.methods import ConfigError
 
 
 def add_parser(subparsers: Any, parents: common.Parents) -> None:

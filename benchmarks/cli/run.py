@@ -8,12 +8,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import launch
-from benchmarks.cli import common
-from benchmarks.job import expand_jobs
-from benchmarks.runtime import code_version, folder_lock
-from benchmarks.suite import Suite
-from reports import tracking
+from vlpbench.benchmarks import launch
+from vlpbench.benchmarks.cli import common
+from vlpbench.benchmarks.job import expand_jobs
+from vlpbench.benchmarks.runtime import code_version, folder_lock
+from vlpbench.benchmarks.suite import Suite
+from vlpbench.reports import tracking
 
 
 def add_parser(subparsers: Any, parents: common.Parents) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from benchmarks import launch
-from benchmarks.cli import common
+from vlpbench.benchmarks import launch
+from vlpbench.benchmarks.cli import common
 
 
 def add_parser(subparsers: Any, parents: common.Parents) -> None:

@@ -12,36 +12,36 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.data.builtin.build import BuiltinConfig, ensure_built
-from benchmarks.data.builtin.dataset import BuiltinDataset
-from benchmarks.data.files import DatasetError
-from methods.config import validate
+from vlpbench.benchmarks.data.builtin.build import BuiltinConfig, ensure_built
+from vlpbench.benchmarks.data.builtin.dataset import BuiltinDataset
+from vlpbench.benchmarks.data.files import DatasetError
+from vlpbench.methods.config import validate
 
 __all__ = ["BuiltinConfig", "BuiltinDataset", "DatasetError", "REAL_DATASETS", "open_dataset"]
 
 
 def _karpathy(name: str) -> Callable[[Path, dict[str, Any]], Any]:
     def open_(root: Path, options: dict[str, Any]) -> Any:
-        from benchmarks.data.karpathy import KarpathyDataset, KarpathyLayout
+        from vlpbench.benchmarks.data.karpathy import KarpathyDataset, KarpathyLayout
 
         return KarpathyDataset(name, root, validate(KarpathyLayout, options, where="dataset.options"))
     return open_
 
 
 def _msrvtt(root: Path, options: dict[str, Any]) -> Any:
-    from benchmarks.data.msrvtt import MSRVTTDataset, MSRVTTLayout
+    from vlpbench.benchmarks.data.msrvtt import MSRVTTDataset, MSRVTTLayout
 
     return MSRVTTDataset(root, validate(MSRVTTLayout, options, where="dataset.options"))
 
 
 def _m5product(root: Path, options: dict[str, Any]) -> Any:
-    from benchmarks.data.m5product import M5ProductDataset, M5ProductLayout
+    from vlpbench.benchmarks.data.m5product import M5ProductDataset, M5ProductLayout
 
     return M5ProductDataset(root, validate(M5ProductLayout, options, where="dataset.options"))
 
 
 def _pairs(root: Path, options: dict[str, Any]) -> Any:
-    from benchmarks.data.corpora import PairFilesDataset, PairFilesLayout
+    from vlpbench.benchmarks.data.corpora import PairFilesDataset, PairFilesLayout
 
     opts = dict(options)
     name = str(opts.pop("name", "pairs"))

@@ -34,10 +34,10 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from benchmarks.data.files import DatasetError, FileImages, combined_fingerprint, decode_image, iter_jsonl, sha256_file
-from benchmarks.data.parquet import ParquetImages, read_parquet_pairs
-from benchmarks.data.types import DatasetRef, PairCorpus
-from methods.config import StrictModel
+from vlpbench.benchmarks.data.files import DatasetError, FileImages, combined_fingerprint, decode_image, iter_jsonl, sha256_file
+from vlpbench.benchmarks.data.parquet import ParquetImages, read_parquet_pairs
+from vlpbench.benchmarks.data.types import DatasetRef, PairCorpus
+from vlpbench.methods.config import StrictModel
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 CAPTION_EXTENSIONS = ("txt", "json")

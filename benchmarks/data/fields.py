@@ -9,9 +9,9 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from benchmarks.data.media_features import media_field
-from benchmarks.data.types import PairCorpus
-from methods import VLPModel
+from vlpbench.benchmarks.data.media_features import media_field
+from vlpbench.benchmarks.data.types import PairCorpus
+from vlpbench.methods import VLPModel
 
 
 def field_builder(name: str, model: VLPModel, corpus: PairCorpus, training: bool) -> Callable[[np.ndarray], object]:

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from methods.config import sha256_json
+from vlpbench.methods.config import sha256_json
 
 
 class DatasetError(ValueError):

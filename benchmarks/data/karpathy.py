@@ -29,9 +29,9 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-from benchmarks.data.files import DatasetError, FileImages, combined_fingerprint, read_json, sha256_file
-from benchmarks.data.types import DatasetRef, PairCorpus, RetrievalSplit
-from methods.config import StrictModel
+from vlpbench.benchmarks.data.files import DatasetError, FileImages, combined_fingerprint, read_json, sha256_file
+from vlpbench.benchmarks.data.types import DatasetRef, PairCorpus, RetrievalSplit
+from vlpbench.methods.config import StrictModel
 
 KARPATHY_DATASETS = ("flickr30k", "coco")
 SPLITS = ("train", "val", "test")

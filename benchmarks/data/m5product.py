@@ -28,11 +28,11 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
-from benchmarks.data.files import DatasetError, FileImages, sha256_file
-from benchmarks.data.types import DatasetRef, PairCorpus
-from methods.config import StrictModel
-from methods.media import PRODUCT_MODALITIES
-from methods.table import TableFormatError, parse_pv
+from vlpbench.benchmarks.data.files import DatasetError, FileImages, sha256_file
+from vlpbench.benchmarks.data.types import DatasetRef, PairCorpus
+from vlpbench.methods.config import StrictModel
+from vlpbench.methods.media import PRODUCT_MODALITIES
+from vlpbench.methods.table import TableFormatError, parse_pv
 
 
 class M5ProductError(DatasetError):

@@ -14,10 +14,10 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from benchmarks.data.types import PairCorpus
-from methods.interface import AudioInput, MediaInput, VideoInput
-from methods.media import MediaSource
-from methods.scale_blocks import SequenceFeatures
+from vlpbench.benchmarks.data.types import PairCorpus
+from vlpbench.methods.interface import AudioInput, MediaInput, VideoInput
+from vlpbench.methods.media import MediaSource
+from vlpbench.methods.scale_blocks import SequenceFeatures
 
 VIDEO_CHUNK = 1024   # items read at a time
 AUDIO_CHUNK = 512

@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field
 
-from benchmarks.data.files import DatasetError, combined_fingerprint, read_json, sha256_file
-from benchmarks.data.types import DatasetRef, VideoRetrievalSplit
-from benchmarks.data.video import VideoFiles
-from methods.config import StrictModel
+from vlpbench.benchmarks.data.files import DatasetError, combined_fingerprint, read_json, sha256_file
+from vlpbench.benchmarks.data.types import DatasetRef, VideoRetrievalSplit
+from vlpbench.benchmarks.data.video import VideoFiles
+from vlpbench.methods.config import StrictModel
 
 ANNOTATION_DIRS = ("", "msrvtt_data", "annotations")
 VIDEO_DIRS = ("videos/all", "MSRVTT_Videos", "videos", "")

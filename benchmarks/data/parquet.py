@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.data.files import DatasetError, combined_fingerprint, decode_image, sha256_file
+from vlpbench.benchmarks.data.files import DatasetError, combined_fingerprint, decode_image, sha256_file
 
 
 @dataclass(frozen=True)

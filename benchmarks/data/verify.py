@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import yaml
 
-from benchmarks.data.files import DatasetError, check_image_header, decode_image, read_json, sha256_file
+from vlpbench.benchmarks.data.files import DatasetError, check_image_header, decode_image, read_json, sha256_file
 
 MANIFEST_DIR = Path(__file__).parent / "manifests"
 Status = Literal["ok", "unpinned", "absent", "missing", "different", "broken"]
@@ -232,7 +232,7 @@ def verify(name: str, root: Path, *, decode: bool = False, manifest: dict[str, A
 def _check_with_loader(report: VerifyReport, name: str, root: Path, layout: str, manifest_layout: dict[str, Any],
                        decode: bool) -> None:
     if name in ("flickr30k", "coco"):
-        from benchmarks.data.karpathy import KarpathyDataset, KarpathyLayout
+        from vlpbench.benchmarks.data.karpathy import KarpathyDataset, KarpathyLayout
 
         fmt = manifest_layout.get("format", layout)
         ds = KarpathyDataset(name, root, KarpathyLayout(format=fmt))
@@ -244,8 +244,8 @@ def _check_with_loader(report: VerifyReport, name: str, root: Path, layout: str,
             if report.checks[-1].status == "ok":
                 report.splits[split] = ds.ref(split).to_json()
     elif name == "msrvtt":
-        from benchmarks.data.msrvtt import TEST_SPLITS, TRAIN_SPLITS, MSRVTTDataset
-        from benchmarks.data.video import decode_video
+        from vlpbench.benchmarks.data.msrvtt import TEST_SPLITS, TRAIN_SPLITS, MSRVTTDataset
+        from vlpbench.benchmarks.data.video import decode_video
 
         ds = MSRVTTDataset(root)
         for split in TEST_SPLITS + TRAIN_SPLITS:
@@ -263,6 +263,6 @@ def _check_with_loader(report: VerifyReport, name: str, root: Path, layout: str,
 
 
 def write_report_json(report: VerifyReport, path: Path) -> None:
-    from reports.store import atomic_write_text
+    from vlpbench.reports.store import atomic_write_text
 
     atomic_write_text(path, json.dumps(report.to_json(), indent=2))

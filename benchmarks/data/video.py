@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.data.files import DatasetError
+from vlpbench.benchmarks.data.files import DatasetError
 
 
 def uniform_frame_indices(n_available: int, n: int) -> np.ndarray:

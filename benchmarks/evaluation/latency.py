@@ -32,9 +32,9 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from benchmarks.runtime import autocast, eval_mode
-from methods import VLPModel
-from methods.config import StrictModel
+from vlpbench.benchmarks.runtime import autocast, eval_mode
+from vlpbench.methods import VLPModel
+from vlpbench.methods.config import StrictModel
 
 
 class LatencyProtocol(StrictModel):

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from methods.config import StrictModel
+from vlpbench.methods.config import StrictModel
 
 TOOLKIT_KS: tuple[int, ...] = (1, 5, 10, 50, 100)
 SCALE_CODE_KS: tuple[int, ...] = (1, 5, 10)

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from benchmarks.data.fields import field_builder
-from benchmarks.data.types import PairCorpus
-from benchmarks.evaluation.product_retrieval import ProductRetrievalProtocol, leave_one_out
-from benchmarks.runtime import autocast, eval_mode
-from methods import PretrainBatch, VLPModel
+from vlpbench.benchmarks.data.fields import field_builder
+from vlpbench.benchmarks.data.types import PairCorpus
+from vlpbench.benchmarks.evaluation.product_retrieval import ProductRetrievalProtocol, leave_one_out
+from vlpbench.benchmarks.runtime import autocast, eval_mode
+from vlpbench.methods import PretrainBatch, VLPModel
 
 
 class ProductEvalProtocol(ProductRetrievalProtocol):

@@ -26,13 +26,13 @@ import numpy as np
 import torch
 from pydantic import Field, model_validator
 
-from benchmarks.data.types import ImageSource, RetrievalSplit
-from benchmarks.evaluation.metrics import PairedRanks, TiePolicy, chunked_ranks, image_text_metrics
-from benchmarks.prefetch import prefetched
-from benchmarks.runtime import autocast, eval_mode
-from methods import VLPModel
-from methods.config import StrictModel
-from methods.distributed import all_reduce_sum, gather_rows, shard_range, world
+from vlpbench.benchmarks.data.types import ImageSource, RetrievalSplit
+from vlpbench.benchmarks.evaluation.metrics import PairedRanks, TiePolicy, chunked_ranks, image_text_metrics
+from vlpbench.benchmarks.prefetch import prefetched
+from vlpbench.benchmarks.runtime import autocast, eval_mode
+from vlpbench.methods import VLPModel
+from vlpbench.methods.config import StrictModel
+from vlpbench.methods.distributed import all_reduce_sum, gather_rows, shard_range, world
 
 Scoring = Literal["itc", "itm", "itm+itc"]
 

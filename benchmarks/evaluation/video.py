@@ -17,12 +17,12 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from benchmarks.data.types import VideoRetrievalSplit, VideoSource
-from benchmarks.evaluation.metrics import TiePolicy, direction_metrics, retrieval_ranks
-from benchmarks.evaluation.retrieval import encode_texts
-from benchmarks.runtime import autocast, eval_mode
-from methods import VLPModel
-from methods.config import StrictModel
+from vlpbench.benchmarks.data.types import VideoRetrievalSplit, VideoSource
+from vlpbench.benchmarks.evaluation.metrics import TiePolicy, direction_metrics, retrieval_ranks
+from vlpbench.benchmarks.evaluation.retrieval import encode_texts
+from vlpbench.benchmarks.runtime import autocast, eval_mode
+from vlpbench.methods import VLPModel
+from vlpbench.methods.config import StrictModel
 
 
 class VideoRetrievalProtocol(StrictModel):

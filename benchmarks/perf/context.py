@@ -8,12 +8,12 @@ from typing import Any
 
 import torch
 
-from benchmarks.data import open_dataset
-from benchmarks.pipeline import build_tokenizer, pretrain_corpus
-from benchmarks.runtime import resolve_device, resolve_precision, seed_everything
-from benchmarks.suite import Suite, load_suite
-from methods import VLPModel, create_method
-from methods.tokenizer import TextTokenizer
+from vlpbench.benchmarks.data import open_dataset
+from vlpbench.benchmarks.pipeline import build_tokenizer, pretrain_corpus
+from vlpbench.benchmarks.runtime import resolve_device, resolve_precision, seed_everything
+from vlpbench.benchmarks.suite import Suite, load_suite
+from vlpbench.methods import VLPModel, create_method
+from vlpbench.methods.tokenizer import TextTokenizer
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Every GPU figure docs/performance.md and docs/gpu-notes.md need, from one call, into one JSON.
 
-    python -m benchmarks.perf.gpu_check --out outputs/gpu [--budget-s 540] [--quick]
+    python -m vlpbench.benchmarks.perf.gpu_check --out outputs/gpu [--budget-s 540] [--quick]
 
 Lent GPUs come for minutes, so the steps run in order of importance, each in its own process with its own time
 limit, and the JSON is rewritten after every step: a cut run still returns what finished. Steps:
@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-VLPBENCH = [sys.executable, "-m", "benchmarks.cli"]
+VLPBENCH = [sys.executable, "-m", "vlpbench.benchmarks.cli"]
 
 
 def run_step(name: str, cmd: list[str], timeout_s: float, out: Path) -> dict[str, Any]:
@@ -122,7 +122,7 @@ def max_batch(size: str) -> dict[str, Any]:
     """The largest training batch (of 64..512) that fits, per method: one Trainer step each, OOM caught."""
     import torch
 
-    from benchmarks.perf.train_step import run as train_run
+    from vlpbench.benchmarks.perf.train_step import run as train_run
 
     found: dict[str, Any] = {}
     stopped: dict[str, str] = {}

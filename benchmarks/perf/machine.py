@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.evaluation.latency import _sync
+from vlpbench.benchmarks.evaluation.latency import _sync
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.evaluation.metrics import img2txt_from_txt2img, paired_ranks
+from vlpbench.benchmarks.evaluation.metrics import img2txt_from_txt2img, paired_ranks
 
 Ranks = tuple[np.ndarray, np.ndarray]
 

@@ -25,11 +25,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from benchmarks.evaluation.latency import _sync
-from benchmarks.perf.context import open_context
-from benchmarks.runtime import autocast
-from benchmarks.suite import Suite
-from methods import PretrainBatch, StepContext
+from vlpbench.benchmarks.evaluation.latency import _sync
+from vlpbench.benchmarks.perf.context import open_context
+from vlpbench.benchmarks.runtime import autocast
+from vlpbench.benchmarks.suite import Suite
+from vlpbench.methods import PretrainBatch, StepContext
 
 
 def open_clip_twin(model: Any) -> nn.Module:

@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.evaluation.retrieval import RetrievalProtocol, evaluate_image_text
-from benchmarks.perf.context import open_context
-from benchmarks.runtime import autocast, eval_mode
-from benchmarks.suite import Suite
+from vlpbench.benchmarks.evaluation.retrieval import RetrievalProtocol, evaluate_image_text
+from vlpbench.benchmarks.perf.context import open_context
+from vlpbench.benchmarks.runtime import autocast, eval_mode
+from vlpbench.benchmarks.suite import Suite
 
 
 def forward_only(model: Any, pixels: list[torch.Tensor], tokens: list[Any], device: torch.device,

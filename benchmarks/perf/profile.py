@@ -17,10 +17,10 @@ from typing import Any
 import torch
 from torch.profiler import ProfilerActivity, profile, schedule
 
-from benchmarks.perf.context import PerfContext, open_context
-from benchmarks.perf.train_step import train_history
-from benchmarks.suite import Suite
-from benchmarks.training.batches import PretrainBatches
+from vlpbench.benchmarks.perf.context import PerfContext, open_context
+from vlpbench.benchmarks.perf.train_step import train_history
+from vlpbench.benchmarks.suite import Suite
+from vlpbench.benchmarks.training.batches import PretrainBatches
 
 DENSE = ("mm", "addmm", "bmm", "baddbmm", "matmul", "linear", "convolution", "mkldnn_convolution",
          "convolution_backward", "_scaled_dot_product_flash_attention_for_cpu",

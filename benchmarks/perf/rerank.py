@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.evaluation.retrieval import RetrievalProtocol, _Reranker, encode_images, encode_texts
-from benchmarks.perf.context import open_context
-from benchmarks.runtime import eval_mode
-from benchmarks.suite import Suite
+from vlpbench.benchmarks.evaluation.retrieval import RetrievalProtocol, _Reranker, encode_images, encode_texts
+from vlpbench.benchmarks.perf.context import open_context
+from vlpbench.benchmarks.runtime import eval_mode
+from vlpbench.benchmarks.suite import Suite
 
 
 def run(method: str = "tcl", size: str = "tiny", n_queries: int = 256, k: int = 16, rerank_batch: int = 512,

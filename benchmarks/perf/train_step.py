@@ -24,11 +24,11 @@ from typing import Any
 
 import torch
 
-from benchmarks.perf.context import PerfContext, open_context
-from benchmarks.suite import Budget, Suite
-from benchmarks.training.batches import PretrainBatches
-from benchmarks.training.loop import Trainer
-from methods import StepContext, train_recipe
+from vlpbench.benchmarks.perf.context import PerfContext, open_context
+from vlpbench.benchmarks.suite import Budget, Suite
+from vlpbench.benchmarks.training.batches import PretrainBatches
+from vlpbench.benchmarks.training.loop import Trainer
+from vlpbench.methods import StepContext, train_recipe
 
 
 def step_flops(model: Any, batch: Any, steps_per_epoch: int) -> int:

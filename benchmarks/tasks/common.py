@@ -7,13 +7,13 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from benchmarks.runtime import fingerprint, resolve_device, resolve_precision
-from methods import VLPModel, get_spec
-from methods.registry import read_model_meta
-from reports.store import RESULTS_FILE, EvaluationRecord, write_record
+from vlpbench.benchmarks.runtime import fingerprint, resolve_device, resolve_precision
+from vlpbench.methods import VLPModel, get_spec
+from vlpbench.methods.registry import read_model_meta
+from vlpbench.reports.store import RESULTS_FILE, EvaluationRecord, write_record
 
 if TYPE_CHECKING:
-    from benchmarks.job import Job
+    from vlpbench.benchmarks.job import Job
 
 
 def describe_lineage(lineage: list[dict[str, Any]]) -> str:

@@ -11,20 +11,20 @@ from typing import TYPE_CHECKING, Any
 import torch
 from pydantic import Field
 
-from benchmarks.data import BuiltinDataset, open_dataset
-from benchmarks.registry import BenchmarkSpec, register_benchmark
-from benchmarks.runtime import resolve_device, resolve_precision
-from benchmarks.suite import Budget, default_budget
-from benchmarks.tasks.image_text import (EvalDataset, at_resolution, image_text_headline, image_text_record,
+from vlpbench.benchmarks.data import BuiltinDataset, open_dataset
+from vlpbench.benchmarks.registry import BenchmarkSpec, register_benchmark
+from vlpbench.benchmarks.runtime import resolve_device, resolve_precision
+from vlpbench.benchmarks.suite import Budget, default_budget
+from vlpbench.benchmarks.tasks.image_text import (EvalDataset, at_resolution, image_text_headline, image_text_record,
                                          image_text_sections, retrieval_split, zeroshot_protocols)
-from benchmarks.training.batches import PretrainBatches
-from benchmarks.training.loop import Trainer
-from methods import VLPModel, finetune_recipe, load_pretrained, save_pretrained
-from methods.config import StrictModel, sha256_json
-from reports.store import PretrainRecord, atomic_write_json
+from vlpbench.benchmarks.training.batches import PretrainBatches
+from vlpbench.benchmarks.training.loop import Trainer
+from vlpbench.methods import VLPModel, finetune_recipe, load_pretrained, save_pretrained
+from vlpbench.methods.config import StrictModel, sha256_json
+from vlpbench.reports.store import PretrainRecord, atomic_write_json
 
 if TYPE_CHECKING:
-    from benchmarks.job import Job
+    from vlpbench.benchmarks.job import Job
 
 
 DEFAULT_FINETUNE: dict[str, dict[str, int]] = {

@@ -11,19 +11,19 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from pydantic import Field
 
-from benchmarks.data import BuiltinDataset, open_dataset
-from benchmarks.data.types import RetrievalSplit
-from benchmarks.evaluation.retrieval import RetrievalProtocol, evaluate_image_text
-from benchmarks.suite import NAME_PATTERN
-from benchmarks.tasks.common import describe_lineage, write_evaluation
-from methods import VLPModel
-from methods.config import StrictModel
-from methods.distributed import world
-from reports.sections import ReportSection
-from reports.store import RANKS_FILE, RESULTS_FILE, save_ranks
+from vlpbench.benchmarks.data import BuiltinDataset, open_dataset
+from vlpbench.benchmarks.data.types import RetrievalSplit
+from vlpbench.benchmarks.evaluation.retrieval import RetrievalProtocol, evaluate_image_text
+from vlpbench.benchmarks.suite import NAME_PATTERN
+from vlpbench.benchmarks.tasks.common import describe_lineage, write_evaluation
+from vlpbench.methods import VLPModel
+from vlpbench.methods.config import StrictModel
+from vlpbench.methods.distributed import world
+from vlpbench.reports.sections import ReportSection
+from vlpbench.reports.store import RANKS_FILE, RESULTS_FILE, save_ranks
 
 if TYPE_CHECKING:
-    from benchmarks.job import Job
+    from vlpbench.benchmarks.job import Job
 
 
 class EvalDataset(StrictModel):

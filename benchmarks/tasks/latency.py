@@ -10,18 +10,18 @@ from typing import TYPE_CHECKING, Any
 import torch
 from pydantic import Field
 
-from benchmarks.data import BuiltinDataset
-from benchmarks.evaluation.latency import LatencyProtocol, latency_metrics, measure_latency
-from benchmarks.registry import BenchmarkSpec, register_benchmark
-from benchmarks.runtime import seed_everything
-from benchmarks.tasks.common import eval_context, write_evaluation
-from methods import VLPModel
-from methods.config import StrictModel
-from reports.sections import ReportSection
-from reports.store import PretrainRecord
+from vlpbench.benchmarks.data import BuiltinDataset
+from vlpbench.benchmarks.evaluation.latency import LatencyProtocol, latency_metrics, measure_latency
+from vlpbench.benchmarks.registry import BenchmarkSpec, register_benchmark
+from vlpbench.benchmarks.runtime import seed_everything
+from vlpbench.benchmarks.tasks.common import eval_context, write_evaluation
+from vlpbench.methods import VLPModel
+from vlpbench.methods.config import StrictModel
+from vlpbench.reports.sections import ReportSection
+from vlpbench.reports.store import PretrainRecord
 
 if TYPE_CHECKING:
-    from benchmarks.job import Job
+    from vlpbench.benchmarks.job import Job
 
 
 class LatencySpec(StrictModel):

@@ -8,18 +8,18 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
-from benchmarks.data import BuiltinDataset
-from benchmarks.evaluation.products import ProductEvalProtocol, evaluate_products
-from benchmarks.registry import BenchmarkSpec, register_benchmark
-from benchmarks.tasks.common import describe_lineage, eval_context, write_evaluation
-from methods import VLPModel
-from methods.config import StrictModel
-from methods.media import PRODUCT_MODALITIES
-from reports.sections import ReportSection
-from reports.store import PretrainRecord
+from vlpbench.benchmarks.data import BuiltinDataset
+from vlpbench.benchmarks.evaluation.products import ProductEvalProtocol, evaluate_products
+from vlpbench.benchmarks.registry import BenchmarkSpec, register_benchmark
+from vlpbench.benchmarks.tasks.common import describe_lineage, eval_context, write_evaluation
+from vlpbench.methods import VLPModel
+from vlpbench.methods.config import StrictModel
+from vlpbench.methods.media import PRODUCT_MODALITIES
+from vlpbench.reports.sections import ReportSection
+from vlpbench.reports.store import PretrainRecord
 
 if TYPE_CHECKING:
-    from benchmarks.job import Job
+    from vlpbench.benchmarks.job import Job
 
 
 class ProductSpec(StrictModel):

@@ -9,18 +9,18 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
-from benchmarks.data import BuiltinDataset, open_dataset
-from benchmarks.data.types import VideoRetrievalSplit
-from benchmarks.evaluation.video import VideoRetrievalProtocol, evaluate_text_video
-from benchmarks.registry import BenchmarkSpec, register_benchmark
-from benchmarks.tasks.common import describe_lineage, eval_context, write_evaluation
-from methods import VLPModel
-from methods.config import StrictModel
-from reports.sections import ReportSection
-from reports.store import RANKS_FILE, PretrainRecord, save_ranks
+from vlpbench.benchmarks.data import BuiltinDataset, open_dataset
+from vlpbench.benchmarks.data.types import VideoRetrievalSplit
+from vlpbench.benchmarks.evaluation.video import VideoRetrievalProtocol, evaluate_text_video
+from vlpbench.benchmarks.registry import BenchmarkSpec, register_benchmark
+from vlpbench.benchmarks.tasks.common import describe_lineage, eval_context, write_evaluation
+from vlpbench.methods import VLPModel
+from vlpbench.methods.config import StrictModel
+from vlpbench.reports.sections import ReportSection
+from vlpbench.reports.store import RANKS_FILE, PretrainRecord, save_ranks
 
 if TYPE_CHECKING:
-    from benchmarks.job import Job
+    from vlpbench.benchmarks.job import Job
 
 
 class VideoDataset(StrictModel):

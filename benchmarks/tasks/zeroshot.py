@@ -8,19 +8,19 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator
 
-from benchmarks.data import BuiltinDataset
-from benchmarks.data.types import RetrievalSplit
-from benchmarks.evaluation.retrieval import RetrievalProtocol
-from benchmarks.registry import BenchmarkSpec, register_benchmark
-from benchmarks.tasks.common import eval_context
-from benchmarks.tasks.image_text import (EvalDataset, at_resolution, image_text_headline, image_text_record,
+from vlpbench.benchmarks.data import BuiltinDataset
+from vlpbench.benchmarks.data.types import RetrievalSplit
+from vlpbench.benchmarks.evaluation.retrieval import RetrievalProtocol
+from vlpbench.benchmarks.registry import BenchmarkSpec, register_benchmark
+from vlpbench.benchmarks.tasks.common import eval_context
+from vlpbench.benchmarks.tasks.image_text import (EvalDataset, at_resolution, image_text_headline, image_text_record,
                                          image_text_sections, retrieval_split, zeroshot_protocols)
-from methods import VLPModel
-from methods.config import StrictModel
-from reports.store import PretrainRecord
+from vlpbench.methods import VLPModel
+from vlpbench.methods.config import StrictModel
+from vlpbench.reports.store import PretrainRecord
 
 if TYPE_CHECKING:
-    from benchmarks.job import Job
+    from vlpbench.benchmarks.job import Job
 
 
 class RetrievalSpec(StrictModel):

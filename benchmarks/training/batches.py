@@ -13,9 +13,9 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from benchmarks.data.fields import field_builder
-from benchmarks.data.types import PairCorpus
-from methods import PretrainBatch, TokenBatch, VLPModel
+from vlpbench.benchmarks.data.fields import field_builder
+from vlpbench.benchmarks.data.types import PairCorpus
+from vlpbench.methods import PretrainBatch, TokenBatch, VLPModel
 
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 

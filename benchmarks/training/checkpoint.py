@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from reports.store import respect_umask
+from vlpbench.reports.store import respect_umask
 
 _NAME = re.compile(r"^step_(\d{8})\.pt$")
 

@@ -29,13 +29,13 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from benchmarks.data.types import ArrayImages
-from benchmarks.training.batches import sample_seeds
-from benchmarks.training.schedule import warmup_cosine, warmup_steps_for
-from benchmarks.training.stage_cache import cached_stage
-from methods.config import ConfigError, StrictModel, sha256_json
-from methods.preprocess import ImagePreprocess, ImagePreprocessConfig
-from methods.visual_tokenizer import DVAEDecoder, DVAEEncoder, VisualTokenizerConfig, map_pixels
+from vlpbench.benchmarks.data.types import ArrayImages
+from vlpbench.benchmarks.training.batches import sample_seeds
+from vlpbench.benchmarks.training.schedule import warmup_cosine, warmup_steps_for
+from vlpbench.benchmarks.training.stage_cache import cached_stage
+from vlpbench.methods.config import ConfigError, StrictModel, sha256_json
+from vlpbench.methods.preprocess import ImagePreprocess, ImagePreprocessConfig
+from vlpbench.methods.visual_tokenizer import DVAEDecoder, DVAEEncoder, VisualTokenizerConfig, map_pixels
 
 STAGE_VERSION = "1"
 ENCODER_FILE = "encoder.safetensors"

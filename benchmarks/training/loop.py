@@ -31,17 +31,17 @@ import torch
 from pydantic import Field
 from tqdm.auto import tqdm
 
-from benchmarks.runtime import (Precision, autocast, make_deterministic, resolve_device, resolve_precision,
+from vlpbench.benchmarks.runtime import (Precision, autocast, make_deterministic, resolve_device, resolve_precision,
                                 rng_state, seed_everything, set_rng_state)
-from benchmarks.training import preemption
-from benchmarks.training.batches import PretrainBatches
-from benchmarks.prefetch import prefetched
-from benchmarks.training.checkpoint import CheckpointError, load_checkpoint, resolve_resume, save_checkpoint
-from benchmarks.training.schedule import warmup_cosine, warmup_steps_for
-from methods import StepContext, TrainRecipe, VLPModel
-from methods.distributed import all_reduce_mean_, world
-from methods.config import ConfigError, StrictModel, sha256_json
-from methods.towers import compiled_towers
+from vlpbench.benchmarks.training import preemption
+from vlpbench.benchmarks.training.batches import PretrainBatches
+from vlpbench.benchmarks.prefetch import prefetched
+from vlpbench.benchmarks.training.checkpoint import CheckpointError, load_checkpoint, resolve_resume, save_checkpoint
+from vlpbench.benchmarks.training.schedule import warmup_cosine, warmup_steps_for
+from vlpbench.methods import StepContext, TrainRecipe, VLPModel
+from vlpbench.methods.distributed import all_reduce_mean_, world
+from vlpbench.methods.config import ConfigError, StrictModel, sha256_json
+from vlpbench.methods.towers import compiled_towers
 
 
 class TrainConfig(StrictModel):

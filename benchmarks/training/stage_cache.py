@@ -16,8 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.runtime import file_lock
-from reports.store import respect_umask
+from vlpbench.benchmarks.runtime import file_lock
+from vlpbench.reports.store import respect_umask
 
 
 def cached_stage(cache_root: Path, kind: str, fingerprint: str, record_file: str,

@@ -36,15 +36,15 @@ from pydantic import Field
 from torch import nn
 from transformers import BertForMaskedLM
 
-from benchmarks.data.types import LabelledImages, TextCorpus
-from benchmarks.training.batches import sample_seeds
-from benchmarks.training.schedule import warmup_cosine, warmup_steps_for
-from benchmarks.training.stage_cache import cached_stage
-from methods.config import ConfigError, StrictModel, sha256_json
-from methods.masking import mask_tokens
-from methods.preprocess import ImagePreprocess, ImagePreprocessConfig
-from methods.tokenizer import TextTokenizer
-from methods.towers import TextTower, TextTowerConfig, VisionTower, VisionTowerConfig, quiet_hf_loading
+from vlpbench.benchmarks.data.types import LabelledImages, TextCorpus
+from vlpbench.benchmarks.training.batches import sample_seeds
+from vlpbench.benchmarks.training.schedule import warmup_cosine, warmup_steps_for
+from vlpbench.benchmarks.training.stage_cache import cached_stage
+from vlpbench.methods.config import ConfigError, StrictModel, sha256_json
+from vlpbench.methods.masking import mask_tokens
+from vlpbench.methods.preprocess import ImagePreprocess, ImagePreprocessConfig
+from vlpbench.methods.tokenizer import TextTokenizer
+from vlpbench.methods.towers import TextTower, TextTowerConfig, VisionTower, VisionTowerConfig, quiet_hf_loading
 
 STAGE_VERSION = "1"
 VISION_FILE = "vision.safetensors"

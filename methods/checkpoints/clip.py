@@ -33,8 +33,8 @@ from typing import Any
 
 import torch
 
-from methods.preprocess import CLIP_MEAN, CLIP_STD
-from methods.towers import WeightsError
+from vlpbench.methods.preprocess import CLIP_MEAN, CLIP_STD
+from vlpbench.methods.towers import WeightsError
 
 OPENAI_META_KEYS = ("input_resolution", "context_length", "vocab_size")   # ints OpenAI's archives carry
 SUPPORTED_VISION = {"image_size", "layers", "width", "patch_size", "head_width", "mlp_ratio"}

@@ -40,7 +40,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import torch
 
-from methods.towers import WeightsError
+from vlpbench.methods.towers import WeightsError
 
 FORMATS = ("safetensors", "torch-zip", "torch-legacy", "torchscript", "pdparams")
 

@@ -21,15 +21,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from methods.checkpoints.clip import (ClipArch, arch_from_hf_config, arch_from_openai_state, check_arch,
+from vlpbench.methods.checkpoints.clip import (ClipArch, arch_from_hf_config, arch_from_openai_state, check_arch,
                                       from_hf_state, from_openai_state, named_arch, open_clip_config_dir)
-from methods.checkpoints.files import Checkpoint, read_checkpoint
-from methods.checkpoints.files import detect_format as detect_file_format
-from methods.config import validate
-from methods.interface import VLPModel
-from methods.registry import CONFIG_FILE, get_spec, load_pretrained
-from methods.tokenizer import TextTokenizer
-from methods.towers import WeightsError, load_weights_strict
+from vlpbench.methods.checkpoints.files import Checkpoint, read_checkpoint
+from vlpbench.methods.checkpoints.files import detect_format as detect_file_format
+from vlpbench.methods.config import validate
+from vlpbench.methods.interface import VLPModel
+from vlpbench.methods.registry import CONFIG_FILE, get_spec, load_pretrained
+from vlpbench.methods.tokenizer import TextTokenizer
+from vlpbench.methods.towers import WeightsError, load_weights_strict
 
 FORMATS = ("auto", "vlpbench", "open_clip", "openai", "hf_clip", "tcl", "albef", "ernie_vil2")
 
@@ -104,7 +104,7 @@ def import_checkpoint(path: Path | str, fmt: str = "auto", arch: str | None = No
     if fmt == "hf_clip":
         return _import_hf_clip(path, arch)
     if fmt in ("tcl", "albef"):
-        from methods.checkpoints.tcl import import_official
+        from vlpbench.methods.checkpoints.tcl import import_official
 
         model, report = import_official(path, tokenizer=Path(tokenizer) if tokenizer else None, arch=arch)
         return Imported(model, "tcl", report.get("size", "base"), fmt,
@@ -134,7 +134,7 @@ def _clip_model(arch: ClipArch, tok: TextTokenizer, state: dict[str, Any], sourc
 def _clip_tokenizer(tokenizer: Path | str | None) -> TextTokenizer:
     """CLIP's BPE with open_clip's cleaning (ids equal open_clip.tokenize), from the vocabulary open_clip ships
     unless another file (or a Hugging Face tokenizer folder) is given."""
-    from methods.clip_tokenizer import CLIPBPETokenizer
+    from vlpbench.methods.clip_tokenizer import CLIPBPETokenizer
 
     if tokenizer is None:
         return CLIPBPETokenizer.from_open_clip()
@@ -172,7 +172,7 @@ def _import_openai_layout(path: Path, fmt: str, arch_name: str | None, tokenizer
 
 
 def _import_hf_clip(path: Path, arch_name: str | None) -> Imported:
-    from methods.clip_tokenizer import CLIPBPETokenizer
+    from vlpbench.methods.clip_tokenizer import CLIPBPETokenizer
 
     arch = arch_from_hf_config(json.loads((path / "config.json").read_text()), arch_name or path.name)
     weights = [path / n for n in ("model.safetensors", "pytorch_model.bin") if (path / n).is_file()]
@@ -212,7 +212,7 @@ def _hf_preprocess(arch: ClipArch, cfg: dict[str, Any], where: Path) -> tuple[Cl
 
 
 def _with_preprocess(model: VLPModel, details: dict[str, Any]) -> VLPModel:
-    from methods.preprocess import ImagePreprocess
+    from vlpbench.methods.preprocess import ImagePreprocess
 
     cfg = model.preprocess.config.model_copy(update={k: details[k] for k in ("mean", "std") if k in details})
     model.preprocess = ImagePreprocess(cfg)

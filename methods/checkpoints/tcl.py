@@ -9,13 +9,13 @@ from typing import Any
 
 import torch
 
-from methods.config import deep_merge
-from methods.registry import create_method, list_presets
-from methods.tcl import TCL
-from methods.tcl_checkpoint import (BERT_PREFIX, EMPTY_ID, POSITION_IDS, TIED_DECODER, OfficialLoadReport,
+from vlpbench.methods.config import deep_merge
+from vlpbench.methods.registry import create_method, list_presets
+from vlpbench.methods.tcl import TCL
+from vlpbench.methods.tcl_checkpoint import (BERT_PREFIX, EMPTY_ID, POSITION_IDS, TIED_DECODER, OfficialLoadReport,
                                     detect_layout, from_official, read_official_checkpoint)
-from methods.tokenizer import TextTokenizer
-from methods.towers import WeightsError, interpolate_pos_embed, load_weights_strict
+from vlpbench.methods.tokenizer import TextTokenizer
+from vlpbench.methods.towers import WeightsError, interpolate_pos_embed, load_weights_strict
 
 
 def _load_state(model: TCL, state: Mapping[str, torch.Tensor], source: str,

@@ -17,13 +17,13 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from benchmarks.data import BuiltinDataset
-from benchmarks.registry import BenchmarkSpec, register_benchmark
-from benchmarks.tasks.common import eval_context, write_evaluation
-from methods import VLPModel
-from methods.config import StrictModel
-from reports.sections import ReportSection
-from reports.store import PretrainRecord
+from vlpbench.benchmarks.data import BuiltinDataset
+from vlpbench.benchmarks.registry import BenchmarkSpec, register_benchmark
+from vlpbench.benchmarks.tasks.common import eval_context, write_evaluation
+from vlpbench.methods import VLPModel
+from vlpbench.methods.config import StrictModel
+from vlpbench.reports.sections import ReportSection
+from vlpbench.reports.store import PretrainRecord
 
 
 class GapSettings(StrictModel):

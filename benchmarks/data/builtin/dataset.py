@@ -9,12 +9,12 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.data.builtin.build import SPLIT_ORDER, iter_records
-from benchmarks.data.builtin.media import BuiltinMedia, BuiltinVideos
-from benchmarks.data.builtin.scene import Scene
-from benchmarks.data.files import DatasetError
-from methods.media import PRODUCT_MODALITIES
-from benchmarks.data.types import (ArrayImages, DatasetRef, IndexedImages, LabelledImages, PairCorpus, RetrievalSplit,
+from vlpbench.benchmarks.data.builtin.build import SPLIT_ORDER, iter_records
+from vlpbench.benchmarks.data.builtin.media import BuiltinMedia, BuiltinVideos
+from vlpbench.benchmarks.data.builtin.scene import Scene
+from vlpbench.benchmarks.data.files import DatasetError
+from vlpbench.methods.media import PRODUCT_MODALITIES
+from vlpbench.benchmarks.data.types import (ArrayImages, DatasetRef, IndexedImages, LabelledImages, PairCorpus, RetrievalSplit,
                                    TextCorpus, VideoRetrievalSplit)
 
 IMAGE_SPLITS = ("train", "val", "test")

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from benchmarks.data.builtin import lexicon as lx
-from benchmarks.data.builtin.scene import Scene, SceneObject
+from vlpbench.benchmarks.data.builtin import lexicon as lx
+from vlpbench.benchmarks.data.builtin.scene import Scene, SceneObject
 
 
 def _pick(rng: np.random.Generator, options: Sequence[str]) -> str:

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.data.builtin.render import render_audio, render_video
-from benchmarks.data.builtin.scene import Scene
-from reports.store import respect_umask
+from vlpbench.benchmarks.data.builtin.render import render_audio, render_video
+from vlpbench.benchmarks.data.builtin.scene import Scene
+from vlpbench.reports.store import respect_umask
 
 
 class BuiltinMedia:

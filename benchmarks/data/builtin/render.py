@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.data.builtin import lexicon as lx
-from benchmarks.data.builtin.scene import MOTION_SPAN, Scene, SceneObject
+from vlpbench.benchmarks.data.builtin import lexicon as lx
+from vlpbench.benchmarks.data.builtin.scene import MOTION_SPAN, Scene, SceneObject
 
 SUPERSAMPLE = 2
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.data.builtin import lexicon as lx
+from vlpbench.benchmarks.data.builtin import lexicon as lx
 
 GRID = 3
 # Total displacement of a moving object over a clip, as a fraction of the image side.

@@ -8,7 +8,7 @@ and one `register_method` call at import. The distribution declares it in the en
     [project.entry-points."vlpbench.methods"]
     toy = "vlpbench_toy"
 
-so `pip install vlpbench-toy` is all it takes: `import methods` loads it (methods.registry.load_plugins) and
+so `pip install vlpbench-toy` is all it takes: `import vlpbench.methods` loads it (vlpbench.methods.registry.load_plugins) and
 `vlpbench list` / `vlpbench run --set methods=[toy] --set sizes=[micro]` find it. The folder
 vlpbench_toy-0.1.0.dist-info beside this package is that installation's metadata, so putting tests/plugins on
 sys.path (PYTHONPATH) has the same effect as installing it (tests/test_plugins.py).
@@ -26,12 +26,12 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from methods import MethodCard, MethodSpec, PretrainBatch, StepContext, StepOutput, TokenBatch, VLPModel, register_method
-from methods.config import StrictModel
-from methods.losses import clip_loss, contrastive_accuracy
-from methods.preprocess import ImagePreprocess, ImagePreprocessConfig
-from methods.tokenizer import TextTokenizer
-from methods.towers import TextTower, TextTowerConfig, VisionTower, VisionTowerConfig, check_tower_shapes
+from vlpbench.methods import MethodCard, MethodSpec, PretrainBatch, StepContext, StepOutput, TokenBatch, VLPModel, register_method
+from vlpbench.methods.config import StrictModel
+from vlpbench.methods.losses import clip_loss, contrastive_accuracy
+from vlpbench.methods.preprocess import ImagePreprocess, ImagePreprocessConfig
+from vlpbench.methods.tokenizer import TextTokenizer
+from vlpbench.methods.towers import TextTower, TextTowerConfig, VisionTower, VisionTowerConfig, check_tower_shapes
 
 __version__ = "0.1.0"
 
