@@ -35,7 +35,8 @@ import yaml
 from vlpbench.benchmarks.data import open_dataset
 from vlpbench.benchmarks.data.files import check_image_header
 from vlpbench.benchmarks.job import Job, expand_jobs
-from vlpbench.benchmarks.pipeline import JobOutcome, distributed_benchmarks, open_corpus, run_job
+from vlpbench.benchmarks.pipeline import JobOutcome, open_corpus, run_job
+from vlpbench.benchmarks.registry import distributed_benchmarks
 from vlpbench.benchmarks.runtime import code_version, file_lock, pin_code_version
 from vlpbench.benchmarks.suite import Suite
 from vlpbench.methods import ConfigError
@@ -396,14 +397,20 @@ def task_state(attempt: dict[str, Any]) -> str:
     result = Path(job.paths.result_pickle)
     if not result.is_file():
         return "UNKNOWN" if attempt.get("state") == "SUBMITTED" else attempt.get("state", "UNKNOWN")
-    import pickle
+    return "COMPLETED" if pickled_outcome(result) == "success" else "FAILED"
 
-    # submitit's own result file, written by the task into the suite folder, read as submitit reads it: unpickling
-    # runs code, so the folder must be writable by its owner alone (docs/slurm.md, "Trust of the output folder"; the
-    # `vlpbench status` help says it too). No file a user hands vlpbench is read here.
-    with result.open("rb") as f:
-        outcome, _ = pickle.load(f)
-    return "COMPLETED" if outcome == "success" else "FAILED"
+
+def pickled_outcome(path: Path) -> str | None:
+    """The outcome ('success' or 'error') of submitit's result file, `pickle.dump((outcome, result))`, read without
+    unpickling: the first string the pickle's opcodes carry (pickletools only decodes opcodes; nothing the file
+    names is imported or called, so a tampered result file cannot run code here). None: no string in it."""
+    import pickletools
+
+    with path.open("rb") as f:
+        for opcode, arg, _ in pickletools.genops(f):
+            if isinstance(arg, str) and "UNICODE" in opcode.name:
+                return arg
+    return None
 
 
 def status_rows(suite_dir: Path, query: bool = True) -> list[dict[str, Any]]:

@@ -29,7 +29,7 @@ from vlpbench.benchmarks.data.corpora import PairFilesDataset
 from vlpbench.benchmarks.data.types import PairCorpus
 from vlpbench.benchmarks.data.builtin.build import default_cache_root
 from vlpbench.benchmarks.job import Job
-from vlpbench.benchmarks.registry import get_benchmark, list_benchmarks
+from vlpbench.benchmarks.registry import distributed_benchmarks, get_benchmark, list_benchmarks
 from vlpbench.benchmarks.runtime import fingerprint, resolve_device, seed_everything
 from vlpbench.benchmarks.suite import CorpusSpec, Suite
 from vlpbench.benchmarks.training.batches import PretrainBatches
@@ -43,11 +43,6 @@ from vlpbench.methods.config import ConfigError, StrictModel, deep_merge, sha256
 from vlpbench.methods.distributed import world
 from vlpbench.reports.store import (PRETRAIN_FILE, RESULTS_FILE, PretrainRecord, atomic_write_json, read_evaluation,
                            read_pretrain, write_record)
-
-
-# Benchmarks whose evaluation shards across a process group and gives the one-process numbers.
-def distributed_benchmarks() -> frozenset[str]:
-    return frozenset(n for n in list_benchmarks() if get_benchmark(n).distributed)
 
 
 @dataclass

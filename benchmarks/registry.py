@@ -107,6 +107,11 @@ def default_benchmarks() -> list[str]:
     return [n for n, s in _REGISTRY.items() if s.in_default_suite]
 
 
+def distributed_benchmarks() -> frozenset[str]:
+    """Benchmarks whose evaluation shards across a process group and gives the one-process numbers."""
+    return frozenset(n for n, s in _REGISTRY.items() if s.distributed)
+
+
 def get_benchmark(name: str) -> BenchmarkSpec:
     try:
         return _REGISTRY[name]

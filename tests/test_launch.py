@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -272,3 +273,29 @@ def test_a_preempted_task_checkpoints_requeues_and_ends_as_an_uninterrupted_run(
     run_job(expand_jobs(suite)[0], straight, progress=False, benchmarks=(), log=lambda _: None)
     for (name, a), b in zip(_weights(straight / "jobs" / "clip-tiny-s0").items(), _weights(job_dir).values()):
         assert torch.equal(a, b), name
+
+
+class _Payload:
+    """A result object whose unpickling would run a shell command."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_the_result_file_outcome_is_read_without_unpickling(tmp_path: Path) -> None:
+    from submitit.core.utils import cloudpickle_dump
+
+    from vlpbench.benchmarks.launch import pickled_outcome
+
+    marker = tmp_path / "ran"
+    cloudpickle_dump(("success", _Payload(marker)), tmp_path / "ok.pkl")      # as submitit writes a task's result
+    cloudpickle_dump(("error", "Traceback ...\nValueError: x"), tmp_path / "err.pkl")
+    assert pickled_outcome(tmp_path / "ok.pkl") == "success" and not marker.exists()
+    assert pickled_outcome(tmp_path / "err.pkl") == "error"
+    import pickle
+
+    (tmp_path / "p0.pkl").write_bytes(pickle.dumps(("success", 1), protocol=0))  # text protocol: UNICODE opcode
+    assert pickled_outcome(tmp_path / "p0.pkl") == "success"
