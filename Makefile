@@ -8,7 +8,7 @@ STAMP := $(VENV)/.vlpbench-installed
 TORCH := torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
 
-.PHONY: run run-quick test test-fast test-integration test-heavy install lock clean
+.PHONY: run run-full test test-fast test-integration test-acceptance test-heavy install lock clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -18,20 +18,22 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# The default suite: every method at the `cpu` preset with its stages, every benchmark and the report
+# (docs/calibration.md; measured wall time in README.md).
 run: $(STAMP)
 	$(VENV)/bin/vlpbench run
 
-# Every method and benchmark at about a tenth of the default budgets: the full report in ~11-13 minutes on 2 cores,
-# accuracies near chance (benchmarks/suites/quick.yaml says why).
-run-quick: $(STAMP)
-	$(VENV)/bin/vlpbench run --suite benchmarks/suites/quick.yaml
+# The calibrated tiny suite: larger models, the full tiny budgets (about two hours on 2 cores).
+run-full: $(STAMP)
+	$(VENV)/bin/vlpbench run --suite benchmarks/suites/tiny.yaml
 
-# The default test run (under 15 minutes on 2 cores); `integration` and `heavy` tests run in CI after it.
+# The default test run (under 15 minutes on 2 cores); `integration` and `acceptance` tests run in CI after it.
+TEST_MARKS := not heavy and not integration and not acceptance
 test: $(STAMP)
-	$(PY) -m pytest -m "not heavy and not integration" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "$(TEST_MARKS)" $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -m "not slow and not heavy and not integration" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow and $(TEST_MARKS)" $(PYTEST_ARGS)
 
 # Several processes (gloo DDP), submitit's local executor, the local SLURM cluster, an MLflow server and headless
 # Chromium (~6 min; the SLURM tests skip without a cluster: sudo slurm/start_cluster.sh --install starts one; the
@@ -39,7 +41,11 @@ test-fast: $(STAMP)
 test-integration: $(STAMP)
 	$(PY) -m pytest -m integration $(PYTEST_ARGS)
 
-# Acceptance runs at the full default budget of methods that need the unimodal stage (~47 min).
+# Every method's default (cpu) job against its untrained copy, one test per method (CI runs it).
+test-acceptance: $(STAMP)
+	$(PY) -m pytest -m acceptance $(PYTEST_ARGS)
+
+# Acceptance runs of the tiny suite's methods with the unimodal stage, at their full budgets (~60-85 min; by hand).
 test-heavy: $(STAMP)
 	$(PY) -m pytest -m heavy $(PYTEST_ARGS)
 

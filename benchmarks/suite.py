@@ -1,7 +1,8 @@
 """A suite: which methods, sizes, seeds, dataset and benchmarks to run, and where to log.
 
-`vlpbench run` with no file runs `Suite()`: every registered method at `tiny`, seed 0, on the
-built-in dataset, pretraining then zero-shot retrieval. A YAML file may set any field; an
+`vlpbench run` with no file runs `Suite()`: every method of the default suite at `cpu` (the size
+calibrated to finish in minutes on two CPU cores), seed 0, on the built-in dataset, pretraining
+then every default benchmark. `benchmarks/suites/tiny.yaml` is the larger calibrated tiny suite. A YAML file may set any field; an
 unknown or malformed field is an error naming the file and the field.
 
 Example::
@@ -86,18 +87,21 @@ class TokenizerSpec(StrictModel):
 
 DEFAULT_BUDGETS: dict[str, dict[str, int]] = {
     "tiny": {"steps": 250, "batch_size": 256, "log_every": 10, "checkpoint_every": 25},  # a kill loses <= 3 min
+    "cpu": {"steps": 250, "batch_size": 256, "log_every": 10, "checkpoint_every": 50},
     "base": {"steps": 20000, "batch_size": 256, "log_every": 50, "checkpoint_every": 2000},
 }
 
 
 DEFAULT_UNIMODAL: dict[str, dict[str, int]] = {
     "tiny": {"vision_steps": 300, "text_steps": 300, "batch_size": 256},
+    "cpu": {"vision_steps": 150, "text_steps": 150, "batch_size": 256},
     "base": {"vision_steps": 50000, "text_steps": 50000, "batch_size": 256},
 }
 
 
 DEFAULT_DVAE: dict[str, dict[str, int]] = {
     "tiny": {"steps": 300, "batch_size": 64},
+    "cpu": {"steps": 100, "batch_size": 64},
     "base": {"steps": 20000, "batch_size": 128},
 }
 
@@ -127,7 +131,8 @@ class Suite(StrictModel):
         default_factory=dict, description="Named variants of methods (own overrides), run as extra jobs; 'methods' "
                                           "may list them by name, and 'all' includes every one.")
     methods: list[str] | Literal["all"] = "all"
-    sizes: list[str] = Field(default_factory=lambda: ["tiny"], min_length=1)
+    sizes: list[str] = Field(default_factory=lambda: ["cpu"], min_length=1,
+                             description="Model presets (each method's: cpu, tiny, base, ...).")
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     dataset: DatasetSpec = Field(default_factory=DatasetSpec)
     benchmarks: list[str] = Field(default_factory=default_benchmarks, min_length=1,

@@ -88,6 +88,11 @@ class Deviation:
     reason: str
 
 
+# Why every method has a `cpu` preset (the default suite's size): the first half of each card's cpu deviation reason.
+CPU_PRESET_REASON = ("the default suite (`make run`) must finish in 20 minutes on two CPU cores with every method, "
+                     "stage and benchmark (docs/calibration.md)")
+
+
 @dataclass(frozen=True)
 class Assumption:
     """A constant the paper does not let us verify (no official code, value not found): our default for it."""

@@ -29,7 +29,7 @@ from torch import nn
 
 from vlpbench.methods.amf import amf_filter, pair_similarities
 from vlpbench.methods.bert_mlm import BertWithMLM
-from vlpbench.methods.card import Assumption, Confidence, Deviation, MethodCard, retrieval_claim
+from vlpbench.methods.card import Assumption, CPU_PRESET_REASON, Confidence, Deviation, MethodCard, retrieval_claim
 from vlpbench.methods.config import StrictModel
 from vlpbench.methods.interface import PretrainBatch, StepContext, StepOutput, VLPModel
 from vlpbench.methods.losses import info_nce, kl_alignment
@@ -38,7 +38,7 @@ from vlpbench.methods.momentum import FeatureQueues, MomentumPairs, frozen_copy
 from vlpbench.methods.preprocess import ImagePreprocess, ImagePreprocessConfig
 from vlpbench.methods.registry import MethodSpec, VisualTokenizerSlot, register_method
 from vlpbench.methods.tokenizer import TextTokenizer, TokenBatch
-from vlpbench.methods.towers import TextTowerConfig, VisionTower, VisionTowerConfig, check_tower_shapes
+from vlpbench.methods.towers import CPU_BERT, CPU_VISION, TextTowerConfig, VisionTower, VisionTowerConfig, check_tower_shapes
 from vlpbench.methods.visual_tokenizer import VisualTokenizer, VisualTokenizerConfig
 
 KL_DIRECTIONS = {"symmetric": "symmetric", "i2t_to_t2i": "a_to_b", "t2i_to_i2t": "b_to_a"}
@@ -280,6 +280,18 @@ PRESETS: dict[str, dict[str, Any]] = {
         instance_negatives="batch_and_queue",
         mvm_min_block=4,
     ),
+    # The default suite's size (docs/calibration.md): the cpu towers at tiny's depth (two layers kept COTS near
+    # chance), a 4x4 token grid at 32 px.
+    "cpu": dict(
+        vision=dict(CPU_VISION, depth=4),
+        text=dict(CPU_BERT, depth=4),
+        preprocess=dict(resolution=32, train_crop_scale=(0.2, 1.0)),
+        visual_tokenizer=dict(n_hid=8, blocks_per_group=1, vocab_size=512),
+        momentum=0.9,
+        queue_size=256,
+        instance_negatives="batch_and_queue",
+        mvm_min_block=2,
+    ),
     # ViT-B/16 + BERT-base, DALL-E's tokenizer (8,192 codes, 14x14 tokens at 224 px: 112 px input).
     "base": dict(
         vision=_VIS_BASE,
@@ -293,6 +305,8 @@ RECIPES: dict[str, dict[str, Any]] = {
     "tiny": dict(lr=2e-3, weight_decay=0.02, init="unimodal", warmup_fraction=0.1, min_lr_ratio=0.1, grad_clip_norm=1.0,
                  source="CPU-scale: TCL-tiny's calibrated AdamW settings (docs/calibration.md); COTS's own are "
                         "not published"),
+    "cpu": dict(lr=2e-3, weight_decay=0.02, init="unimodal", warmup_fraction=0.1, min_lr_ratio=0.1, grad_clip_norm=1.0,
+                source="CPU-scale: the tiny recipe (docs/calibration.md)"),
     "base": dict(lr=1e-4, weight_decay=0.02, warmup_steps=2000, min_lr_ratio=0.1, init="unimodal",
                  source="not published for COTS; ALBEF/TCL's AdamW lr 1e-4, wd 0.02 (same data and towers)"),
 }
@@ -352,7 +366,7 @@ CARD = MethodCard(
                    "the paper's Sec. 3.2.1 (read in a secondary summary): prediction 'from the sum of the masked "
                    "token embedding and the paired text's global embedding'", Confidence.SECONDARY),
         Assumption("mlm_probability", "0.15 with BERT's 80/10/10", "BERT; not found in the paper"),
-        Assumption("mvm_ratio, mvm_min_block", "0.4, 16 (tiny: 4) blockwise", "BEiT's masking; not found in the "
+        Assumption("mvm_ratio, mvm_min_block", "0.4, 16 (tiny: 4, cpu: 2) blockwise", "BEiT's masking; not found in the "
                    "paper", Confidence.MEMORY_LOW),
         Assumption("visual_tokenizer", "DALL-E dVAE, 8,192 codes (base)", "recollection (BEiT's use of DALL-E's "
                    "dVAE); the paper's Sec. 3.2.1 (read in a secondary summary) says 24x24 tokens per image, i.e. "
@@ -369,22 +383,28 @@ CARD = MethodCard(
         Assumption("train.recipe", "AdamW lr 1e-4, wd 0.02 (base)", "batch, lr and epochs not found; ALBEF's"),
     ),
     deviations=(
+        Deviation(option="vision, text, preprocess.resolution, mvm_min_block (cpu)",
+                  ours="cpu: 32 px images in 16 patches of 8 px, ViT and BERT 96 wide and 4 deep (tiny's depth), "
+                       "BEiT blocks of at least 2 of the 16 patches (tiny: 64 px, 128 wide, blocks of 4)",
+                  reference="ViT-B/16 and BERT-base at 224 px (base preset); BEiT's blocks of at least 16 patches",
+                  reason=f"{CPU_PRESET_REASON}; measured on builtin val: RSUM 107.1 at 4 layers, 37.6 at 2 (the other methods' depth)"),
         Deviation(option="suite.finetune.recipe_overrides", ours="the harness' id-aware contrastive fine-tuning at COTS' τ, TCL's optimiser settings",
                   reference="COTS' fine-tuning recipe is not published (no official code; batch, lr and epochs "
                             "not found)", reason='closest published recipe on the same towers; tiny not calibrated'),
-        Deviation(option="visual_tokenizer.weights (tiny)",
+        Deviation(option="visual_tokenizer.weights (tiny, cpu)",
                   ours="a small dVAE of DALL-E's layout trained by the harness on the pretraining images "
-                       "(512 codes, 8x8 tokens at 64 px; `vlpbench dvae train`)",
+                       "(512 codes; 8x8 tokens at 64 px at tiny, 4x4 at 32 px at cpu; `vlpbench dvae train`)",
                   reference="DALL-E's released dVAE (8,192 codes)", reason="offline; base loads the file"),
         Deviation(option="train.recipe.init",
                   ours="'unimodal': local weights when vision.weights / text.pretrained_dir name them, else the "
                        "harness' unimodal stage (shared with TCL-tiny: same towers)",
                   reference="ImageNet-pretrained ViT and bert-base", reason="offline"),
-        Deviation(option="momentum, queue_size (tiny)", ours="m 0.9, 256 entries (one batch) at tiny",
+        Deviation(option="momentum, queue_size (tiny, cpu)",
+                  ours="m 0.9, 256 entries at tiny and cpu (one tiny batch, two cpu batches)",
                   reference="not published (MoCo/ALBEF: 0.995, 65,536)",
                   reason="scaled to a 250-step run as for TCL-tiny (docs/calibration.md); 60-step probes "
                          "(docs/cots.md): queue 256 reached val RSUM 129 where 1,024 reached 27"),
-        Deviation(option="instance_negatives (tiny)", ours="batch_and_queue: the other pairs' momentum features "
+        Deviation(option="instance_negatives (tiny, cpu)", ours="batch_and_queue: the other pairs' momentum features "
                                                           "of the batch are negatives too (ALBEF's ITC layout)",
                   reference="queue: negatives only from the queue (the paper's Sec. 3.2.2, read in a secondary "
                             "summary)",
@@ -425,6 +445,8 @@ COTS.card = CARD
 FINETUNE_RECIPES: dict[str, dict[str, Any]] = {
     "tiny": dict(lr=2e-4, weight_decay=0.02, warmup_steps=0, min_lr_ratio=0.1, grad_clip_norm=1.0,
                  source="CPU-scale, not calibrated: TCL-tiny's fine-tuning settings (same towers)"),
+    "cpu": dict(lr=2e-4, weight_decay=0.02, warmup_steps=0, min_lr_ratio=0.1, grad_clip_norm=1.0,
+                source="CPU-scale, not calibrated: the tiny fine-tuning settings"),
     "base": dict(lr=1e-5, weight_decay=0.02, warmup_steps=0, min_lr_ratio=0.1,
                  source="not published for COTS; ALBEF/TCL's retrieval fine-tuning (lr 1e-5, wd 0.02, cosine)"),
 }

@@ -31,7 +31,7 @@ from pydantic import Field, field_validator, model_validator
 from torch import nn
 from transformers import BertConfig
 
-from vlpbench.methods.card import Assumption, ClaimedResult, Confidence, Deviation, MethodCard
+from vlpbench.methods.card import Assumption, ClaimedResult, CPU_PRESET_REASON, Confidence, Deviation, MethodCard
 from vlpbench.methods.config import StrictModel
 from vlpbench.methods.fusion import MLMHead
 from vlpbench.methods.interface import (AudioInput, MediaInput, PretrainBatch, StepContext, StepOutput, VideoInput,
@@ -45,7 +45,7 @@ from vlpbench.methods.scale_blocks import (EncoderConfig, FeatureSequenceEncoder
                                   RegressionHead, SequenceFeatures, choose_positions, patchify, unpatchify)
 from vlpbench.methods.table import TableBatch, tokenize_tables
 from vlpbench.methods.tokenizer import TextTokenizer, TokenBatch
-from vlpbench.methods.towers import (TINY_BERT, TINY_VISION, TextTower, TextTowerConfig, VisionTower, VisionTowerConfig,
+from vlpbench.methods.towers import (CPU_BERT, CPU_VISION, TINY_BERT, TINY_VISION, TextTower, TextTowerConfig, VisionTower, VisionTowerConfig,
                             check_tower_shapes)
 
 # Index order of the modality graph, the `missing` flags and every per-modality option (SCALE_code's graph order).
@@ -494,6 +494,12 @@ PRESETS: dict[str, dict[str, Any]] = {
                  # with S' held constant and cross-modal negatives, learns.
                  simcl=dict(proj_dim=128, form="paper", stop_gradient=True, negatives="cross_modal"),
                  table_max_length=24),
+    "cpu": dict(vision=CPU_VISION, text=CPU_BERT, preprocess=dict(resolution=32, train_crop_scale=(0.2, 1.0)),
+                video=dict(frames=4, frame_size=16), audio=dict(seconds=1.0, mel=dict(n_mels=32, hop_length=512)),
+                video_encoder=_ENC_TINY, audio_encoder=_ENC_TINY,
+                joint=dict(depth=2, heads=4, max_tokens=256, dropout=0.0, activation="gelu"),
+                simcl=dict(proj_dim=96, form="paper", stop_gradient=True, negatives="cross_modal"),
+                table_max_length=24),
     "base": dict(vision=dict(image_size=224, patch_size=16, width=768, depth=12, heads=12, pre_norm=False,
                              activation="gelu", layer_norm_eps=1e-6),
                  text=dict(arch="bert", width=768, depth=6, heads=12, max_length=36, activation="gelu",
@@ -508,6 +514,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 RECIPES: dict[str, dict[str, Any]] = {
     "tiny": dict(lr=2e-3, weight_decay=0.02, init="unimodal", warmup_fraction=0.1, min_lr_ratio=0.1,
                  grad_clip_norm=1.0, source="CPU-scale: TCL/COTS-tiny's AdamW settings on the same towers"),
+    "cpu": dict(lr=2e-3, weight_decay=0.02, init="unimodal", warmup_fraction=0.1, min_lr_ratio=0.1,
+                grad_clip_norm=1.0, source="CPU-scale: the tiny recipe (docs/calibration.md)"),
     "base": dict(lr=1e-4, weight_decay=0.01, warmup_fraction=0.1, init="unimodal", grad_clip_norm=1.0,
                  source="SCALE_code run_pretrain_task.sh: lr 1e-4, warm-up 10 %, batch 64, 20 epochs (BertAdam: "
                         "linear decay, no bias correction, per-tensor clipping; ours: AdamW, cosine, global clip)"),
@@ -559,6 +567,11 @@ CARD = MethodCard(
                        (63.56, 67.51, 65.39, 63.56, 42.68, 32.17)),
     ),
     deviations=(
+        Deviation(option="vision, text, preprocess.resolution, simcl.proj_dim (cpu)",
+                  ours="cpu: 32 px images in 16 patches of 8 px, ViT and BERT 96 wide and 2 deep, 96-d SIMCL "
+                       "projections (tiny: 64 px, 128 wide, 4 deep, 128-d); video, audio and joint as tiny",
+                  reference="ViT-B/16 at 224 px, a 6-layer BERT, 1024-d projections (base preset)",
+                  reason=f"{CPU_PRESET_REASON}; measured on builtin val: RSUM 106.3 at 250 x 256 (96.0 at 250 x 128; 4 layers at 250 x 128: 15.0, its text pairs still at chance)"),
         Deviation(option="suite.finetune.recipe_overrides", ours="the harness' id-aware image-text contrastive fine-tuning at SIMCL's τ, TCL's optimiser settings",
                   reference='no image-text retrieval fine-tuning is published for SCALE', reason='a stand-in so SCALE gets a fine-tuned row; tiny not calibrated'),
         Deviation(option="vision", ours="a ViT on pixels; its [CLS] is the image's global token; MRM regresses the "
@@ -580,16 +593,16 @@ CARD = MethodCard(
                   reference="BertAdam (no bias correction), linear decay, per-tensor clipping at 1.0; SCALE_code's "
                             "weight-decay groups are inverted (weights get none) and its 0.1x BERT lr never "
                             "matches on one GPU", reason="the harness has one optimiser for every method"),
-        Deviation(option="simcl.form, simcl.stop_gradient, simcl.negatives (tiny)",
-                  ours="tiny: the paper's form (S' from the batch-mean cosines, L = Σ S'_mn L_mn), S' held constant, "
+        Deviation(option="simcl.form, simcl.stop_gradient, simcl.negatives (tiny, cpu)",
+                  ours="tiny, cpu: the paper's form (S' from the batch-mean cosines, L = Σ S'_mn L_mn), S' held constant, "
                        "CLIP-style cross-modal negatives",
                   reference="SCALE_code (base keeps it): per-sample S' scaling the logits, not detached, NT-Xent "
                             "with same-modality negatives",
                   reason="measured at tiny: SCALE_code's form drives every graph weight to 0 within 30 steps (the "
                          "ReLU features die) and SIMCL sits at chance; detached with cross-modal negatives RSUM 13.6 "
                          "after 120 steps, the paper's form 143.0 (docs/scale.md)"),
-        Deviation(option="joint.activation, joint.dropout, video_encoder.dropout, audio_encoder.dropout (tiny)",
-                  ours="tiny: PyTorch's GELU in the joint MLP, no dropout in the joint, video and audio transformers",
+        Deviation(option="joint.activation, joint.dropout, video_encoder.dropout, audio_encoder.dropout (tiny, cpu)",
+                  ours="tiny, cpu: PyTorch's GELU in the joint MLP, no dropout in the joint, video and audio transformers",
                   reference="SCALE_code: QuickGELU (CLIP blocks), dropout 0.1 (base keeps both)",
                   reason="CPU step time at tiny, batch 256, measured: dropout off 5.0 -> 3.7 s, then GELU 3.7 -> 3.0 s"),
         Deviation(option="simcl.negatives", ours="simclr: NT-Xent within the local batch, as SCALE_code (DataParallel, "
@@ -629,6 +642,8 @@ SCALE.card = CARD
 FINETUNE_RECIPES: dict[str, dict[str, Any]] = {
     "tiny": dict(lr=2e-4, weight_decay=0.02, warmup_fraction=0.1, min_lr_ratio=0.1, grad_clip_norm=1.0,
                  source="CPU-scale, not calibrated: TCL-tiny's fine-tuning settings"),
+    "cpu": dict(lr=2e-4, weight_decay=0.02, warmup_fraction=0.1, min_lr_ratio=0.1, grad_clip_norm=1.0,
+                source="CPU-scale, not calibrated: the tiny fine-tuning settings"),
     "base": dict(lr=1e-5, weight_decay=0.01, warmup_fraction=0.1,
                  source="not published for SCALE; ALBEF/TCL's retrieval fine-tuning lr 1e-5 with SCALE_code's wd"),
 }

@@ -29,6 +29,7 @@ from typing import Any
 
 from vlpbench.reports.stats import Interval
 
+CPU_PRESETS = frozenset({"cpu", "tiny"})   # the shipped CPU-size presets: never the papers' model
 SETTING_PREFIX = {"zero-shot": "zeroshot_retrieval", "fine-tuned": "finetuned_retrieval"}
 RETRIEVAL_METRICS = ("i2t_R1", "i2t_R5", "i2t_R10", "t2i_R1", "t2i_R5", "t2i_R10")
 _SIZE_SUFFIX = re.compile(r"-\d+k$")   # '-1k', '-5k': the test set's size in a claim's dataset name
@@ -114,8 +115,8 @@ def protocol_differences(claim: Mapping[str, Any], rec: Any) -> list[str]:
     for key in ("resolution", "prompt"):
         if key in proto and proto[key] != ours.get(key):
             out.append(f"{key}: {ours.get(key)} vs {proto[key]}")
-    if rec.size == "tiny":
-        out.append(f"model: {rec.method}-tiny (our CPU-size preset) vs {claim['model']}")
+    if rec.size in CPU_PRESETS:
+        out.append(f"model: {rec.method}-{rec.size} (our CPU-size preset) vs {claim['model']}")
     released = next((s for s in rec.lineage if s.get("stage") == "released"), None)
     ck = claim.get("checkpoint")
     if released is not None:

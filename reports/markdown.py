@@ -234,6 +234,24 @@ def _latency_section(records: Sequence[EvaluationRecord]) -> list[str]:
     return lines
 
 
+# What produced a table: the presets of the shipped suites, named in the report's opening lines.
+SIZE_NOTES: dict[str, str] = {
+    "cpu": "the default suite's preset (`make run`: minutes on two CPU cores, docs/calibration.md)",
+    "tiny": "the calibrated tiny suite's preset (`make run-full`, benchmarks/suites/tiny.yaml: about two hours on "
+            "two CPU cores)",
+    "base": "the papers' model sizes",
+}
+
+
+def _sizes_line(sizes: Sequence[str]) -> list[str]:
+    """One sentence naming the model sizes the report's rows come from (every table has a size column)."""
+    present = sorted(set(sizes))
+    if not present:
+        return []
+    named = "; ".join(f"`{s}`" + (f": {SIZE_NOTES[s]}" if s in SIZE_NOTES else "") for s in present)
+    return [f"Model sizes in this report — {named}. The size column of every table says which produced a row.", ""]
+
+
 def render(pretrain: Sequence[PretrainRecord], evaluations: Sequence[EvaluationRecord], *, suite: str,
            source: str, intervals: IntervalsFn | None = None, tolerance: float = 1.0,
            ranks: RanksFn | None = None, figures: Mapping[str, str] | None = None,
@@ -249,6 +267,7 @@ def render(pretrain: Sequence[PretrainRecord], evaluations: Sequence[EvaluationR
              f"Generated {utc_now()} from `{source}`. Recalls in percent (R@K: share of queries whose "
              "ground truth is in the top K; I→T counts a hit if any of the image's captions is there); "
              "RSUM = sum of the six recalls; MdR / MnR = median / mean rank (1-based).", ""]
+    lines += _sizes_line([r.size for r in pretrain] + [r.size for r in evaluations])
     groups: dict[str, list[EvaluationRecord]] = defaultdict(list)
     for r in evaluations:
         groups[protocol_key(r)].append(r)

@@ -36,7 +36,7 @@ def toy() -> Iterator[Any]:
 
 
 def _suite(**extra: Any) -> dict[str, Any]:
-    return {"name": "toy", "methods": ["clip"], "dataset": {"options": SMALL_WORLD},
+    return {"name": "toy", "methods": ["clip"], "sizes": ["tiny"], "dataset": {"options": SMALL_WORLD},
             "train": {"tiny": {"steps": 2, "batch_size": 16, "log_every": 1}},
             "method_overrides": {"clip": MICRO_CLIP}, **extra}
 

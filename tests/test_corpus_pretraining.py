@@ -62,7 +62,8 @@ def _suite(root: Path, corpus: dict[str, Any] | None) -> dict[str, Any]:
     dataset: dict[str, Any] = {"options": SMALL_WORLD}
     if corpus is not None:
         dataset["corpus"] = {"name": "minicc", "root": str(root), "layout": {"image_size": 64, **corpus}}
-    return {"name": "corpus", "methods": ["clip"], "dataset": dataset, "benchmarks": ["zeroshot_retrieval"],
+    return {"name": "corpus", "methods": ["clip"], "sizes": ["tiny"], "dataset": dataset,
+            "benchmarks": ["zeroshot_retrieval"],
             "tokenizer": {"kind": "pretrained", "path": str(root / "tokenizer")},
             "train": {"tiny": {"steps": 6, "batch_size": 32, "log_every": 1}},
             "method_overrides": {"clip": MICRO_CLIP}}

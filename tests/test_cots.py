@@ -399,7 +399,8 @@ def test_pipeline_job_trains_the_tokenizer_records_lineage_and_scores_the_filter
     from vlpbench.benchmarks.suite import Suite
     from vlpbench.reports.store import read_evaluation, read_pretrain
 
-    suite = Suite(name="cots-micro", methods=["cots"], dataset={"options": small_world.manifest["config"]},
+    suite = Suite(name="cots-micro", methods=["cots"], sizes=["tiny"],
+                  dataset={"options": small_world.manifest["config"]},
                   method_overrides={"cots": {**MICRO_COTS, "queue_size": 16, "amf": {"lam": 0.5}}},
                   train={"tiny": {"steps": 4, "batch_size": 8, "log_every": 2}},
                   unimodal={"tiny": {"vision_steps": 2, "text_steps": 2, "batch_size": 8}},

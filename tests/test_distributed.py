@@ -25,7 +25,8 @@ from tests.conftest import MICRO_CLIP, SMALL_WORLD
 from tests.test_tcl import MICRO_TCL
 
 SUITE: dict[str, Any] = {
-    "name": "ddp", "methods": ["clip"], "dataset": {"options": SMALL_WORLD}, "benchmarks": ["zeroshot_retrieval"],
+    "name": "ddp", "methods": ["clip"], "sizes": ["tiny"], "dataset": {"options": SMALL_WORLD},
+    "benchmarks": ["zeroshot_retrieval"],
     "train": {"tiny": {"steps": 6, "batch_size": 32, "log_every": 1, "checkpoint_every": 3}},
     "method_overrides": {"clip": MICRO_CLIP},
 }

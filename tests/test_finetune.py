@@ -85,7 +85,7 @@ def test_finetune_corpus_has_one_row_per_caption_with_its_image(small_world: Bui
 
 def test_finetuned_retrieval_benchmark_records_its_lineage_and_reuses(tmp_path: Path, cache_root: Path,
                                                                      capsys: pytest.CaptureFixture[str]) -> None:
-    suite = {"name": "ft", "methods": ["clip"], "dataset": {"options": SMALL_WORLD},
+    suite = {"name": "ft", "methods": ["clip"], "sizes": ["tiny"], "dataset": {"options": SMALL_WORLD},
              "benchmarks": ["zeroshot_retrieval", "finetuned_retrieval"],
              "train": {"tiny": {"steps": 3, "batch_size": 16, "log_every": 1}},
              "finetune": {"budget": {"tiny": {"steps": 4, "batch_size": 16, "log_every": 2}}},
@@ -120,7 +120,7 @@ def test_finetuning_on_a_real_karpathy_set(tmp_path: Path, cache_root: Path) -> 
     from tests.real_fixtures import make_flickr_albef
 
     flickr = make_flickr_albef(tmp_path / "flickr")
-    suite = {"name": "ftreal", "methods": ["clip"], "dataset": {"options": SMALL_WORLD},
+    suite = {"name": "ftreal", "methods": ["clip"], "sizes": ["tiny"], "dataset": {"options": SMALL_WORLD},
              "benchmarks": ["finetuned_retrieval"], "train": {"tiny": {"steps": 2, "batch_size": 16, "log_every": 1}},
              "finetune": {"budget": {"tiny": {"steps": 2, "batch_size": 4, "log_every": 1}},
                           "dataset": {"name": "flickr30k", "root": str(flickr)}},
@@ -143,7 +143,7 @@ def test_a_fine_tuned_model_on_another_set_is_labelled_a_transfer(tmp_path: Path
     from tests.real_fixtures import make_coco_karpathy, make_flickr_albef
 
     flickr, coco = make_flickr_albef(tmp_path / "flickr"), make_coco_karpathy(tmp_path / "coco")
-    suite = {"name": "transfer", "methods": ["clip"], "dataset": {"options": SMALL_WORLD},
+    suite = {"name": "transfer", "methods": ["clip"], "sizes": ["tiny"], "dataset": {"options": SMALL_WORLD},
              "benchmarks": ["finetuned_retrieval"], "train": {"tiny": {"steps": 2, "batch_size": 16, "log_every": 1}},
              "finetune": {"budget": {"tiny": {"steps": 2, "batch_size": 2, "log_every": 1}},
                           "dataset": {"name": "coco", "root": str(coco)}},
@@ -170,7 +170,7 @@ def test_finetune_command_fine_tunes_what_run_pretrained(tmp_path: Path, cache_r
     reused untouched, and a missing pretraining is an error that says what to run."""
     from tests.real_fixtures import make_flickr_albef
 
-    suite = {"name": "ftcli", "methods": ["clip"], "dataset": {"options": SMALL_WORLD},
+    suite = {"name": "ftcli", "methods": ["clip"], "sizes": ["tiny"], "dataset": {"options": SMALL_WORLD},
              "benchmarks": ["zeroshot_retrieval"], "train": {"tiny": {"steps": 2, "batch_size": 16, "log_every": 1}},
              "method_overrides": {"clip": MICRO_CLIP}}
     path = tmp_path / "suite.yaml"

@@ -107,7 +107,8 @@ def test_measure_latency_fusion_model_has_the_three_designs(tokenizer) -> None: 
 
 
 def test_latency_benchmark_and_cli(tmp_path: Path, cache_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    suite = {"name": "lat", "methods": ["clip"], "dataset": {"options": SMALL_WORLD}, "benchmarks": ["latency"],
+    suite = {"name": "lat", "methods": ["clip"], "sizes": ["tiny"], "dataset": {"options": SMALL_WORLD},
+             "benchmarks": ["latency"],
              "train": {"tiny": {"steps": 2, "batch_size": 16, "log_every": 1}},
              "method_overrides": {"clip": MICRO_CLIP},
              "latency": {"protocol": {"batch_size": 8, "gallery_sizes": [100, 1000], "repeats": 3, "warmup": 1,

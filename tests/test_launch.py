@@ -25,6 +25,7 @@ from tests.real_fixtures import make_flickr_albef
 SUITE: dict[str, Any] = {
     "name": "launched",
     "methods": ["clip"],
+    "sizes": ["tiny"],
     "dataset": {"options": SMALL_WORLD},
     "benchmarks": ["zeroshot_retrieval"],
     "train": {"tiny": {"steps": 4, "batch_size": 32, "log_every": 2}},

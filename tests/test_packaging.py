@@ -75,5 +75,5 @@ def test_the_wheel_installs_beside_a_top_level_reports_package(tmp_path: Path) -
     assert probe[0].startswith("a lab package") and all(str(site) in line for line in probe[1:])
     installed = {p.name for p in (site / "vlpbench").iterdir()}
     assert {"methods", "benchmarks", "reports", "slurm", "__init__.py"} <= installed
-    assert (site / "vlpbench" / "benchmarks" / "suites" / "quick.yaml").is_file()
+    assert (site / "vlpbench" / "benchmarks" / "suites" / "tiny.yaml").is_file()
     assert (site / "vlpbench" / "slurm" / "clusters" / "localhost.yaml").is_file()

@@ -142,3 +142,13 @@ def test_profile_section_records_only_the_steps_after_warmup(cache_root) -> None
     calls = {n: {op["op"]: op["calls"] for op in x["top_ops"]} for n, x in (("one", one), ("two", r))}
     assert calls["two"]["aten::addmm"] == 2 * calls["one"]["aten::addmm"] > 0
     assert profile.group_of("aten::gelu") == "elementwise" and profile.group_of("aten::index") == "other"
+
+
+def test_perf_measures_both_cpu_presets_on_a_cpu_and_leaves_base_to_a_gpu() -> None:
+    import torch
+
+    from vlpbench.benchmarks.perf.context import needs_gpu
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert not needs_gpu("cpu", cpu) and not needs_gpu("tiny", cpu)
+    assert needs_gpu("base", cpu) and not needs_gpu("base", cuda)

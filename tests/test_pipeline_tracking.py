@@ -19,6 +19,7 @@ from tests.conftest import MICRO_CLIP, SMALL_WORLD
 SUITE: dict[str, Any] = {
     "name": "micro",
     "methods": ["clip"],
+    "sizes": ["tiny"],
     "dataset": {"options": SMALL_WORLD},
     "train": {"tiny": {"steps": 8, "batch_size": 32, "log_every": 2}},
     "finetune": {"budget": {"tiny": {"steps": 3, "batch_size": 16, "log_every": 1}}},

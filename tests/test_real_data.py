@@ -469,7 +469,7 @@ def test_suite_evaluates_a_real_karpathy_set_zero_shot(tmp_path: Path, cache_roo
     from tests.conftest import MICRO_CLIP, SMALL_WORLD
 
     flickr = make_flickr_albef(tmp_path / "flickr")
-    suite = {"name": "real", "methods": ["clip"], "dataset": {"options": SMALL_WORLD},
+    suite = {"name": "real", "methods": ["clip"], "sizes": ["tiny"], "dataset": {"options": SMALL_WORLD},
              "benchmarks": ["zeroshot_retrieval"],
              "train": {"tiny": {"steps": 4, "batch_size": 16, "log_every": 2}},
              "method_overrides": {"clip": MICRO_CLIP},

@@ -28,7 +28,7 @@ from tests.conftest import MICRO_CLIP
 def test_clip_is_registered_with_both_presets() -> None:
     assert "clip" in list_methods()
     assert list_methods("cl*") == ["clip"]
-    assert list_presets("clip") == ["tiny", "base"]
+    assert list_presets("clip") == ["tiny", "cpu", "base"]
     assert method_config("clip") == method_config("clip", "tiny")          # no preset: the method's first
     tiny = method_config("clip", "tiny")
     base = method_config("clip", "base")
@@ -42,7 +42,7 @@ def test_unknown_method_lists_what_exists(tokenizer: TextTokenizer) -> None:
 
 
 def test_unknown_preset_lists_the_methods_presets() -> None:
-    with pytest.raises(ConfigError, match="unknown preset 'huge' for method 'clip'; its presets: tiny, base"):
+    with pytest.raises(ConfigError, match="unknown preset 'huge' for method 'clip'; its presets: tiny, cpu, base"):
         method_config("clip", "huge")
     with pytest.raises(ConfigError, match="unknown preset 'huge'"):
         create_method("clip", "huge", tokenizer=None)  # type: ignore[arg-type]
@@ -118,7 +118,7 @@ def _clip_like(name: str, presets: tuple[str, ...] = ("micro",), **fields: Any) 
 def test_every_builtin_is_in_the_default_suite_by_its_own_say() -> None:
     assert default_suite_methods() == list_methods() == ["clip", "cots", "ernie_vil2", "scale", "tcl"]
     assert all(get_spec(m).in_default_suite for m in list_methods())
-    assert all(list_presets(m) == ["tiny", "base"] for m in ("clip", "tcl", "cots", "ernie_vil2", "scale"))
+    assert all(list_presets(m) == ["tiny", "cpu", "base"] for m in ("clip", "tcl", "cots", "ernie_vil2", "scale"))
 
 
 def test_presets_are_open_and_the_default_suite_opt_in(scratch_registry: None, tokenizer: TextTokenizer) -> None:

@@ -93,7 +93,7 @@ def test_one_run_per_suite_folder_and_stale_locks_taken_over(tmp_path: Path,
 def test_set_values_dotted_keys_and_yaml_errors() -> None:
     from vlpbench.benchmarks.suite import load_suite
 
-    suite = load_suite(None, _parse_sets(["train.tiny.steps=2", "methods=[clip]"]))
+    suite = load_suite(None, _parse_sets(["train.tiny.steps=2", "methods=[clip]", "sizes=[tiny]"]))
     assert (suite.budget("tiny").steps, suite.budget("tiny").batch_size, suite.methods) == (2, 256, ["clip"])
     with pytest.raises(ConfigError, match="not valid YAML.*quote it"):
         _parse_sets(["methods=[clip"])
@@ -228,9 +228,9 @@ def test_shipped_budgets_checkpoint_without_changing_fingerprints() -> None:
     from vlpbench.benchmarks.pipeline import job_fingerprint
     from vlpbench.benchmarks.suite import load_suite
 
-    assert load_suite(None).budget("tiny").checkpoint_every == 25
-    quick = load_suite(REPO / "benchmarks" / "suites" / "quick.yaml")
-    assert 0 < quick.budget("tiny").checkpoint_every < quick.budget("tiny").steps
+    default = load_suite(None)
+    assert default.budget("tiny").checkpoint_every == 25
+    assert 0 < default.budget("cpu").checkpoint_every < default.budget("cpu").steps
     config = {"method": {"name": "clip"}, "train": {"steps": 250, "checkpoint_every": 0}, "retrieval": {}}
     assert job_fingerprint(config) == job_fingerprint({**config, "train": {"steps": 250, "checkpoint_every": 25}})
     assert job_fingerprint(config) != job_fingerprint({**config, "train": {"steps": 251, "checkpoint_every": 0}})

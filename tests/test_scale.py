@@ -378,7 +378,8 @@ def test_a_scale_job_pretrains_and_reports_product_retrieval_per_feature_type(
     from vlpbench.benchmarks.suite import Suite
     from vlpbench.reports.store import read_evaluation, read_pretrain
 
-    suite = Suite(name="scale-micro", methods=["scale"], dataset={"options": small_world.manifest["config"]},
+    suite = Suite(name="scale-micro", methods=["scale"], sizes=["tiny"],
+                  dataset={"options": small_world.manifest["config"]},
                   method_overrides={"scale": MICRO_SCALE}, recipe_overrides={"scale": {"init": "scratch"}},
                   train={"tiny": {"steps": 3, "batch_size": 16, "log_every": 1}}, retrieval={"split": "val"},
                   products={"split": "val"}, finetune={"budget": {"tiny": {"steps": 2, "batch_size": 8}}})

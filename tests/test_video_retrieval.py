@@ -71,7 +71,7 @@ def test_builtin_video_split(cache_root: Path) -> None:
 
 def test_video_benchmark_in_a_suite_with_msrvtt(tmp_path: Path, cache_root: Path) -> None:
     msrvtt = make_msrvtt(tmp_path / "msrvtt")
-    suite = {"name": "vid", "methods": ["clip"], "dataset": {"options": SMALL_WORLD},
+    suite = {"name": "vid", "methods": ["clip"], "sizes": ["tiny"], "dataset": {"options": SMALL_WORLD},
              "benchmarks": ["video_retrieval"],
              "train": {"tiny": {"steps": 4, "batch_size": 16, "log_every": 2}},
              "method_overrides": {"clip": MICRO_CLIP},

@@ -15,6 +15,14 @@ from vlpbench.benchmarks.suite import Suite, load_suite
 from vlpbench.methods import VLPModel, create_method
 from vlpbench.methods.tokenizer import TextTokenizer
 
+# The model sizes the perf sections measure on a CPU; any other (base, a plugin's larger preset) needs a GPU.
+CPU_SIZES = frozenset({"cpu", "tiny"})
+
+
+def needs_gpu(size: str, device: torch.device) -> bool:
+    """True when `size` is too large to measure on `device` (a CPU) in a perf run."""
+    return size not in CPU_SIZES and device.type != "cuda"
+
 
 @dataclass
 class PerfContext:

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from vlpbench.benchmarks.evaluation.latency import _sync
-from vlpbench.benchmarks.perf.context import open_context
+from vlpbench.benchmarks.perf.context import needs_gpu, open_context
 from vlpbench.benchmarks.runtime import autocast
 from vlpbench.benchmarks.suite import Suite
 from vlpbench.methods import PretrainBatch, StepContext
@@ -69,7 +69,7 @@ def run(batch_size: int = 256, steps: int = 3, repeats: int = 3, size: str = "ti
 
     ctx = open_context(suite)
     device, precision = ctx.device, ctx.precision
-    if size != "tiny" and device.type != "cuda":
+    if needs_gpu(size, device):
         return {"size": size, "skipped": f"{size} is compared on a GPU; this device is {device.type}"}
     ours = ctx.model("clip", size).cpu()
     theirs = open_clip_twin(ours)

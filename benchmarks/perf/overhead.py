@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from vlpbench.benchmarks.evaluation.retrieval import RetrievalProtocol, evaluate_image_text
-from vlpbench.benchmarks.perf.context import open_context
+from vlpbench.benchmarks.perf.context import needs_gpu, open_context
 from vlpbench.benchmarks.runtime import autocast, eval_mode
 from vlpbench.benchmarks.suite import Suite
 
@@ -37,7 +37,7 @@ def run(methods: list[str] | None = None, size: str = "tiny", repeats: int = 3, 
         suite: Suite | None = None) -> dict[str, Any]:
     ctx = open_context(suite)
     device, precision = ctx.device, ctx.precision
-    if size != "tiny" and device.type != "cuda":
+    if needs_gpu(size, device):
         return {"size": size, "skipped": f"{size} is measured on a GPU; this device is {device.type}"}
     split = ctx.dataset.retrieval_split(ctx.suite.retrieval.split)
     protocol = RetrievalProtocol(batch_size=batch_size)

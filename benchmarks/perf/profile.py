@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch.profiler import ProfilerActivity, profile, schedule
 
-from vlpbench.benchmarks.perf.context import PerfContext, open_context
+from vlpbench.benchmarks.perf.context import PerfContext, needs_gpu, open_context
 from vlpbench.benchmarks.perf.train_step import train_history
 from vlpbench.benchmarks.suite import Suite
 from vlpbench.benchmarks.training.batches import PretrainBatches
@@ -78,7 +78,7 @@ def run(methods: list[str] | None = None, size: str = "tiny", steps: int = 3, wa
         suite: Suite | None = None) -> dict[str, Any]:
     """Every method of the suite (default: the default suite) at `size`."""
     ctx = open_context(suite, with_corpus=True)
-    if size != "tiny" and ctx.device.type != "cuda":
+    if needs_gpu(size, ctx.device):
         return {"size": size, "skipped": f"{size} is profiled on a GPU; this device is {ctx.device.type}"}
     return {"size": size, "threads": torch.get_num_threads(),
             "methods": {name: profile_method(ctx, name, size, steps, warmup, top)

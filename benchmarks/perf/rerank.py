@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from vlpbench.benchmarks.evaluation.retrieval import RetrievalProtocol, _Reranker, encode_images, encode_texts
-from vlpbench.benchmarks.perf.context import open_context
+from vlpbench.benchmarks.perf.context import needs_gpu, open_context
 from vlpbench.benchmarks.runtime import eval_mode
 from vlpbench.benchmarks.suite import Suite
 
@@ -27,7 +27,7 @@ def run(method: str = "tcl", size: str = "tiny", n_queries: int = 256, k: int = 
     """pairs/s batched across queries vs one query per forward; text→image queries of the suite's test split."""
     ctx = open_context(suite)
     device, precision = ctx.device, ctx.precision
-    if size != "tiny" and device.type != "cuda":
+    if needs_gpu(size, device):
         return {"size": size, "skipped": f"{size} is measured on a GPU; this device is {device.type}"}
     model = ctx.model(method, size)
     if not model.supports_rerank:

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from vlpbench.benchmarks.perf.context import PerfContext, open_context
+from vlpbench.benchmarks.perf.context import PerfContext, needs_gpu, open_context
 from vlpbench.benchmarks.suite import Budget, Suite
 from vlpbench.benchmarks.training.batches import PretrainBatches
 from vlpbench.benchmarks.training.loop import Trainer
@@ -90,7 +90,7 @@ def run(methods: list[str] | None = None, size: str = "tiny", steps: int = 6, wa
         ) -> dict[str, Any]:
     """Every method of the suite (default: the default suite) at `size`; MFU against `peak_flops`."""
     ctx = open_context(suite, with_corpus=True)
-    if size != "tiny" and ctx.device.type != "cuda":
+    if needs_gpu(size, ctx.device):
         return {"size": size, "skipped": f"{size} is measured on a GPU; this device is {ctx.device.type}"}
     results = {name: measure_method(ctx, name, size, steps, warmup, batch_size, peak_flops)
                for name in methods or ctx.suite.method_names()}
@@ -103,7 +103,7 @@ def run_compile(methods: list[str] | None = None, size: str = "tiny", steps: int
     time of the warm-up steps (compilation), and the steps after which compiling has paid for itself. `eager`:
     the train section's results, when it ran in the same process (otherwise eager is measured here)."""
     ctx = open_context(suite, with_corpus=True)
-    if size != "tiny" and ctx.device.type != "cuda":
+    if needs_gpu(size, ctx.device):
         return {"size": size, "skipped": f"{size} is measured on a GPU; this device is {ctx.device.type}"}
     out: dict[str, Any] = {}
     for name in methods or ctx.suite.method_names():

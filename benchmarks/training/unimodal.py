@@ -202,9 +202,9 @@ def train_text(config: TextTowerConfig, tokenizer: TextTokenizer, corpus: TextCo
     shape = TextTower(config.model_copy(update={"pretrained_dir": None}), tokenizer.vocab_size,
                       tokenizer.pad_id, tokenizer.cls_id, tokenizer.sep_id).model.config
     model = BertForMaskedLM(shape)
-    tokens = tokenizer(list(corpus.train), config.max_length)
+    texts = list(corpus.train)   # tokenised a batch at a time: a short stage reads a fraction of a large corpus
     opt, sched = _optimizer(model, budget.text_lr, budget, budget.text_steps)
-    n = tokens.input_ids.shape[0]
+    n = len(texts)
     per_epoch = n // budget.batch_size
     if per_epoch == 0:
         raise ConfigError(f"unimodal batch_size {budget.batch_size} exceeds the {n} texts of the corpus")
@@ -214,7 +214,7 @@ def train_text(config: TextTowerConfig, tokenizer: TextTokenizer, corpus: TextCo
     for step in range(budget.text_steps):
         epoch, k = divmod(step, per_epoch)
         idx = torch.from_numpy(_epoch_order(n, seed, epoch)[k * budget.batch_size:(k + 1) * budget.batch_size])
-        batch = tokens[idx].trimmed()
+        batch = tokenizer([texts[i] for i in idx.tolist()], config.max_length).trimmed()
         m = mask_tokens(batch.input_ids, vocab_size=tokenizer.vocab_size, mask_id=tokenizer.mask_id,
                         never_mask=(tokenizer.pad_id, tokenizer.cls_id), probability=budget.mlm_probability,
                         generator=g)
