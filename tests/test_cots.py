@@ -310,11 +310,14 @@ def test_each_loss_trains_its_parts_and_never_momentum_or_tokenizer(micro_cots: 
 def test_base_keeps_the_papers_reading_and_every_tiny_departure_is_on_the_card() -> None:
     from vlpbench.methods.cots import CARD
     from vlpbench.methods.registry import method_config
-    base, tiny = method_config("cots", "base"), method_config("cots", "tiny")
+    base, tiny, cpu = (method_config("cots", s) for s in ("base", "tiny", "cpu"))
     assert (base.instance_negatives, base.momentum, base.queue_size) == ("queue", 0.995, 65536)
-    assert (tiny.instance_negatives, tiny.momentum, tiny.queue_size) == ("batch_and_queue", 0.9, 256)
+    for small in (tiny, cpu):
+        assert (small.instance_negatives, small.momentum, small.queue_size) == ("batch_and_queue", 0.9, 256)
+    assert (cpu.vision.depth, cpu.text.depth, cpu.mvm_min_block) == (4, 4, 2)
     options = " ".join(d.option for d in CARD.deviations)
-    assert "instance_negatives (tiny)" in options and "queue_size (tiny)" in options
+    assert "instance_negatives (tiny, cpu)" in options and "queue_size (tiny, cpu)" in options
+    assert "vision, text, preprocess.resolution, mvm_min_block (cpu)" in options
 
 
 def test_total_is_the_weighted_sum_and_switches_remove_terms(micro_cots: COTS, batch) -> None:  # type: ignore[no-untyped-def]

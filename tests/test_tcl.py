@@ -308,12 +308,15 @@ def test_fusion_reads_every_image_token_and_ignores_padded_text(micro_tcl: TCL) 
 
 def test_base_keeps_the_papers_values_and_tiny_deviations_are_on_the_card() -> None:
     from vlpbench.methods import method_config, train_recipe
-    base, tiny = method_config("tcl", "base"), method_config("tcl", "tiny")
+    base, tiny, cpu = (method_config("tcl", s) for s in ("base", "tiny", "cpu"))
     assert (base.momentum, base.queue_size, base.preprocess.train_crop_scale) == (0.995, 65536, (0.2, 1.0))
     assert train_recipe("tcl", "base").lr == 1e-4 and train_recipe("tcl", "base").lr_scale == {}
-    assert (tiny.momentum, tiny.queue_size) == (0.9, 256) and train_recipe("tcl", "tiny").lr_scale == {"temp": 0.1}
+    for size, small in (("tiny", tiny), ("cpu", cpu)):
+        assert (small.momentum, small.queue_size) == (0.9, 256) and train_recipe("tcl", size).lr_scale == {"temp": 0.1}
+    assert (cpu.text.depth, cpu.fusion_layer) == (2, 1)
     options = {d.option for d in TCL.card.deviations}
-    assert {"momentum, queue_size (tiny)", "train.recipe.lr_scale (tiny)"} <= options
+    assert {"momentum, queue_size (tiny, cpu)", "train.recipe.lr_scale (tiny, cpu)",
+            "vision, text, fusion_layer, preprocess.resolution (cpu)"} <= options
 
 
 def test_set_eval_resolution_resamples_every_pos_embed_as_the_official_interpolate(
