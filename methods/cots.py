@@ -267,31 +267,25 @@ _VIS_BASE: dict[str, Any] = dict(image_size=224, patch_size=16, width=768, depth
 _TXT_BASE: dict[str, Any] = dict(arch="bert", width=768, depth=12, heads=12, max_length=30, activation="gelu",
                                  layer_norm_eps=1e-12, dropout=0.1)
 
+# CPU-scale: the same towers as TCL-tiny (so both share one unimodal-init stage), a small dVAE
+# with an 8x8 token grid (the ViT's), BEiT's masking scaled to 64 patches.
+_TINY: dict[str, Any] = dict(
+    vision=dict(_VIS_BASE, image_size=64, patch_size=8, width=128, depth=4, heads=4),
+    text=dict(_TXT_BASE, width=128, depth=4, heads=4),
+    preprocess=dict(resolution=64, train_crop_scale=(0.2, 1.0)),
+    visual_tokenizer=dict(n_hid=8, blocks_per_group=1, vocab_size=512),
+    momentum=0.9,
+    queue_size=256,
+    instance_negatives="batch_and_queue",
+    mvm_min_block=4,
+)
+
 PRESETS: dict[str, dict[str, Any]] = {
-    # CPU-scale: the same towers as TCL-tiny (so both share one unimodal-init stage), a small dVAE
-    # with an 8x8 token grid (the ViT's), BEiT's masking scaled to 64 patches.
-    "tiny": dict(
-        vision=dict(_VIS_BASE, image_size=64, patch_size=8, width=128, depth=4, heads=4),
-        text=dict(_TXT_BASE, width=128, depth=4, heads=4),
-        preprocess=dict(resolution=64, train_crop_scale=(0.2, 1.0)),
-        visual_tokenizer=dict(n_hid=8, blocks_per_group=1, vocab_size=512),
-        momentum=0.9,
-        queue_size=256,
-        instance_negatives="batch_and_queue",
-        mvm_min_block=4,
-    ),
-    # The default suite's size (docs/calibration.md): the cpu towers at tiny's depth (two layers kept COTS near
-    # chance), a 4x4 token grid at 32 px.
-    "cpu": dict(
-        vision=dict(CPU_VISION, depth=4),
-        text=dict(CPU_BERT, depth=4),
-        preprocess=dict(resolution=32, train_crop_scale=(0.2, 1.0)),
-        visual_tokenizer=dict(n_hid=8, blocks_per_group=1, vocab_size=512),
-        momentum=0.9,
-        queue_size=256,
-        instance_negatives="batch_and_queue",
-        mvm_min_block=2,
-    ),
+    "tiny": _TINY,
+    # The default suite's size (docs/calibration.md): tiny at 32 px and the cpu width, keeping tiny's depth (two
+    # layers kept COTS near chance); a 4x4 token grid, BEiT's blocks scaled to 16 patches.
+    "cpu": dict(_TINY, vision=dict(CPU_VISION, depth=4), text=dict(CPU_BERT, depth=4),
+                preprocess=dict(resolution=32, train_crop_scale=(0.2, 1.0)), mvm_min_block=2),
     # ViT-B/16 + BERT-base, DALL-E's tokenizer (8,192 codes, 14x14 tokens at 224 px: 112 px input).
     "base": dict(
         vision=_VIS_BASE,

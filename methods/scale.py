@@ -485,21 +485,23 @@ _ENC_TINY: dict[str, Any] = dict(depth=2, heads=4, mlp_ratio=4.0, dropout=0.0)
 # a ViT-B/16 on pixels (SCALE_code: 36 Faster R-CNN region features; see the card).
 _ENC_BASE: dict[str, Any] = dict(depth=6, heads=8, mlp_ratio=1024 / 768, dropout=0.1)
 
+_TINY: dict[str, Any] = dict(
+    vision=TINY_VISION, text=TINY_BERT, preprocess=dict(resolution=64, train_crop_scale=(0.2, 1.0)),
+    video=dict(frames=4, frame_size=16), audio=dict(seconds=1.0, mel=dict(n_mels=32, hop_length=512)),
+    video_encoder=_ENC_TINY, audio_encoder=_ENC_TINY,
+    joint=dict(depth=2, heads=4, max_tokens=256, dropout=0.0, activation="gelu"),
+    # SCALE_code's SIMCL collapses at this budget (docs/scale.md, calibration): the paper's reading,
+    # with S' held constant and cross-modal negatives, learns.
+    simcl=dict(proj_dim=128, form="paper", stop_gradient=True, negatives="cross_modal"),
+    table_max_length=24,
+)
+
 PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": dict(vision=TINY_VISION, text=TINY_BERT, preprocess=dict(resolution=64, train_crop_scale=(0.2, 1.0)),
-                 video=dict(frames=4, frame_size=16), audio=dict(seconds=1.0, mel=dict(n_mels=32, hop_length=512)),
-                 video_encoder=_ENC_TINY, audio_encoder=_ENC_TINY,
-                 joint=dict(depth=2, heads=4, max_tokens=256, dropout=0.0, activation="gelu"),
-                 # SCALE_code's SIMCL collapses at this budget (docs/scale.md, calibration): the paper's reading,
-                 # with S' held constant and cross-modal negatives, learns.
-                 simcl=dict(proj_dim=128, form="paper", stop_gradient=True, negatives="cross_modal"),
-                 table_max_length=24),
-    "cpu": dict(vision=CPU_VISION, text=CPU_BERT, preprocess=dict(resolution=32, train_crop_scale=(0.2, 1.0)),
-                video=dict(frames=4, frame_size=16), audio=dict(seconds=1.0, mel=dict(n_mels=32, hop_length=512)),
-                video_encoder=_ENC_TINY, audio_encoder=_ENC_TINY,
-                joint=dict(depth=2, heads=4, max_tokens=256, dropout=0.0, activation="gelu"),
-                simcl=dict(proj_dim=96, form="paper", stop_gradient=True, negatives="cross_modal"),
-                table_max_length=24),
+    "tiny": _TINY,
+    # The default suite's size (docs/calibration.md): tiny at 32 px with the cpu towers and SIMCL projections at
+    # their width; video, audio and joint as tiny.
+    "cpu": dict(_TINY, vision=CPU_VISION, text=CPU_BERT, preprocess=dict(resolution=32, train_crop_scale=(0.2, 1.0)),
+                simcl=dict(_TINY["simcl"], proj_dim=96)),
     "base": dict(vision=dict(image_size=224, patch_size=16, width=768, depth=12, heads=12, pre_norm=False,
                              activation="gelu", layer_norm_eps=1e-6),
                  text=dict(arch="bert", width=768, depth=6, heads=12, max_length=36, activation="gelu",
