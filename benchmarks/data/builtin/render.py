@@ -131,14 +131,19 @@ def render_audio(scene: Scene, sample_rate: int = 16000, seconds: float = 1.0) -
     objs = sorted(scene.objects, key=lambda o: (o.size != "large", o.row, o.col))
     slot = seconds / max(len(objs), 1)
     for k, o in enumerate(objs):
-        start = k * slot
-        local = t - start
-        env = np.where((local >= 0) & (local < slot), np.exp(-decay * np.clip(local, 0, None)), 0.0)
+        local = t - k * slot
+        # The note sounds in its own slot only: compute it there (the samples outside would add exact zeros).
+        inside = np.flatnonzero((local >= 0) & (local < slot))
+        if inside.size == 0:
+            continue
+        seg = slice(int(inside[0]), int(inside[-1]) + 1)
+        local = local[seg]
+        env = np.exp(-decay * local)
         attack = np.clip(local / 0.005, 0.0, 1.0)
         loud = 0.6 if o.size == "large" else 0.3
         f0 = _COLOUR_PITCH[o.colour]
         tone = sum(a * np.sin(2 * np.pi * f0 * r * local) for r, a in zip(ratios, amps))
-        wave += loud * env * attack * tone / sum(amps)
+        wave[seg] += loud * env * attack * tone / sum(amps)
     rng = np.random.default_rng(scene.render_seed + 1)
     wave += rng.normal(0.0, 0.01, size=n)
     return np.clip(wave, -1.0, 1.0).astype(np.float32)
