@@ -161,6 +161,44 @@ def test_the_wordpiece_tokenizer_learns_the_corpus_vocabulary(exported: Path, tm
     assert builtin_only.backend.token_to_id(word) is None and len(builtin_only.backend.encode(word).tokens) > 3
 
 
+def test_a_trained_tokenizer_is_reused_in_process_until_its_corpus_or_spec_changes(
+        exported: Path, tmp_path: Path, small_world: BuiltinDataset, monkeypatch: pytest.MonkeyPatch) -> None:
+    from vlpbench.benchmarks import pipeline
+    from vlpbench.benchmarks.suite import load_suite
+
+    monkeypatch.setattr(pipeline, "_TRAINED_TOKENIZERS", {})
+    trainings: list[int] = []
+    train = TextTokenizer.train_wordpiece
+
+    def counting(corpus, vocab_size=2000, **kw):  # type: ignore[no-untyped-def]
+        trainings.append(vocab_size)
+        return train(corpus, vocab_size, **kw)
+
+    monkeypatch.setattr(TextTokenizer, "train_wordpiece", staticmethod(counting))
+    root = tmp_path / "c"
+    root.mkdir()
+    (root / "img").symlink_to(exported / "img")
+
+    def write(word: str) -> None:
+        rows = "".join(f"img/{i:04d}.png,a {word} beside a {word}\n" for i in range(200))
+        (root / "pairs.csv").write_text("filepath,title\n" + rows, encoding="utf-8")
+
+    write("xylophone")
+    spec = _suite(root, CSV_LAYOUT) | {"tokenizer": {"kind": "wordpiece", "vocab_size": 1000}}
+    first = pipeline.build_tokenizer(load_suite(None, spec), small_world)
+    again = pipeline.build_tokenizer(load_suite(None, spec), small_world)
+    assert trainings == [1000]
+    assert again is not first and again.backend is not first.backend   # each caller its own object
+    assert again.fingerprint() == first.fingerprint() and again.source == first.source
+
+    write("harpsichord")   # another corpus: another fingerprint, trained again
+    changed = pipeline.build_tokenizer(load_suite(None, spec), small_world)
+    assert trainings == [1000, 1000] and changed.backend.token_to_id("harpsichord") is not None
+    smaller = pipeline.build_tokenizer(load_suite(None, spec | {"tokenizer": {"kind": "wordpiece",
+                                                                             "vocab_size": 150}}), small_world)
+    assert trainings == [1000, 1000, 150] and smaller.vocab_size == 150 < changed.vocab_size
+
+
 def test_a_method_needing_fields_a_corpus_lacks_says_which_option_to_set(exported: Path,
                                                                          tokenizer: TextTokenizer) -> None:
     corpus = PairFilesDataset("minicc", exported, PairFilesLayout(image_size=64, **CSV_LAYOUT)).pretrain_corpus()
