@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import random
+import string
+from collections import Counter
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import save_file
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 
-from vlpbench.methods.tokenizer import SPECIAL_TOKENS, TextTokenizer, TokenizerError
+from vlpbench.methods.tokenizer import SPECIAL_TOKENS, TextTokenizer, TokenizerError, word_counts
 from vlpbench.methods.towers import TextTower, TextTowerConfig, VisionTower, VisionTowerConfig, WeightsError
 
 CORPUS = ["a red circle to the left of a blue square", "two green stars", "a small yellow ring above a cross"] * 20
@@ -20,6 +24,34 @@ def test_wordpiece_training_is_deterministic_and_offline() -> None:
     assert a.fingerprint() == b.fingerprint()
     assert a.backend.encode("A Red CIRCLE").tokens == ["[CLS]", "a", "red", "circle", "[SEP]"]
     assert (a.pad_id, a.unk_id, a.cls_id, a.sep_id, a.mask_id) == tuple(range(5))
+
+
+def _tokenizers_word_counts(texts: list[str]) -> Counter[str]:
+    """The reference: BERT's normalizer and pre-tokenizer from `tokenizers`, one text at a time."""
+    probe = Tokenizer(models.WordPiece({"[UNK]": 0}, unk_token="[UNK]"))
+    probe.normalizer = normalizers.BertNormalizer(lowercase=True)
+    probe.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    out: Counter[str] = Counter()
+    for text in texts:
+        out.update(w for w, _ in probe.pre_tokenizer.pre_tokenize_str(probe.normalizer.normalize_str(text)))
+    return out
+
+
+def test_word_counts_equal_the_bert_normalizer_and_pre_tokenizer() -> None:
+    rng = random.Random(0)
+    alphabet = string.ascii_letters + string.digits + string.punctuation + "   "
+    printable = [
+        "A Red CIRCLE, left of a blue square.", "x-ray's (big) [box]; {a}|b~c`d^e_f@g#h$i%j&k*l+m=n<o>p?q/r\\s\"t",
+        "", "   ", "multiple   spaces  here ", "...!!!", "don't", "3.14 and 2,718",
+        *("".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40))) for _ in range(300))]
+    # not printable ASCII: through tokenizers' own normalizer (accents, CJK, controls, tabs and newlines)
+    others = ["Café CRÈME brûlée", "naïve\tTAB\nnew line\r", "漢字 mixed 汉字", "nul\x00byte and bell\x07",
+              "vertical\x0btab \x0cfeed", "ﬁ ligature — em dash “quotes”", "ΣΊΣΥΦΟΣ", "\u00a0nbsp\u2003em space"]
+    texts = printable + others
+    rng.shuffle(texts)
+    assert word_counts(texts) == _tokenizers_word_counts(texts)
+    assert word_counts(printable) == _tokenizers_word_counts(printable)
+    assert word_counts(["A b, A!"]) == Counter({"a": 2, "b": 1, ",": 1, "!": 1})
 
 
 def test_padding_truncation_keeps_sep() -> None:
