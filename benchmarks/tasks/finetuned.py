@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 DEFAULT_FINETUNE: dict[str, dict[str, int]] = {
     "tiny": {"steps": 100, "batch_size": 128, "log_every": 10},
-    "cpu": {"steps": 50, "batch_size": 128, "log_every": 10},
+    "cpu": {"steps": 40, "batch_size": 128, "log_every": 10},
     "base": {"steps": 5000, "batch_size": 256, "log_every": 50, "checkpoint_every": 1000},
 }
 
