@@ -212,7 +212,7 @@ CARD = MethodCard(
                   ours="cpu: 32 px images in 16 patches of 8 px, towers 96 wide and 2 deep, a 96-d space "
                        "(tiny: 64 px, 128 wide, 3 deep, 128-d)",
                   reference="ViT-B/16 at 224 px, 512-wide text, 512-d space (base preset)",
-                  reason=f"{CPU_PRESET_REASON}; measured on builtin val: RSUM 227.7 (CLIP-tiny: 248.4), the whole job in about a minute"),
+                  reason=f"{CPU_PRESET_REASON}; measured on builtin val at 250 x 256: RSUM 227.7 (CLIP-tiny: 248.4), the whole job in about a minute"),
         Deviation(option="suite.finetune.recipe_overrides", ours="the harness' id-aware contrastive fine-tuning (finetune_step); tiny lr 2e-4, base lr 1e-5 (FINETUNE_RECIPES)",
                   reference='the CLIP paper does not fine-tune for retrieval', reason='a stand-in so CLIP gets a fine-tuned row beside the others; tiny not calibrated'),
         Deviation(option="suite.tokenizer", ours="training from scratch: lower-cased BERT WordPiece trained on the "
