@@ -74,15 +74,12 @@ def build_tokenizer(suite: Suite, dataset: BuiltinDataset, corpus: PairCorpus | 
         if not spec.path:
             raise ValueError("tokenizer.kind 'pretrained' needs tokenizer.path (a local directory)")
         return TextTokenizer.from_dir(spec.path)
-    if suite.dataset.corpus is not None:
-        corpus = corpus or pretrain_corpus(suite, dataset)
+    real = None if suite.dataset.corpus is None else (corpus or pretrain_corpus(suite, dataset))
     key = sha256_json({"dataset": type(dataset).__name__, "fingerprint": dataset.fingerprint,
-                       "corpus": None if suite.dataset.corpus is None else corpus.ref.to_json(),  # type: ignore[union-attr]
+                       "corpus": None if real is None else real.ref.to_json(),
                        "tokenizer": spec.model_dump(mode="json")})
     if key not in _TRAINED_TOKENIZERS:
-        text = dataset.tokenizer_corpus()
-        if suite.dataset.corpus is not None:
-            text = list(corpus.texts) + text  # type: ignore[union-attr]
+        text = ([] if real is None else list(real.texts)) + dataset.tokenizer_corpus()
         trained = TextTokenizer.train_wordpiece(text, vocab_size=spec.vocab_size)
         _TRAINED_TOKENIZERS[key] = (trained.backend.to_str(), trained.source)
     backend, source = _TRAINED_TOKENIZERS[key]

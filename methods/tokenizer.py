@@ -245,9 +245,9 @@ _PRINTABLE_ASCII = re.compile(r"[ -~]*")
 def word_counts(texts: Iterable[str]) -> Counter[str]:
     """How often each word occurs after BERT's normalizer (lower-casing, accents stripped, control characters
     dropped) and pre-tokenizer (whitespace and punctuation split), as `tokenizers` computes them. Printable-ASCII
-    texts (where both reduce to `str.lower` and a split; tests/test_tokenizer.py checks the two agree) take a
-    pure-Python path, about 5 x faster on the built-in world's 359,032 texts; any other text goes through
-    `tokenizers` itself."""
+    texts (where both reduce to `str.lower` and a split; tests/test_tokenizer_and_towers.py checks the two agree)
+    take a pure-Python path (the built-in world's 359,032 texts: 1.3 s instead of 10.5 s for the whole training);
+    any other text goes through `tokenizers` itself."""
     probe = Tokenizer(models.WordPiece({UNK: 0}, unk_token=UNK))
     _configure(probe)
     counts: Counter[str] = Counter()

@@ -41,8 +41,9 @@ def evaluate_latency(job: Job, job_dir: Path, model: VLPModel, dataset: BuiltinD
         "task": "inference latency", "batch_size": proto.batch_size, "gallery_sizes": proto.gallery_sizes,
         "top_k": proto.top_k, "rerank_k (re-ranking models)": proto.rerank_k,
         "cross_batch (re-ranking models)": proto.cross_batch, "warmup": proto.warmup, "warmup_s": proto.warmup_s,
-        "repeats": proto.repeats, "min_time_s": proto.min_time_s, "timed": "model forward only; tokenisation timed apart; preprocessing and data "
-                                          "loading excluded; device synchronised around every call",
+        "repeats": proto.repeats, "min_time_s": proto.min_time_s,
+        "timed": "model forward only; tokenisation timed apart; preprocessing and data loading excluded; device "
+                 "synchronised around every call",
         "gallery": "random unit vectors of the embedding size (scoring cost does not depend on content)",
         "exhaustive": "extrapolated: text encoding + N x (cross-encoder time per pair at cross_batch)",
         "texts": f"the first {proto.batch_size} captions of {dataset.name}/{suite.latency.text_split}",
