@@ -80,25 +80,38 @@ class TextTowerConfig(StrictModel):
 
 @contextmanager
 def quiet_hf_loading() -> Iterator[None]:
-    """transformers draws 'Loading weights' / 'Writing model shards' bars; a harness log has no use for them."""
+    """transformers draws 'Loading weights' / 'Writing model shards' bars and prints its own load report; a
+    harness log has no use for the bars, and load_local_hf checks the keys itself."""
     from transformers.utils import logging as hf_logging
 
     was_enabled = hf_logging.is_progress_bar_enabled()
+    verbosity = hf_logging.get_verbosity()
     hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
     try:
         yield
     finally:
+        hf_logging.set_verbosity(verbosity)
         if was_enabled:
             hf_logging.enable_progress_bar()
 
 
-def load_local_hf(cls: type, directory: Path, vocab_size: int, what: str) -> Any:
-    """A transformers model from a local directory (no hub), refusing one whose vocabulary differs
-    from the tokenizer's (its embeddings would index the wrong rows)."""
+def load_local_hf(cls: type, directory: Path, vocab_size: int, what: str,
+                  may_lack: tuple[str, ...] = ("pooler.",)) -> Any:
+    """A transformers model from a local directory (no hub), refusing one whose vocabulary differs from the
+    tokenizer's (its embeddings would index the wrong rows) or that lacks weights the class needs:
+    transformers would initialise those at random and only warn. `may_lack`: key prefixes the caller drops anyway
+    (BERT's pooler, which no tower here uses). Extra weights (an MLM or NSP head) are fine."""
     if not directory.is_dir():
         raise WeightsError(f"{what} {directory} is not a directory")
     with quiet_hf_loading():
-        loaded = cls.from_pretrained(str(directory), local_files_only=True)
+        loaded, info = cls.from_pretrained(str(directory), local_files_only=True, output_loading_info=True)
+    lacking = sorted(k for k in info["missing_keys"] if not k.startswith(may_lack))
+    if lacking:
+        raise WeightsError(f"{what} {directory} lacks {len(lacking)} weight(s) a {cls.__name__} needs "
+                           f"({', '.join(lacking[:6])}{', ...' if len(lacking) > 6 else ''}); transformers would "
+                           f"initialise them at random. Point {what} at a checkpoint with them (for BERT: a "
+                           "BertForMaskedLM directory, e.g. bert-base-uncased or the unimodal stage's text/)")
     if loaded.config.vocab_size != vocab_size:
         raise WeightsError(f"the model in {directory} has vocab_size {loaded.config.vocab_size} but the tokenizer "
                            f"has {vocab_size}; load the tokenizer from the same directory (tokenizer.kind: pretrained)")

@@ -139,3 +139,35 @@ def test_text_tower_loads_a_local_hf_directory(tmp_path: Path, arch: str) -> Non
     torch.testing.assert_close(dst(ids, mask).pooled, src(ids, mask).pooled, rtol=0, atol=0)
     with pytest.raises(WeightsError, match="vocab_size 50 but the tokenizer has 60"):
         TextTower(cfg.model_copy(update={"pretrained_dir": str(tmp_path / "hf")}), 60, 0, 2, 3)
+
+
+def test_a_local_hf_directory_that_lacks_weights_is_refused_and_loading_logs_no_report(tmp_path: Path) -> None:
+    """transformers fills missing weights at random and only logs a report: the harness refuses instead, and
+    keeps transformers' report about the keys it drops on purpose (the pooler) out of its log."""
+    import logging
+
+    from transformers import BertForMaskedLM
+
+    from vlpbench.methods.bert_mlm import BertWithMLM
+
+    cfg = TextTowerConfig(arch="bert", width=32, depth=1, heads=2, max_length=8, dropout=0.0)
+    src = TextTower(cfg, 50, 0, 2, 3)
+    src.model.save_pretrained(tmp_path / "encoder-only")        # no MLM head
+    BertForMaskedLM(src.model.config).save_pretrained(tmp_path / "mlm")
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append                                # type: ignore[method-assign]
+    hf_logger = logging.getLogger("transformers")
+    hf_logger.addHandler(handler)
+    level = hf_logger.level
+    hf_logger.setLevel(logging.WARNING)     # transformers' default (this test session starts it at error)
+    try:
+        TextTower(cfg.model_copy(update={"pretrained_dir": str(tmp_path / "mlm")}), 50, 0, 2, 3)   # pooler dropped
+        BertWithMLM(cfg.model_copy(update={"pretrained_dir": str(tmp_path / "mlm")}), 50, 0, 2, 3)
+    finally:
+        hf_logger.removeHandler(handler)
+        hf_logger.setLevel(level)
+    assert not [r for r in records if "LOAD REPORT" in r.getMessage()]
+    with pytest.raises(WeightsError, match=r"encoder-only lacks 6 weight\(s\) a BertForMaskedLM needs "
+                                           r"\(cls\.predictions\.bias, cls\.predictions\.decoder\.bias"):
+        BertWithMLM(cfg.model_copy(update={"pretrained_dir": str(tmp_path / "encoder-only")}), 50, 0, 2, 3)
