@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from vlpbench.benchmarks.data import BuiltinDataset
 from vlpbench.benchmarks.data.builtin.media import BuiltinMedia
@@ -22,7 +23,7 @@ from vlpbench.methods.losses import pairwise_infonce, self_harmonized_weights
 from vlpbench.methods.masking import IGNORE_INDEX
 from vlpbench.methods.media import frame_descriptors
 from vlpbench.methods.scale import MODALITIES, SCALE
-from vlpbench.methods.scale_blocks import SequenceFeatures
+from vlpbench.methods.scale_blocks import EncoderLayer, SequenceFeatures, quick_gelu
 
 MICRO_SCALE: dict[str, Any] = {
     "vision": {"width": 32, "depth": 1, "heads": 2, "patch_size": 16},
@@ -57,6 +58,40 @@ def _sprime_by_hand(s: np.ndarray) -> np.ndarray:
     e = np.exp(s)
     w = s * e / e.sum(axis=1, keepdims=True)
     return w / np.linalg.norm(w, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("norm_first, activation", [(True, "quick_gelu"), (False, "gelu"), (True, "gelu")])
+def test_encoder_layer_matches_pytorchs_in_outputs_gradients_and_state_dict(norm_first: bool, activation: str) -> None:
+    """EncoderLayer is nn.TransformerEncoderLayer with its own self-attention path: same initial weights (same
+    seed), same keys, and the same outputs and gradients in a 2-layer encoder with padded keys."""
+    act = quick_gelu if activation == "quick_gelu" else "gelu"
+    stacks = []
+    for cls in (nn.TransformerEncoderLayer, EncoderLayer):
+        torch.manual_seed(3)
+        layer = cls(16, 4, 40, 0.0, activation=act, batch_first=True, norm_first=norm_first)
+        stacks.append(nn.TransformerEncoder(layer, 2, enable_nested_tensor=False))
+    ref, ours = stacks
+    assert ref.state_dict().keys() == ours.state_dict().keys()
+    assert all(torch.equal(a, b) for a, b in zip(ref.state_dict().values(), ours.state_dict().values()))
+    x = torch.randn(3, 7, 16)
+    pad = torch.zeros(3, 7, dtype=torch.bool)
+    pad[1, 4:] = True
+    pad[2, 1:] = True               # one valid key only
+    outs, grads = [], []
+    for stack in stacks:
+        xi = x.clone().requires_grad_(True)
+        out = stack(xi, src_key_padding_mask=pad)
+        (out * torch.linspace(-1, 1, 16)).sum().backward()
+        outs.append(out.detach())
+        grads.append([xi.grad] + [p.grad for p in stack.parameters()])
+    torch.testing.assert_close(outs[1], outs[0], atol=1e-5, rtol=1e-5)
+    for g_ours, g_ref in zip(grads[1], grads[0]):
+        torch.testing.assert_close(g_ours, g_ref, atol=1e-5, rtol=1e-4)
+    # a boolean mask passed to one layer directly means the same as the encoder's canonical float mask
+    layer = ours.layers[0].eval()
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x, src_key_padding_mask=pad), ref.layers[0].eval()(x, src_key_padding_mask=pad),
+                                   atol=1e-5, rtol=1e-5)
 
 
 def test_modality_graph_on_hand_made_features(model: SCALE) -> None:
