@@ -87,7 +87,7 @@ class TokenizerSpec(StrictModel):
 
 DEFAULT_BUDGETS: dict[str, dict[str, int]] = {
     "tiny": {"steps": 250, "batch_size": 256, "log_every": 10, "checkpoint_every": 25},  # a kill loses <= 3 min
-    "cpu": {"steps": 240, "batch_size": 256, "log_every": 10, "checkpoint_every": 60},
+    "cpu": {"steps": 270, "batch_size": 256, "log_every": 10, "checkpoint_every": 90},
     "base": {"steps": 20000, "batch_size": 256, "log_every": 50, "checkpoint_every": 2000},
 }
 

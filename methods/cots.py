@@ -381,7 +381,7 @@ CARD = MethodCard(
                   ours="cpu: 32 px images in 16 patches of 8 px, ViT and BERT 96 wide and 4 deep (tiny's depth), "
                        "BEiT blocks of at least 2 of the 16 patches (tiny: 64 px, 128 wide, blocks of 4)",
                   reference="ViT-B/16 and BERT-base at 224 px (base preset); BEiT's blocks of at least 16 patches",
-                  reason=f"{CPU_PRESET_REASON}; measured on builtin val at 250 x 256 with BERT's dropout: RSUM 107.1 at 4 layers, 37.6 at 2 (the other methods' depth); at 4 layers it varies with the seed and the dVAE (66.4-116.6 in four runs), being short of steps"),
+                  reason=f"{CPU_PRESET_REASON}; measured on builtin val at 250 x 256 with BERT's dropout: RSUM 107.1 at 4 layers, 37.6 at 2 (the other methods' depth); at 4 layers it varies with the seed and the dVAE (66.4-116.6 in four runs), being short of steps; without BERT's dropout (the default): 92.3 at 240 x 256, 101.7 (seed 1: 110.6) at 260, 128.3 at 270 (the default's steps), 126.5 at 280"),
         CPU_TEXT_DROPOUT,
         Deviation(option="suite.finetune.recipe_overrides", ours="the harness' id-aware contrastive fine-tuning at COTS' τ, TCL's optimiser settings",
                   reference="COTS' fine-tuning recipe is not published (no official code; batch, lr and epochs "

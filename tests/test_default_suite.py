@@ -24,13 +24,16 @@ def test_make_run_is_the_cpu_suite_and_make_run_full_the_tiny_one() -> None:
 def test_cpu_is_smaller_and_cheaper_than_tiny_for_every_default_method() -> None:
     default = load_suite(None)
     cpu, tiny = (default.budget(s) for s in ("cpu", "tiny"))
-    assert cpu.steps * cpu.batch_size <= tiny.steps * tiny.batch_size
+    # cpu runs a few more steps than tiny (270 against 250: COTS needs them, docs/calibration.md) on a quarter of the
+    # pixels with narrower, shallower towers: the pixels it pretrains on stay well under tiny's
+    assert cpu.batch_size == tiny.batch_size and cpu.steps <= 1.2 * tiny.steps
     assert default.unimodal_budget("cpu").vision_steps < default.unimodal_budget("tiny").vision_steps
     assert default.dvae_budget("cpu").steps < default.dvae_budget("tiny").steps
     assert default.finetune.budget_for("cpu").steps <= default.finetune.budget_for("tiny").steps
     for method in default_suite_methods():
         small, large = method_config(method, "cpu"), method_config(method, "tiny")
         assert small.vision.image_size < large.vision.image_size, method         # type: ignore[attr-defined]
+        assert cpu.steps * small.vision.image_size ** 2 < 0.5 * tiny.steps * large.vision.image_size ** 2, method  # type: ignore[attr-defined]
         assert small.vision.width < large.vision.width, method                   # type: ignore[attr-defined]
         assert small.text.width < large.text.width, method                       # type: ignore[attr-defined]
 
