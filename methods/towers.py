@@ -98,17 +98,16 @@ def quiet_hf_loading() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def load_local_hf(cls: type, directory: Path, vocab_size: int, what: str,
-                  may_lack: tuple[str, ...] = ("pooler.",)) -> Any:
+def load_local_hf(cls: type, directory: Path, vocab_size: int, what: str) -> Any:
     """A transformers model from a local directory (no hub), refusing one whose vocabulary differs from the
     tokenizer's (its embeddings would index the wrong rows) or that lacks weights the class needs:
-    transformers would initialise those at random and only warn. `may_lack`: key prefixes the caller drops anyway
-    (BERT's pooler, which no tower here uses). Extra weights (an MLM or NSP head) are fine."""
+    transformers would initialise those at random and only warn. BERT's pooler may be missing (every caller drops
+    it: no tower here uses it); extra weights (an MLM or NSP head) are fine."""
     if not directory.is_dir():
         raise WeightsError(f"{what} {directory} is not a directory")
     with quiet_hf_loading():
         loaded, info = cls.from_pretrained(str(directory), local_files_only=True, output_loading_info=True)
-    lacking = sorted(k for k in info["missing_keys"] if not k.startswith(may_lack))
+    lacking = sorted(k for k in info["missing_keys"] if not k.startswith("pooler."))
     if lacking:
         raise WeightsError(f"{what} {directory} lacks {len(lacking)} weight(s) a {cls.__name__} needs "
                            f"({', '.join(lacking[:6])}{', ...' if len(lacking) > 6 else ''}); transformers would "
